@@ -1,0 +1,187 @@
+"""Inference and training-step overhead of the semantic prior, wrapped vs unwrapped.
+
+Both variants are timed in the same process, interleaved (A, B, A, B, ...) so machine
+noise hits both alike; medians are reported. Writes a Markdown table and a JSON file
+under ``benchmarks/results/``.
+
+    python benchmarks/overhead.py                      # UNet at 256x256, CPU
+    python benchmarks/overhead.py --backbones all --sizes 256 512 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import sp_adapter as sp
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@dataclass
+class Backbone:
+    build: Callable[[], torch.nn.Module]
+    inputs: Callable[[torch.Tensor], tuple]
+    final: Callable[[object], torch.Tensor]
+
+
+def _unet():
+    from sp_adapter.backbones.unet import UNet
+
+    return UNet()
+
+
+BACKBONES: dict[str, Backbone] = {
+    "UNet": Backbone(_unet, lambda x: (x,), lambda out: out),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, device) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():  # warm-up
+        fn()
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _peak_memory(fn: Callable[[], object], device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    _sync(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def measure(name: str, size: int, device: torch.device, repeats: int, batch: int,
+            train_step: bool, teacher) -> dict:
+    spec = BACKBONES[name]
+    torch.manual_seed(0)
+    base = spec.build().to(device)
+    wrapped = sp.wrap(copy.deepcopy(base), teacher=teacher)
+    base.eval()
+    wrapped.eval()
+    x = torch.rand(batch, 3, size, size, device=device)
+    sharp = torch.rand_like(x)
+    n_base = sum(p.numel() for p in base.parameters())
+    n_prior = sum(p.numel() for p in wrapped.sp_prior.parameters())
+
+    def run(model):
+        def fn():
+            with torch.inference_mode():
+                return model(*spec.inputs(x))
+        return fn
+
+    infer = _interleaved({"base": run(base), "wrapped": run(wrapped)}, repeats, device)
+    row = {
+        "backbone": name, "size": size, "batch": batch, "device": str(device),
+        "params_base": n_base, "params_prior": n_prior, "param_overhead": n_prior / n_base,
+        "infer_base_s": infer["base"], "infer_wrapped_s": infer["wrapped"],
+        "infer_ratio": infer["wrapped"] / infer["base"],
+        "peak_mb_base": _peak_memory(run(base), device),
+        "peak_mb_wrapped": _peak_memory(run(wrapped), device),
+    }
+    if train_step:
+        base.train()
+        wrapped.train()
+        opt_b = torch.optim.AdamW(base.parameters(), lr=1e-6)
+        opt_w = torch.optim.AdamW(wrapped.parameters(), lr=1e-6)
+
+        def step(model, opt, with_prior):
+            def fn():
+                out = spec.final(model(*spec.inputs(x)))
+                loss = F.l1_loss(out, sharp)
+                if with_prior:
+                    loss = loss + 0.1 * sp.prior_loss(model, sharp)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return fn
+
+        train = _interleaved({"base": step(base, opt_b, False),
+                              "wrapped": step(wrapped, opt_w, True)}, max(3, repeats // 2), device)
+        row.update(train_base_s=train["base"], train_wrapped_s=train["wrapped"],
+                   train_ratio=train["wrapped"] / train["base"])
+    return row
+
+
+def _table(rows: list[dict]) -> str:
+    head = ("| backbone | size | device | base s | +SP s | ratio | train base s | train +SP s "
+            "| train ratio | params base | params prior | overhead |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {r['backbone']} | {r['size']} | {r['device']} | {r['infer_base_s']:.4f} | "
+            f"{r['infer_wrapped_s']:.4f} | {r['infer_ratio']:.3f} | "
+            f"{r.get('train_base_s', float('nan')):.4f} | {r.get('train_wrapped_s', float('nan')):.4f} | "
+            f"{r.get('train_ratio', float('nan')):.3f} | {r['params_base']:,} | {r['params_prior']:,} | "
+            f"{100 * r['param_overhead']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbones", nargs="+", default=["UNet"],
+                        help=f"names from {list(BACKBONES)} or 'all'")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(RESULTS / "overhead"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = list(BACKBONES) if args.backbones == ["all"] else args.backbones
+    device = torch.device(args.device)
+    teacher = sp.load_teacher(sp.TeacherSpec())
+    rows = []
+    for name in names:
+        for size in args.sizes:
+            row = measure(name, size, device, args.repeats, args.batch, not args.no_train, teacher)
+            rows.append(row)
+            print(_table([row]).splitlines()[-1], flush=True)
+    table = _table(rows)
+    print()
+    print(table)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "machine": platform.machine(), "processor": platform.processor(),
+            "command": "python benchmarks/overhead.py "
+            + " ".join(sys.argv[1:] if argv is None else argv)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(
+        f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
+        f"torch {meta['torch']}, {meta['threads']} threads, {device}\n\n{table}\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
