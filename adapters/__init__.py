@@ -16,6 +16,12 @@ from sp_adapter.levels import BackboneMap
 
 ADAPTERS: dict[str, str] = {
     "UNet": "unet",
+    "MIMOUNet": "mimo_unet",
+    "MIMOUNetPlus": "mimo_unet",
+    "MSResNet": "deepdeblur",
+    "MPRNet": "mprnet",
+    "MPRNetStage1": "mprnet",
+    "DeblurNet": "mssnet",
 }
 """Class name -> the adapter file (in this folder) that maps it."""
 

@@ -77,8 +77,9 @@ def _peak_memory(fn: Callable[[], object], device: torch.device) -> float | None
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
-def measure(name: str, size: int, device: torch.device, repeats: int, batch: int,
-            train_step: bool, teacher) -> dict:
+def measure(
+    name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool, teacher
+) -> dict:
     spec = BACKBONES[name]
     torch.manual_seed(0)
     base = spec.build().to(device)
@@ -94,13 +95,20 @@ def measure(name: str, size: int, device: torch.device, repeats: int, batch: int
         def fn():
             with torch.inference_mode():
                 return model(*spec.inputs(x))
+
         return fn
 
     infer = _interleaved({"base": run(base), "wrapped": run(wrapped)}, repeats, device)
     row = {
-        "backbone": name, "size": size, "batch": batch, "device": str(device),
-        "params_base": n_base, "params_prior": n_prior, "param_overhead": n_prior / n_base,
-        "infer_base_s": infer["base"], "infer_wrapped_s": infer["wrapped"],
+        "backbone": name,
+        "size": size,
+        "batch": batch,
+        "device": str(device),
+        "params_base": n_base,
+        "params_prior": n_prior,
+        "param_overhead": n_prior / n_base,
+        "infer_base_s": infer["base"],
+        "infer_wrapped_s": infer["wrapped"],
         "infer_ratio": infer["wrapped"] / infer["base"],
         "peak_mb_base": _peak_memory(run(base), device),
         "peak_mb_wrapped": _peak_memory(run(wrapped), device),
@@ -120,25 +128,35 @@ def measure(name: str, size: int, device: torch.device, repeats: int, batch: int
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+
             return fn
 
-        train = _interleaved({"base": step(base, opt_b, False),
-                              "wrapped": step(wrapped, opt_w, True)}, max(3, repeats // 2), device)
-        row.update(train_base_s=train["base"], train_wrapped_s=train["wrapped"],
-                   train_ratio=train["wrapped"] / train["base"])
+        train = _interleaved(
+            {"base": step(base, opt_b, False), "wrapped": step(wrapped, opt_w, True)},
+            max(3, repeats // 2),
+            device,
+        )
+        row.update(
+            train_base_s=train["base"],
+            train_wrapped_s=train["wrapped"],
+            train_ratio=train["wrapped"] / train["base"],
+        )
     return row
 
 
 def _table(rows: list[dict]) -> str:
-    head = ("| backbone | size | device | base s | +SP s | ratio | train base s | train +SP s "
-            "| train ratio | params base | params prior | overhead |")
+    head = (
+        "| backbone | size | device | base s | +SP s | ratio | train base s | train +SP s "
+        "| train ratio | params base | params prior | overhead |"
+    )
     lines = [head, "|" + "---|" * 12]
+    nan = float("nan")
     for r in rows:
         lines.append(
             f"| {r['backbone']} | {r['size']} | {r['device']} | {r['infer_base_s']:.4f} | "
             f"{r['infer_wrapped_s']:.4f} | {r['infer_ratio']:.3f} | "
-            f"{r.get('train_base_s', float('nan')):.4f} | {r.get('train_wrapped_s', float('nan')):.4f} | "
-            f"{r.get('train_ratio', float('nan')):.3f} | {r['params_base']:,} | {r['params_prior']:,} | "
+            f"{r.get('train_base_s', nan):.4f} | {r.get('train_wrapped_s', nan):.4f} | "
+            f"{r.get('train_ratio', nan):.3f} | {r['params_base']:,} | {r['params_prior']:,} | "
             f"{100 * r['param_overhead']:.1f}% |"
         )
     return "\n".join(lines)
@@ -146,8 +164,9 @@ def _table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbones", nargs="+", default=["UNet"],
-                        help=f"names from {list(BACKBONES)} or 'all'")
+    parser.add_argument(
+        "--backbones", nargs="+", default=["UNet"], help=f"names from {list(BACKBONES)} or 'all'"
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[256])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
@@ -170,16 +189,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = _table(rows)
     print()
     print(table)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-            "machine": platform.machine(), "processor": platform.processor(),
-            "command": "python benchmarks/overhead.py "
-            + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "command": "python benchmarks/overhead.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     out.with_suffix(".md").write_text(
         f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
-        f"torch {meta['torch']}, {meta['threads']} threads, {device}\n\n{table}\n")
+        f"torch {meta['torch']}, {meta['threads']} threads, {device}\n\n{table}\n"
+    )
     return rows
 
 

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    data = SyntheticBlurDataset("train", crop=args.crop, length=args.steps * args.batch, seed=args.seed)
+    data = SyntheticBlurDataset(
+        "train", crop=args.crop, length=args.steps * args.batch, seed=args.seed
+    )
     loader = DataLoader(data, batch_size=args.batch)
 
     model = UNet()
@@ -45,8 +47,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         loss.backward()
         optimizer.step()
         history.append({"l1": l1.item(), "prior": prior.item(), "loss": loss.item()})
-        print(f"step {step + 1:3d}/{args.steps}  L1 {l1.item():.4f}  prior {prior.item():.4f}  "
-              f"total {loss.item():.4f}", flush=True)
+        print(
+            f"step {step + 1:3d}/{args.steps}  L1 {l1.item():.4f}  prior {prior.item():.4f}  "
+            f"total {loss.item():.4f}",
+            flush=True,
+        )
     return history
 
 

@@ -30,7 +30,9 @@ class MultiLevelAggregation(nn.Module):
     def forward(self, priors: Sequence[torch.Tensor]) -> torch.Tensor:
         f = priors[self.level]
         size = f.shape[-2:]
-        stacked = torch.cat([f] + [resize(p, size) for t, p in enumerate(priors) if t != self.level], 1)
+        stacked = torch.cat(
+            [f] + [resize(p, size) for t, p in enumerate(priors) if t != self.level], 1
+        )
         return self.conv(stacked) * f + f
 
 
@@ -43,8 +45,9 @@ class SemanticAttentionTransform(nn.Module):
     destabilise training.
     """
 
-    def __init__(self, prior_channels: int, channels: int, kernel_size: int = 3,
-                 sigma_bound: float = 1.0) -> None:
+    def __init__(
+        self, prior_channels: int, channels: int, kernel_size: int = 3, sigma_bound: float = 1.0
+    ) -> None:
         super().__init__()
         self.conv1 = zero_conv(prior_channels, channels, kernel_size)
         self.conv2 = zero_conv(prior_channels, channels, kernel_size)
@@ -105,7 +108,7 @@ def crop_to_site(
     full_h, full_w = round(h / region.height), round(w / region.width)
     top, left = round(region.top * full_h), round(region.left * full_w)
     top, left = min(top, full_h - h), min(left, full_w - w)
-    return [resize(m, (full_h, full_w))[..., top:top + h, left:left + w] for m in maps]
+    return [resize(m, (full_h, full_w))[..., top : top + h, left : left + w] for m in maps]
 
 
 class SemanticPriorEmbedding(nn.Module):
@@ -118,8 +121,9 @@ class SemanticPriorEmbedding(nn.Module):
         config: the switches (``mla``, ``fusion``, ``kernel_size``, ``sigma_bound``).
     """
 
-    def __init__(self, prior_channels: Sequence[int], prior_level: int, channels: int,
-                 config: PriorConfig) -> None:
+    def __init__(
+        self, prior_channels: Sequence[int], prior_level: int, channels: int, config: PriorConfig
+    ) -> None:
         super().__init__()
         if not 0 <= prior_level < len(prior_channels):
             raise ValueError(
@@ -143,8 +147,13 @@ class SemanticPriorEmbedding(nn.Module):
         m = self.mla(priors) if self.mla is not None else priors[self.prior_level]
         return self.fusion.maps(m)
 
-    def forward(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
-                region: Region | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        h: torch.Tensor,
+        g: torch.Tensor,
+        maps: Sequence[torch.Tensor],
+        region: Region | None = None,
+    ) -> torch.Tensor:
         """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``."""
         site_maps = [m.to(h.dtype) for m in crop_to_site(maps, h.shape[-2:], region)]
         return self.fusion.apply(h, g, site_maps)

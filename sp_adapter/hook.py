@@ -48,7 +48,9 @@ class ForwardState:
 def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
     """``image`` must be a float ``B x 3 x H x W`` tensor."""
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape Bx3xHxW, got {type(image).__name__}")
+        raise TypeError(
+            f"{what} must be a torch.Tensor of shape Bx3xHxW, got {type(image).__name__}"
+        )
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(
             f"{what} must have shape Bx3xHxW (a batch of RGB images), got {tuple(image.shape)}"
@@ -84,8 +86,13 @@ class SPEHook:
         teacher: the frozen teacher for :meth:`prior_loss` (``None`` for inference only).
     """
 
-    def __init__(self, model: nn.Module, levels: Mapping[str, Level], image: ImageGetter,
-                 teacher: Teacher | None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        levels: Mapping[str, Level],
+        image: ImageGetter,
+        teacher: Teacher | None,
+    ) -> None:
         self.levels = dict(levels)
         self.image = image
         self.teacher = teacher
@@ -136,8 +143,11 @@ class SPEHook:
         """Remove every hook of this object from ``model`` (and its per-forward state)."""
         for module, kind, key in self.hooks_in(model):
             del getattr(module, kind)[key]
-            for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
-                          "_forward_hooks_always_called"):
+            for extra in (
+                "_forward_pre_hooks_with_kwargs",
+                "_forward_hooks_with_kwargs",
+                "_forward_hooks_always_called",
+            ):
                 getattr(module, extra, {}).pop(key, None)
         self._states.clear()
 
@@ -193,7 +203,9 @@ class SPEHook:
         level = self.levels[name]
         where = f"level {name!r} ({'input' if level.on_input else 'output'} of {level.site!r})"
         if not isinstance(h, torch.Tensor) or h.dim() != 4:
-            raise TypeError(f"{where} must be a 4D tensor, got {getattr(h, 'shape', type(h).__name__)}")
+            raise TypeError(
+                f"{where} must be a 4D tensor, got {getattr(h, 'shape', type(h).__name__)}"
+            )
         if h.shape[1] != level.channels:
             raise ValueError(
                 f"{where} has {h.shape[1]} channels but the level was declared with "

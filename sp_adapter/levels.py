@@ -115,11 +115,18 @@ class BackboneMap:
                     )
                 item = keys[item]
             if item not in self.levels:
-                raise ValueError(
-                    f"{self.name} has no level {item!r}; its levels are {keys}"
-                )
+                raise ValueError(f"{self.name} has no level {item!r}; its levels are {keys}")
             chosen[item] = self.levels[item]
         return chosen
+
+
+def conv_channels(module: nn.Module) -> int:
+    """Input channels of the first convolution inside ``module`` (for adapters that read
+    a backbone's widths off the module itself)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError(f"{type(module).__name__} holds no Conv2d")
 
 
 def find_module(model: nn.Module, name: str, what: str = "module") -> nn.Module:

@@ -44,10 +44,11 @@ class CrossLevelConnection(nn.Module):
     def __init__(self, channels: Sequence[int], kernel_size: int = 3) -> None:
         super().__init__()
         self.attention = nn.ModuleList(
-            zero_conv(c + c_next, c, kernel_size) for c, c_next in zip(channels, channels[1:])
+            zero_conv(c + c_next, c, kernel_size)
+            for c, c_next in zip(channels[:-1], channels[1:], strict=True)
         )
         self.project = nn.ModuleList(
-            zero_conv(c_next, c, 1) for c, c_next in zip(channels, channels[1:])
+            zero_conv(c_next, c, 1) for c, c_next in zip(channels[:-1], channels[1:], strict=True)
         )
 
     def forward(self, m: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -81,12 +82,16 @@ class PriorLearner(nn.Module):
         super().__init__()
         self.student = student
         self.channels, self.reductions = list(channels), list(reductions)
-        self.clc = CrossLevelConnection(channels, kernel_size) if clc and len(channels) > 1 else None
+        self.clc = (
+            CrossLevelConnection(channels, kernel_size) if clc and len(channels) > 1 else None
+        )
 
     def forward(self, blurry: torch.Tensor) -> list[torch.Tensor]:
         m = self.student(blurry)
         if len(m) != len(self.channels):
-            raise RuntimeError(f"the student returned {len(m)} levels, expected {len(self.channels)}")
+            raise RuntimeError(
+                f"the student returned {len(m)} levels, expected {len(self.channels)}"
+            )
         return self.clc(m) if self.clc is not None else list(m)
 
 
@@ -103,4 +108,6 @@ def build_prior_learner(
         student: nn.Module = TeacherInitStudent(teacher)
     else:
         student = SmallStudent(channels, reductions, width=config.small_width)
-    return PriorLearner(student, channels, reductions, clc=config.clc, kernel_size=config.kernel_size)
+    return PriorLearner(
+        student, channels, reductions, clc=config.clc, kernel_size=config.kernel_size
+    )

@@ -74,7 +74,9 @@ class SmallStudent(nn.Module):
         super().__init__()
         for r in reductions:
             if r < 2 or r & (r - 1):
-                raise ValueError(f"SmallStudent needs power-of-two reductions >= 2, got {reductions}")
+                raise ValueError(
+                    f"SmallStudent needs power-of-two reductions >= 2, got {reductions}"
+                )
         if list(reductions) != sorted(set(reductions)):
             raise ValueError(f"reductions must increase, got {reductions}")
         self.channels, self.reductions = list(channels), list(reductions)

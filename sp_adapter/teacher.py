@@ -221,7 +221,9 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Standardised features ``f_gt^1..L`` of a sharp batch in [0, 1], float32."""
-        return [(f - m) / s for f, (m, s) in zip(self.raw_features(x), self.statistics(), strict=True)]
+        return [
+            (f - m) / s for f, (m, s) in zip(self.raw_features(x), self.statistics(), strict=True)
+        ]
 
     @torch.no_grad()
     def calibrate(self, images: Iterable[torch.Tensor]) -> Teacher:
@@ -266,8 +268,13 @@ def default_calibration_images(size: int = 320) -> list[torch.Tensor]:
         scale = size / max(h, w)
         hs, ws = max(32, round(h * scale)), max(32, round(w * scale))
         images.append(
-            F.interpolate(image.unsqueeze(0), size=(hs, ws), mode="bilinear", antialias=True,
-                          align_corners=False)[0].clamp(0, 1)
+            F.interpolate(
+                image.unsqueeze(0),
+                size=(hs, ws),
+                mode="bilinear",
+                antialias=True,
+                align_corners=False,
+            )[0].clamp(0, 1)
         )
     return images
 

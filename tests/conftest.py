@@ -17,8 +17,10 @@ def teacher() -> Teacher:
     (calibration on the real photos is tested in test_teacher.py)."""
     t = Teacher(build_feature_model(TeacherSpec()), name="tf_efficientnet_lite0")
     g = torch.Generator().manual_seed(0)
-    images = [torch.nn.functional.avg_pool2d(torch.rand(3, 96, 96, generator=g)[None], 5, 1, 2)[0]
-              for _ in range(4)]
+    images = [
+        torch.nn.functional.avg_pool2d(torch.rand(3, 96, 96, generator=g)[None], 5, 1, 2)[0]
+        for _ in range(4)
+    ]
     return t.calibrate(images)
 
 

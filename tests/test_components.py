@@ -55,8 +55,11 @@ def test_clc_matches_equation_3():
     out = clc(m)
     for i in range(2):
         up = F.interpolate(m[i + 1], size=m[i].shape[-2:], mode="bilinear", align_corners=False)
-        a = 1 + torch.tanh(F.conv2d(torch.cat([m[i], up], 1), clc.attention[i].weight,
-                                    clc.attention[i].bias, padding=1))
+        a = 1 + torch.tanh(
+            F.conv2d(
+                torch.cat([m[i], up], 1), clc.attention[i].weight, clc.attention[i].bias, padding=1
+            )
+        )
         proj = F.conv2d(up, clc.project[i].weight, clc.project[i].bias)
         assert torch.allclose(out[i], a * m[i] + a * proj, atol=1e-6)
     assert torch.equal(out[2], m[2])
@@ -76,7 +79,9 @@ def test_sat_matches_equation_6_and_starts_at_identity():
     f_de, f_en = _randn(1, 5, 8, 8, seed=2), _randn(1, 5, 8, 8, seed=3)
     sat = SemanticAttentionTransform(4, 5, kernel_size=3, sigma_bound=0.5)
     maps = sat.maps(m)
-    assert torch.equal(maps[0], torch.zeros_like(maps[0])) and torch.equal(maps[1], torch.zeros_like(maps[1]))
+    assert torch.equal(maps[0], torch.zeros_like(maps[0])) and torch.equal(
+        maps[1], torch.zeros_like(maps[1])
+    )
     # the network adds f_en after the site: h = f_de, g = f_de + f_en
     assert torch.equal(sat.apply(f_de, f_de + f_en, maps) + f_en, f_de + f_en)
     for conv in (sat.conv1, sat.conv2):
@@ -96,8 +101,9 @@ def test_spe_resizes_maps_to_the_decoder_level_and_crops_regions():
     h = _randn(1, 5, 16, 16, seed=3)
     maps = spe.maps(priors)
     out = spe(h, h, maps)
-    mu = 1 + F.interpolate(torch.tanh(spe.fusion.conv1(priors[0])), size=(16, 16),
-                           mode="bilinear", align_corners=False)
+    mu = 1 + F.interpolate(
+        torch.tanh(spe.fusion.conv1(priors[0])), size=(16, 16), mode="bilinear", align_corners=False
+    )
     assert torch.allclose(out, mu * h, atol=1e-6)
     # a module run on the bottom half of the image sees the bottom half of the maps
     bottom = crop_to_site(maps, (8, 16), Region(0.5, 0.0, 0.5, 1.0))

@@ -48,7 +48,9 @@ def test_user_map_on_unknown_unet_is_exact_and_trains(teacher):
     sp.wrap(net, _levels(), teacher=teacher)
     assert torch.equal(net(image=x)["restored"], reference)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
-    sat = [m for m in net.sp_prior.modules() if isinstance(m, sp.embedding.SemanticAttentionTransform)]
+    sat = [
+        m for m in net.sp_prior.modules() if isinstance(m, sp.embedding.SemanticAttentionTransform)
+    ]
     assert len(sat) == 2
     loss = F.l1_loss(net(image=x)["restored"], sharp) + 0.1 * sp.prior_loss(net, sharp)
     loss.backward()
@@ -63,8 +65,9 @@ def test_user_map_on_unknown_unet_is_exact_and_trains(teacher):
 def test_user_backbone_map_with_named_levels(teacher):
     net = ConcatUNet()
     levels = dict(zip(["fine", "coarse"], _levels(), strict=True))
-    bmap = sp.BackboneMap("ConcatUNet", levels, default_levels=("coarse",),
-                          image=lambda args, kwargs: kwargs["image"])
+    bmap = sp.BackboneMap(
+        "ConcatUNet", levels, default_levels=("coarse",), image=lambda args, kwargs: kwargs["image"]
+    )
     sp.wrap(net, backbone=bmap, teacher=teacher)
     assert list(net.sp_prior.embeddings) == ["coarse"]
     net(image=torch.rand(1, 3, 32, 32))

@@ -24,13 +24,16 @@ def _hook_count(model: torch.nn.Module) -> int:
     )
 
 
-@pytest.mark.parametrize("options", [
-    {},
-    {"fusion": "add"},
-    {"fusion": "concat"},
-    {"clc": False, "mla": False},
-    {"student": "small"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"fusion": "add"},
+        {"fusion": "concat"},
+        {"clc": False, "mla": False},
+        {"student": "small"},
+    ],
+)
 def test_wrapped_output_is_bit_exact_at_init(teacher, pair, options):
     net = _unet()
     blurry, _ = pair
@@ -201,6 +204,7 @@ def test_hcl_switch_off_gives_zero_prior_loss(teacher, pair):
 
 # -- errors ---------------------------------------------------------------------------
 
+
 def test_unknown_level_name_lists_close_names(teacher):
     net = _unet()
     with pytest.raises(ValueError, match=r"'up_1' does not exist.*'up1'"):
@@ -223,7 +227,9 @@ def test_wrap_twice_is_an_error(teacher):
         sp.wrap(net, teacher=teacher)
 
 
-@pytest.mark.parametrize("bad", [torch.rand(3, 64, 64), torch.rand(1, 1, 3, 64, 64), torch.rand(1, 4, 64, 64)])
+@pytest.mark.parametrize(
+    "bad", [torch.rand(3, 64, 64), torch.rand(1, 1, 3, 64, 64), torch.rand(1, 4, 64, 64)]
+)
 def test_non_image_input_is_an_error(teacher, bad):
     net = sp.wrap(_unet(), teacher=teacher)
     with pytest.raises(ValueError, match=r"Bx3xHxW"):

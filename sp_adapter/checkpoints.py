@@ -1,0 +1,258 @@
+"""Load published backbone checkpoints into this project's twins, safely and strictly.
+
+Files are read with ``torch.load(..., weights_only=True, map_location="cpu")`` (never an
+unrestricted unpickler) or, for ``.safetensors``, with safetensors. The published wrappers
+are recognised by :func:`unwrap_checkpoint`:
+
+=============================  ==========================================================
+wrapper key                    published by
+=============================  ==========================================================
+``params_ema`` / ``params``    BasicSR-style training (``params_ema`` preferred, see below)
+``model_state_dict``           MSSNet (next to ``optimizer_state_dict``, ``epoch``)
+``state_dict``                 MPRNet (keys usually carry a ``module.`` prefix)
+``model``                      MIMO-UNet / MIMO-UNet+ ``.pkl``
+``G``                          DeepDeblur-PyTorch (next to ``D`` when trained adversarially)
+(none)                         a bare state dict
+=============================  ==========================================================
+
+When several wrapper keys are present the first in the table wins; ``key=`` chooses
+explicitly. BasicSR saves both ``params`` (the trained network) and ``params_ema`` (its
+exponential moving average) when EMA is on, and evaluates with the EMA network, so the
+published numbers come from ``params_ema``: it is preferred.
+
+A ``module.`` prefix (``DataParallel``) is removed when every key has it (and, in
+:func:`load_backbone_checkpoint`, the model's own keys do not).
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+WRAPPER_KEYS: tuple[str, ...] = (
+    "params_ema",
+    "params",
+    "model_state_dict",
+    "state_dict",
+    "model",
+    "G",
+)
+"""Keys under which published checkpoints keep the state dict, in order of preference."""
+
+MODULE_PREFIX = "module."
+MAX_LISTED = 10
+"""How many keys an error message lists per category before summarising the rest."""
+
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class CheckpointError(ValueError):
+    """Base class of the errors raised by this module."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The object is not a state dict nor a recognised wrapper of one."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file holds objects other than tensors and plain containers, so the restricted
+    (``weights_only``) unpickler refused it."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """State dict keys or shapes do not match the model.
+
+    Attributes ``missing``, ``unexpected`` (key lists) and ``shape_mismatches`` (tuples
+    ``(key, expected_shape, checkpoint_shape)``) hold the full lists; the message lists at
+    most :data:`MAX_LISTED` of each, with counts.
+    """
+
+    def __init__(
+        self,
+        missing: list[str],
+        unexpected: list[str],
+        shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+        model_name: str = "model",
+    ) -> None:
+        self.missing = missing
+        self.unexpected = unexpected
+        self.shape_mismatches = shape_mismatches
+        lines = [f"checkpoint does not match {model_name}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {_short_list(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {_short_list(unexpected)}")
+        if shape_mismatches:
+            shown = [
+                f"{k} (expected {list(exp)}, got {list(got)})"
+                for k, exp, got in shape_mismatches[:MAX_LISTED]
+            ]
+            more = len(shape_mismatches) - len(shown)
+            tail = f", ... and {more} more" if more > 0 else ""
+            lines.append(f"  shape mismatches ({len(shape_mismatches)}): {', '.join(shown)}{tail}")
+        super().__init__("\n".join(lines))
+
+
+def _short_list(keys: list[str]) -> str:
+    shown = ", ".join(keys[:MAX_LISTED])
+    more = len(keys) - MAX_LISTED
+    return f"{shown}, ... and {more} more" if more > 0 else shown
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = [repr(k) for k in list(obj)[:MAX_LISTED]]
+        more = f", ... ({len(obj)} keys)" if len(obj) > MAX_LISTED else ""
+        return f"a {type(obj).__name__} with keys [{', '.join(keys)}{more}]"
+    return f"an object of type {type(obj).__name__}"
+
+
+def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a leading ``module.`` from every key if EVERY key has one; else return a copy.
+
+    The ``_metadata`` attribute of a ``state_dict()`` result is carried over (re-keyed).
+    """
+    if not state_dict or not all(k.startswith(MODULE_PREFIX) for k in state_dict):
+        out = OrderedDict(state_dict)
+        metadata = getattr(state_dict, "_metadata", None)
+        if metadata is not None:
+            out._metadata = metadata  # type: ignore[attr-defined]
+        return out
+    out = OrderedDict((k[len(MODULE_PREFIX) :], v) for k, v in state_dict.items())
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        renamed = OrderedDict()
+        for k, v in metadata.items():
+            if k == "module":
+                renamed[""] = v
+            elif k.startswith(MODULE_PREFIX):
+                renamed[k[len(MODULE_PREFIX) :]] = v
+        out._metadata = renamed  # type: ignore[attr-defined]
+    return out
+
+
+def unwrap_checkpoint(
+    obj: Any, key: str | None = None, strip_prefix: bool = True
+) -> dict[str, torch.Tensor]:
+    """The state dict inside a loaded checkpoint object.
+
+    ``obj`` may be a bare state dict, a published wrapper (see the module docstring),
+    or an ``nn.Module`` (its ``state_dict()``). ``key`` selects the wrapper entry
+    explicitly. With ``strip_prefix`` a ``module.`` prefix on every key is removed.
+    Raises :class:`CheckpointFormatError` when no state dict is found.
+    """
+    if isinstance(obj, nn.Module):
+        state = obj.state_dict()
+    elif key is not None:
+        if not isinstance(obj, Mapping) or key not in obj:
+            raise CheckpointFormatError(
+                f"no entry {key!r} in the checkpoint: it is {_describe(obj)}"
+            )
+        state = obj[key]
+        if not _is_state_dict(state):
+            raise CheckpointFormatError(
+                f"checkpoint entry {key!r} is not a state dict (str -> Tensor): "
+                f"it is {_describe(state)}"
+            )
+    elif _is_state_dict(obj):
+        state = obj
+    else:
+        found = [k for k in WRAPPER_KEYS if isinstance(obj, Mapping) and _is_state_dict(obj.get(k))]
+        if not found:
+            raise CheckpointFormatError(
+                "not a state dict nor a known checkpoint wrapper (a mapping with a state "
+                f"dict under one of {list(WRAPPER_KEYS)}): got {_describe(obj)}; pass key= "
+                "to choose the entry"
+            )
+        state = obj[found[0]]
+    return strip_module_prefix(state) if strip_prefix else OrderedDict(state)
+
+
+def _load_file(path: Path) -> Any:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"{path} holds objects other than tensors and plain containers, so it was not "
+            "loaded (checkpoints are only read with torch.load(weights_only=True)). If you "
+            "trust the file, extract its state dict in a separate trusted step and save it "
+            f"with torch.save or safetensors. Loader message: {err}"
+        ) from err
+
+
+def compare_state_dict(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[tuple[str, tuple[int, ...], tuple[int, ...]]]]:
+    """``(missing, unexpected, shape_mismatches)`` of ``state_dict`` against ``model``;
+    keys in the model's order, then the checkpoint's."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [
+        (k, tuple(expected[k].shape), tuple(state_dict[k].shape))
+        for k in expected
+        if k in state_dict and tuple(expected[k].shape) != tuple(state_dict[k].shape)
+    ]
+    return missing, unexpected, shapes
+
+
+def load_backbone_checkpoint(
+    model: ModelT,
+    path_or_state: str | Path | Any,
+    strict: bool = True,
+    key: str | None = None,
+) -> ModelT:
+    """Load a published checkpoint into ``model`` and return ``model``.
+
+    ``path_or_state`` is a file path (``.safetensors``, or anything ``torch.load`` reads
+    with ``weights_only=True``) or an already loaded object (state dict, wrapper, module).
+    The wrapper is unwrapped as in :func:`unwrap_checkpoint` (``key`` chooses the entry) and
+    a ``module.`` prefix on every key is removed unless the model's keys carry it too.
+
+    With ``strict`` any missing or unexpected key raises :class:`CheckpointMismatchError`;
+    without, those are skipped with a warning. A shape mismatch always raises. A file with
+    arbitrary pickled objects raises :class:`UnsafeCheckpointError`; all errors are
+    ``ValueError`` subclasses.
+    """
+    if isinstance(path_or_state, str | Path):
+        obj = _load_file(Path(path_or_state))
+    else:
+        obj = path_or_state
+    state = unwrap_checkpoint(obj, key=key, strip_prefix=False)
+    own_keys = list(model.state_dict())
+    model_prefixed = bool(own_keys) and all(k.startswith(MODULE_PREFIX) for k in own_keys)
+    if not model_prefixed:
+        state = strip_module_prefix(state)
+
+    missing, unexpected, shapes = compare_state_dict(model, state)
+    name = type(model).__name__
+    if shapes or (strict and (missing or unexpected)):
+        raise CheckpointMismatchError(missing, unexpected, shapes, model_name=name)
+    if missing or unexpected:
+        warnings.warn(
+            f"partial checkpoint load into {name}: {len(missing)} missing keys "
+            f"({_short_list(missing)}), {len(unexpected)} unexpected keys "
+            f"({_short_list(unexpected)})",
+            stacklevel=2,
+        )
+    model.load_state_dict(state, strict=strict)
+    return model

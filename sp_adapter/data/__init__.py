@@ -1,0 +1,56 @@
+"""Data for training and evaluating deblurring: severe-blur synthesis on built-in photos,
+and paired folder datasets in the GoPro, HIDE and RealBlur layouts."""
+
+from .blur import (
+    MILD,
+    PRESETS,
+    SEVERE,
+    BlurConfig,
+    blur_image,
+    blur_preset,
+    camera_shake_kernel,
+)
+from .paired import (
+    GoProDataset,
+    HIDEDataset,
+    PairedImageDataset,
+    RealBlurDataset,
+    gopro_pairs,
+    hide_pairs,
+    read_image,
+    realblur_pairs,
+)
+from .photos import (
+    TEST_PHOTOS,
+    available_photos,
+    list_photos,
+    load_photo,
+    photo_array,
+    photo_names,
+)
+from .synthetic import SyntheticBlurDataset
+
+__all__ = [
+    "MILD",
+    "PRESETS",
+    "SEVERE",
+    "TEST_PHOTOS",
+    "BlurConfig",
+    "GoProDataset",
+    "HIDEDataset",
+    "PairedImageDataset",
+    "RealBlurDataset",
+    "SyntheticBlurDataset",
+    "available_photos",
+    "blur_image",
+    "blur_preset",
+    "camera_shake_kernel",
+    "gopro_pairs",
+    "hide_pairs",
+    "list_photos",
+    "load_photo",
+    "photo_array",
+    "photo_names",
+    "read_image",
+    "realblur_pairs",
+]

@@ -1,0 +1,167 @@
+"""Sharp colour photos that ship inside installed wheels, loaded offline.
+
+Sources, in this order:
+
+* scikit-image (a dependency): ``astronaut``, ``chelsea``, ``coffee``, ``rocket``,
+  ``stereo_motorcycle`` (its left view), ``hubble_deep_field``, ``immunohistochemistry``,
+  ``retina``. A photo is offered only if its file is bundled inside the installed
+  ``skimage/data`` folder, so listing or loading never triggers a download.
+* scikit-learn (a dependency): ``china``, ``flower`` (``load_sample_image``).
+* matplotlib (a dependency): ``grace_hopper`` (``cbook.get_sample_data``).
+
+The split is fixed by name: :data:`TEST_PHOTOS` = ``chelsea``, ``coffee``, ``rocket``,
+``china`` (four natural scenes: fur, an indoor still life, an outdoor scene with sky, a
+building among trees); the other seven photos are for training. All eleven are required
+(a missing test photo is an error), so the split is the same on every installation, and
+no test photo is ever used for training.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+__all__ = [
+    "TEST_PHOTOS",
+    "available_photos",
+    "list_photos",
+    "load_photo",
+    "photo_array",
+    "photo_names",
+]
+
+TEST_PHOTOS: tuple[str, ...] = ("chelsea", "coffee", "rocket", "china")
+
+# name -> file bundled in skimage/data (checked before loading) and the loader's name.
+_SKIMAGE: dict[str, tuple[str, str]] = {
+    "astronaut": ("astronaut.png", "astronaut"),
+    "chelsea": ("chelsea.png", "chelsea"),
+    "coffee": ("coffee.png", "coffee"),
+    "rocket": ("rocket.jpg", "rocket"),
+    "stereo_motorcycle": ("motorcycle_left.png", "stereo_motorcycle"),
+    "hubble_deep_field": ("hubble_deep_field.jpg", "hubble_deep_field"),
+    "immunohistochemistry": ("ihc.png", "immunohistochemistry"),
+    "retina": ("retina.jpg", "retina"),
+}
+_SKLEARN: dict[str, str] = {"china": "china.jpg", "flower": "flower.jpg"}
+_MATPLOTLIB: dict[str, str] = {"grace_hopper": "grace_hopper.jpg"}
+
+
+def _skimage_bundled(filename: str) -> bool:
+    spec = importlib.util.find_spec("skimage.data")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(
+        os.path.isfile(os.path.join(folder, filename)) for folder in spec.submodule_search_locations
+    )
+
+
+def _importable(module: str) -> bool:
+    """Whether an optional source imports cleanly (a broken install counts as absent)."""
+    try:
+        if importlib.util.find_spec(module.partition(".")[0]) is None:
+            return False
+        importlib.import_module(module)
+    except Exception:  # ImportError, or anything a broken optional package raises
+        return False
+    return True
+
+
+def _load_skimage(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = getattr(skimage.data, _SKIMAGE[name][1])()
+    return image[0] if isinstance(image, tuple) else image  # stereo: (left, right, disp)
+
+
+def _load_sklearn(name: str) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    return load_sample_image(_SKLEARN[name])
+
+
+def _load_matplotlib(name: str) -> np.ndarray:
+    from matplotlib import cbook
+    from PIL import Image
+
+    path = cbook.get_sample_data(_MATPLOTLIB[name], asfileobj=False)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _sources() -> dict[str, Callable[[str], np.ndarray]]:
+    """Loaders of the photos available here, in a fixed order."""
+    found: dict[str, Callable[[str], np.ndarray]] = {}
+    for name, (filename, _) in _SKIMAGE.items():
+        if _skimage_bundled(filename):
+            found[name] = _load_skimage
+    if _importable("sklearn.datasets"):
+        found.update(dict.fromkeys(_SKLEARN, _load_sklearn))
+    if _importable("matplotlib.cbook"):
+        found.update(dict.fromkeys(_MATPLOTLIB, _load_matplotlib))
+    return found
+
+
+def available_photos() -> tuple[str, ...]:
+    """Names of every photo that loads offline on this installation, in a fixed order."""
+    return tuple(_sources())
+
+
+def list_photos() -> dict[str, str]:
+    """Map each available photo name to its split, ``"train"`` or ``"test"``."""
+    return {name: "test" if name in TEST_PHOTOS else "train" for name in available_photos()}
+
+
+def photo_names(split: str) -> tuple[str, ...]:
+    """Names in ``split`` (``"train"``, ``"test"`` or ``"all"``), in a fixed order.
+
+    Raises:
+        RuntimeError: for ``"test"`` when a test photo is missing (a broken scikit-image
+            install): the test set must not silently shrink.
+    """
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    names = list_photos()
+    if split == "all":
+        return tuple(names)
+    if split == "test":
+        missing = [n for n in TEST_PHOTOS if n not in names]
+        if missing:
+            raise RuntimeError(
+                f"test photos {missing} are not available: reinstall scikit-image and "
+                "scikit-learn (their wheels ship them)"
+            )
+        return TEST_PHOTOS
+    return tuple(n for n, s in names.items() if s == "train")
+
+
+@lru_cache(maxsize=16)
+def photo_array(name: str) -> np.ndarray:
+    """Photo ``name`` as a cached, read-only ``(H, W, 3)`` uint8 RGB array."""
+    sources = _sources()
+    if name not in sources:
+        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB)
+        hint = "" if name in known else f"; known names: {known}"
+        raise KeyError(
+            f"photo {name!r} is not available offline here (available: {list(sources)}){hint}"
+        )
+    image = np.asarray(sources[name](name))
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    image = image[..., :3]
+    if image.dtype != np.uint8:
+        raise TypeError(f"photo {name!r} has dtype {image.dtype}, expected uint8")
+    image = np.ascontiguousarray(image)
+    image.setflags(write=False)
+    return image
+
+
+def load_photo(name: str) -> torch.Tensor:
+    """Load photo ``name`` as a ``(3, H, W)`` float32 RGB tensor in [0, 1] (a fresh copy)."""
+    image = photo_array(name)
+    return torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)

@@ -1,0 +1,145 @@
+"""Blurry/sharp pairs synthesised from the built-in photos with camera-shake kernels.
+
+Valid borders: each sample crops a region ``margin`` pixels larger than ``crop`` on every
+side (``margin = blur.max_size // 2``, the half-width of the largest kernel), blurs that
+region, and keeps its centre. Every blurry pixel returned is then a true convolution of
+real photo pixels; the padding inside :func:`~sp_adapter.data.blur.blur_image` only
+touches the discarded margin.
+
+Randomness is derived, never shared: sample ``i`` of the training split draws from
+``numpy.random.default_rng([seed, 0, epoch, i])`` and test sample ``j`` of test photo
+``p`` from ``default_rng([seed, 1, p, j])``. Samples are therefore reproducible, do not
+depend on the order of access or on DataLoader workers, and the test set is the same on
+every run and machine (kernels and crop positions bit for bit; blurred pixels up to
+floating-point rounding of the FFT).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
+from .photos import photo_array, photo_names
+
+__all__ = ["SyntheticBlurDataset"]
+
+_TRAIN_STREAM, _TEST_STREAM = 0, 1
+
+
+class SyntheticBlurDataset(Dataset):
+    """``(blurry, sharp)`` pairs of ``(3, crop, crop)`` float32 tensors in [0, 1].
+
+    Training split (``split="train"``): photo drawn uniformly among the training photos,
+    a random crop (the same for both images), a fresh kernel, random horizontal and
+    vertical flips (applied to both), all from the sample's own generator. ``length``
+    samples make an epoch; call :meth:`set_epoch` to get new samples in the next epoch
+    (without it every epoch repeats the same ``length`` samples).
+
+    Test split (``split="test"``): ``crops_per_photo`` fixed crops and kernels for each of
+    the four test photos (:data:`~sp_adapter.data.photos.TEST_PHOTOS`), in a fixed order
+    (photo, then crop), no flips: 64 samples with the defaults, identical every time. The
+    benchmark test set is the one with the defaults ``seed=0``, ``crop=128``,
+    ``crops_per_photo=16`` and a given blur preset; changing any of them changes it.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        crop: side of the square crops, in pixels.
+        length: samples per epoch (train only; default 1000). Not accepted for test.
+        blur: kernel size range and noise level (:data:`~sp_adapter.data.blur.SEVERE`).
+        seed: base seed of every generator.
+        crops_per_photo: test crops per test photo.
+        return_key: also return a string key (``"coffee/03"``, ``"train/0/17"``).
+    """
+
+    def __init__(
+        self,
+        split: str = "train",
+        crop: int = 128,
+        length: int | None = None,
+        blur: BlurConfig = SEVERE,
+        seed: int = 0,
+        crops_per_photo: int = 16,
+        return_key: bool = False,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if crop < 1:
+            raise ValueError(f"crop must be positive, got {crop}")
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        if split == "test" and length is not None:
+            raise ValueError(
+                "length is fixed for the test split (crops_per_photo x the test photos); "
+                "use crops_per_photo to change it"
+            )
+        self.split = split
+        self.crop = crop
+        self.blur = blur
+        self.seed = seed
+        self.return_key = return_key
+        self.epoch = 0
+        self.photos = photo_names(split)
+        if not self.photos:
+            raise RuntimeError(f"no {split} photos are available offline")
+        self.region = crop + 2 * blur.margin
+        for name in self.photos:
+            h, w = photo_array(name).shape[:2]
+            if min(h, w) < self.region:
+                raise ValueError(
+                    f"photo {name!r} is {h}x{w}, smaller than the {self.region} px region "
+                    f"needed for crop={crop} plus a {blur.margin} px blur margin on each side"
+                )
+        if split == "train":
+            self.length = 1000 if length is None else int(length)
+            if self.length < 1:
+                raise ValueError(f"length must be positive, got {length}")
+        else:
+            if crops_per_photo < 1:
+                raise ValueError(f"crops_per_photo must be positive, got {crops_per_photo}")
+            self.crops_per_photo = crops_per_photo
+            self.length = crops_per_photo * len(self.photos)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the training samples of ``epoch`` (no effect on the test split)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = int(epoch)
+
+    def _sample_plan(self, index: int) -> tuple[str, str, np.random.Generator]:
+        """Photo name, key and generator of sample ``index``."""
+        if self.split == "train":
+            rng = np.random.default_rng([self.seed, _TRAIN_STREAM, self.epoch, index])
+            name = self.photos[int(rng.integers(len(self.photos)))]
+            return name, f"train/{self.epoch}/{index}", rng
+        p, j = divmod(index, self.crops_per_photo)
+        rng = np.random.default_rng([self.seed, _TEST_STREAM, p, j])
+        return self.photos[p], f"{self.photos[p]}/{j:02d}", rng
+
+    def __getitem__(self, index: int):
+        if not -self.length <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} samples")
+        index %= self.length
+        name, key, rng = self._sample_plan(index)
+        image = photo_array(name)
+        h, w = image.shape[:2]
+        top = int(rng.integers(h - self.region + 1))
+        left = int(rng.integers(w - self.region + 1))
+        patch = image[top : top + self.region, left : left + self.region]
+        region = torch.from_numpy(patch.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        kernel = camera_shake_kernel(rng, self.blur)
+        blurred = blur_image(region, kernel, noise_sigma=self.blur.noise_sigma, rng=rng)
+        m, c = self.blur.margin, self.crop
+        blurry = blurred[:, m : m + c, m : m + c].contiguous()
+        sharp = region[:, m : m + c, m : m + c].contiguous()
+        if self.split == "train":
+            flips = [d for d, flip in zip((-1, -2), rng.random(2) < 0.5, strict=True) if flip]
+            if flips:
+                blurry, sharp = blurry.flip(flips), sharp.flip(flips)
+        if self.return_key:
+            return blurry, sharp, key
+        return blurry, sharp

@@ -1,0 +1,200 @@
+"""Image-quality metrics with the deblurring conventions: PSNR and SSIM on RGB.
+
+Conventions (those of the GoPro/HIDE/RealBlur evaluation scripts that read saved PNGs):
+
+* Inputs are ``(N, C, H, W)`` or ``(C, H, W)`` tensors on a ``[0, data_range]`` scale.
+  Both images are mapped to [0, 255] and, with ``quantize=True`` (the default),
+  clamped and rounded to integers, exactly as if saved as 8-bit PNGs and read back.
+  ``quantize=False`` measures the raw float output (values outside the range included).
+* All channels count (RGB, not the Y channel of YCbCr) and no border is cropped.
+* Each image gets its own score; ``reduction="mean"`` averages the scores over the
+  batch (not the MSEs), ``"none"`` returns one score per image.
+* Arithmetic is in float64; results are float64 tensors.
+
+SSIM is the Gaussian-weighted SSIM of Wang et al.: an 11x11 Gaussian window with
+sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, population (not sample) covariances, computed
+per channel and averaged over channels and over the *valid* positions (windows lying
+wholly inside the image; no padding). This equals
+``skimage.metrics.structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False, channel_axis=-1, data_range=255)`` on the 8-bit images:
+scikit-image filters with reflect padding but then drops a 5-pixel border, which leaves
+exactly the valid positions (tests check agreement within 1e-4; it is ~1e-12).
+MATLAB's ``ssim`` on RGB arrays differs (it treats the image as one 3-D volume).
+
+LPIPS needs pretrained network weights that no installed wheel ships, see
+:func:`lpips_metric`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_window", "lpips_metric", "psnr", "ssim"]
+
+_LPIPS_BACKBONES = {
+    "alex": ("AlexNet_Weights", "IMAGENET1K_V1"),
+    "vgg": ("VGG16_Weights", "IMAGENET1K_V1"),
+    "squeeze": ("SqueezeNet1_1_Weights", "IMAGENET1K_V1"),
+}
+
+
+def _prepare(
+    x: torch.Tensor, y: torch.Tensor, data_range: float, quantize: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.shape != y.shape:
+        raise ValueError(f"images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+    if x.dim() == 3:
+        x, y = x.unsqueeze(0), y.unsqueeze(0)
+    if x.dim() != 4:
+        raise ValueError(f"expected (N, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    scale = 255.0 / data_range
+    x, y = x.detach().double() * scale, y.detach().double() * scale
+    if quantize:
+        x, y = x.clamp(0, 255).round(), y.clamp(0, 255).round()
+    return x, y
+
+
+def _reduce(scores: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return scores.mean()
+    if reduction == "none":
+        return scores
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def psnr(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    quantize: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """PSNR in dB on RGB [0, 255], no border crop, per image then averaged.
+
+    ``10 * log10(255^2 / MSE)`` with the MSE over all channels and pixels of one image;
+    identical images give ``inf``. See the module docstring for ``quantize``.
+
+    Args:
+        x, y: images on a ``[0, data_range]`` scale, ``(N, C, H, W)`` or ``(C, H, W)``.
+        data_range: the value that maps to 255 (1.0 for [0, 1] tensors).
+        quantize: round both images to 8-bit values first.
+        reduction: ``"mean"`` over the batch or ``"none"``.
+    """
+    a, b = _prepare(x, y, data_range, quantize)
+    mse = (a - b).pow(2).flatten(1).mean(dim=1)
+    return _reduce(10.0 * torch.log10(255.0**2 / mse), reduction)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Normalised 1-D Gaussian of ``size`` taps (float64), as used by :func:`ssim`."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    window = torch.exp(-(coords**2) / (2 * sigma**2))
+    return window / window.sum()
+
+
+def _filter_valid(image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    channels = image.shape[1]
+    rows = window.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = window.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    return F.conv2d(F.conv2d(image, rows, groups=channels), cols, groups=channels)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    quantize: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Gaussian SSIM (11x11, sigma 1.5) on RGB [0, 255], per channel, valid windows only.
+
+    Per image: the mean over channels and valid positions of the SSIM map; then averaged
+    over the batch with ``reduction="mean"``. Identical images give 1. Matches
+    scikit-image's ``structural_similarity`` as described in the module docstring.
+
+    Args:
+        x, y: images on a ``[0, data_range]`` scale, ``(N, C, H, W)`` or ``(C, H, W)``,
+            at least 11 pixels on each side.
+        data_range: the value that maps to 255 (1.0 for [0, 1] tensors).
+        quantize: round both images to 8-bit values first.
+        reduction: ``"mean"`` over the batch or ``"none"``.
+    """
+    a, b = _prepare(x, y, data_range, quantize)
+    window = gaussian_window(11, 1.5).to(a.device)
+    if min(a.shape[-2:]) < window.numel():
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
+    c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+    mu_a, mu_b = _filter_valid(a, window), _filter_valid(b, window)
+    var_a = _filter_valid(a * a, window) - mu_a**2
+    var_b = _filter_valid(b * b, window) - mu_b**2
+    cov = _filter_valid(a * b, window) - mu_a * mu_b
+    numerator = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    denominator = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return _reduce((numerator / denominator).flatten(1).mean(dim=1), reduction)
+
+
+def _lpips_help(net: str, weights_file: str, url: str, hub_dir: str) -> str:
+    return (
+        "LPIPS needs pretrained weights that are downloaded, not shipped in any wheel: the "
+        "`lpips` package (pip install lpips) carries its small linear layers, but the "
+        f"{net!r} backbone is torchvision's ImageNet checkpoint {weights_file}, which "
+        "torchvision downloads on first use. To use LPIPS here, either run "
+        f"`python -c \"import lpips; lpips.LPIPS(net='{net}')\"` once on a machine with "
+        f"internet access, or download {url} and place it at "
+        f"{Path(hub_dir) / 'checkpoints' / weights_file} (TORCH_HOME changes that folder). "
+        "PSNR and SSIM need no weights."
+    )
+
+
+def lpips_metric(
+    net: str = "alex", device: str | torch.device | None = None
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Build LPIPS (Zhang et al. 2018) if the package and its backbone weights are present.
+
+    Nothing is downloaded and there is no fallback: when the ``lpips`` package or the
+    torchvision backbone checkpoint is missing, this raises a ``RuntimeError`` saying
+    what to install or where to put the file.
+
+    Args:
+        net: ``"alex"`` (the usual choice), ``"vgg"`` or ``"squeeze"``.
+        device: where to run the network.
+
+    Returns:
+        ``metric(x, y)`` taking ``(N, 3, H, W)`` images in [0, 1] and returning the mean
+        LPIPS distance over the batch (lower is closer), computed without gradients.
+    """
+    if net not in _LPIPS_BACKBONES:
+        raise ValueError(f"net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
+    import torchvision.models as tvm
+
+    enum_name, member = _LPIPS_BACKBONES[net]
+    url = getattr(getattr(tvm, enum_name), member).url
+    weights_file = url.rsplit("/", 1)[-1]
+    hub_dir = torch.hub.get_dir()
+    help_text = _lpips_help(net, weights_file, url, hub_dir)
+    try:
+        import lpips
+    except ImportError as err:
+        raise RuntimeError(f"the `lpips` package is not installed. {help_text}") from err
+    if not (Path(hub_dir) / "checkpoints" / weights_file).is_file():
+        raise RuntimeError(f"backbone weights {weights_file} not found. {help_text}")
+    try:
+        model = lpips.LPIPS(net=net, verbose=False)
+    except Exception as err:  # any failure (download attempt, API change) gets the help
+        raise RuntimeError(f"building LPIPS({net!r}) failed: {err}. {help_text}") from err
+    model = model.eval().requires_grad_(False).to(device)
+
+    def metric(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape or x.dim() != 4:
+            raise ValueError(f"expected two (N, 3, H, W) images, got {x.shape} and {y.shape}")
+        with torch.no_grad():
+            dist = model(x.to(device) * 2 - 1, y.to(device) * 2 - 1)
+        return dist.flatten().mean()
+
+    return metric

@@ -1,0 +1,205 @@
+"""Built-in photos, their fixed split, and the synthetic blur dataset."""
+
+from __future__ import annotations
+
+import importlib.machinery
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from sp_adapter.data import photos
+from sp_adapter.data.blur import MILD, SEVERE, blur_image, camera_shake_kernel
+from sp_adapter.data.photos import (
+    TEST_PHOTOS,
+    available_photos,
+    list_photos,
+    load_photo,
+    photo_array,
+    photo_names,
+)
+from sp_adapter.data.synthetic import SyntheticBlurDataset
+
+SKIMAGE_PHOTOS = {
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "stereo_motorcycle",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+}
+
+
+@pytest.fixture
+def fresh_photo_cache():
+    photo_array.cache_clear()
+    yield
+    photo_array.cache_clear()
+
+
+def test_bundled_skimage_photos_are_listed_with_a_fixed_disjoint_split() -> None:
+    split = list_photos()
+    assert set(split) >= SKIMAGE_PHOTOS
+    assert TEST_PHOTOS == ("chelsea", "coffee", "rocket", "china")
+    assert photo_names("test") == TEST_PHOTOS
+    train, test = set(photo_names("train")), set(photo_names("test"))
+    assert not train & test
+    assert train | test == set(available_photos()) == set(photo_names("all"))
+    assert {"astronaut", "stereo_motorcycle", "retina"} <= train
+    assert all(split[name] == "test" for name in TEST_PHOTOS)
+    with pytest.raises(ValueError):
+        photo_names("val")
+
+
+def test_photos_load_as_rgb_float_tensors() -> None:
+    chelsea = load_photo("chelsea")
+    assert chelsea.shape == (3, 300, 451) and chelsea.dtype == torch.float32
+    assert float(chelsea.min()) >= 0.0 and float(chelsea.max()) <= 1.0
+    assert float(chelsea.std()) > 0.05
+    moto = load_photo("stereo_motorcycle")
+    assert moto.shape == (3, 500, 741)
+    import skimage.data
+
+    left = skimage.data.stereo_motorcycle()[0]
+    assert torch.equal(moto, torch.from_numpy(left.transpose(2, 0, 1).astype(np.float32) / 255))
+    # a fresh copy each time: editing it must not change the cache
+    moto[:] = 0
+    assert float(load_photo("stereo_motorcycle").max()) > 0
+    with pytest.raises(ValueError):
+        photo_array("chelsea")[0, 0, 0] = 1  # read-only
+    with pytest.raises(KeyError, match="not available offline"):
+        load_photo("lena")
+
+
+def test_photos_that_would_download_are_skipped(monkeypatch, fresh_photo_cache) -> None:
+    # cells3d.tif is in scikit-image's registry but fetched with pooch, not bundled
+    extended = dict(photos._SKIMAGE, cells3d=("cells3d.tif", "cells3d"))
+    monkeypatch.setattr(photos, "_SKIMAGE", extended)
+    assert "cells3d" not in available_photos()
+    with pytest.raises(KeyError):
+        load_photo("cells3d")
+
+
+def test_sklearn_photos_load_through_their_package(monkeypatch, fresh_photo_cache) -> None:
+    fake = types.ModuleType("sklearn")
+    fake.__spec__ = importlib.machinery.ModuleSpec("sklearn", None)
+    datasets = types.ModuleType("sklearn.datasets")
+    image = np.full((30, 40, 3), 200, dtype=np.uint8)
+    datasets.load_sample_image = lambda name: image if name == "china.jpg" else image // 2
+    fake.datasets = datasets
+    monkeypatch.setitem(sys.modules, "sklearn", fake)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", datasets)
+    split = list_photos()
+    assert split["china"] == "test" and split["flower"] == "train"
+    assert photo_names("test") == TEST_PHOTOS
+    torch.testing.assert_close(load_photo("china"), torch.full((3, 30, 40), 200 / 255))
+    torch.testing.assert_close(load_photo("flower"), torch.full((3, 30, 40), 100 / 255))
+
+
+def test_test_split_is_fixed_and_identical_across_constructions() -> None:
+    a = SyntheticBlurDataset("test", return_key=True)
+    b = SyntheticBlurDataset("test", return_key=True)
+    assert len(a) == 64
+    keys = [a._sample_plan(i)[1] for i in range(len(a))]
+    assert keys[:2] == ["chelsea/00", "chelsea/01"] and keys[-1] == "china/15"
+    assert len(set(keys)) == 64
+    for index in (0, 21, 47):
+        blurry_a, sharp_a, key_a = a[index]
+        blurry_b, sharp_b, key_b = b[index]
+        assert key_a == key_b == keys[index]
+        assert torch.equal(blurry_a, blurry_b) and torch.equal(sharp_a, sharp_b)
+        assert blurry_a.shape == sharp_a.shape == (3, 128, 128)
+        assert float(blurry_a.min()) >= 0 and float(blurry_a.max()) <= 1
+        assert float((blurry_a - sharp_a).abs().mean()) > 0.01  # really blurred
+    # crops differ from one another
+    assert not torch.equal(a[0][1], a[1][1])
+    with pytest.raises(ValueError, match="length is fixed"):
+        SyntheticBlurDataset("test", length=10)
+
+
+def test_test_crops_have_valid_borders() -> None:
+    """The returned blurry crop equals the blur of the whole photo, cropped."""
+    ds = SyntheticBlurDataset("test", crop=64, crops_per_photo=2, blur=MILD)
+    index = 3  # coffee, crop 1
+    name, _, rng = ds._sample_plan(index)
+    assert name == "coffee"
+    photo = load_photo(name)
+    top = int(rng.integers(photo.shape[1] - ds.region + 1))
+    left = int(rng.integers(photo.shape[2] - ds.region + 1))
+    kernel = camera_shake_kernel(rng, MILD)
+    whole = blur_image(photo, kernel)
+    m = MILD.margin
+    expected = whole[:, top + m : top + m + 64, left + m : left + m + 64]
+    blurry, sharp = ds[index]
+    torch.testing.assert_close(blurry, expected, atol=1e-5, rtol=0)
+    assert torch.equal(sharp, photo[:, top + m : top + m + 64, left + m : left + m + 64])
+
+
+def test_train_split_is_reproducible_per_index_and_epoch() -> None:
+    ds = SyntheticBlurDataset("train", crop=64, length=20, blur=MILD, seed=3)
+    assert len(ds) == 20
+    assert not set(ds.photos) & set(TEST_PHOTOS)
+    late = ds[7]
+    early = ds[2]
+    again = SyntheticBlurDataset("train", crop=64, length=20, blur=MILD, seed=3)
+    assert torch.equal(again[2][0], early[0]) and torch.equal(again[7][1], late[1])
+    other_seed = SyntheticBlurDataset("train", crop=64, length=20, blur=MILD, seed=4)
+    assert not torch.equal(other_seed[2][1], early[1])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[2][1], early[1])
+    ds.set_epoch(0)
+    assert torch.equal(ds[2][0], early[0])
+    assert not torch.equal(ds[2][1], ds[3][1])
+    names = {ds._sample_plan(i)[0] for i in range(20)}
+    assert names <= set(photo_names("train")) and len(names) >= 3
+
+
+def test_train_pairs_share_crop_and_flips() -> None:
+    """Rebuild a training sample from its documented generator and compare."""
+    ds = SyntheticBlurDataset("train", crop=48, length=16, blur=MILD, seed=11)
+    flipped = 0
+    for index in range(6):
+        name, _, rng = ds._sample_plan(index)
+        image = photo_array(name)
+        top = int(rng.integers(image.shape[0] - ds.region + 1))
+        left = int(rng.integers(image.shape[1] - ds.region + 1))
+        region = image[top : top + ds.region, left : left + ds.region]
+        region = torch.from_numpy(region.transpose(2, 0, 1).astype(np.float32) / 255)
+        blurred = blur_image(region, camera_shake_kernel(rng, MILD))
+        m = MILD.margin
+        blurry, sharp = blurred[:, m : m + 48, m : m + 48], region[:, m : m + 48, m : m + 48]
+        dims = [d for d, f in zip((-1, -2), rng.random(2) < 0.5, strict=True) if f]
+        flipped += bool(dims)
+        if dims:
+            blurry, sharp = blurry.flip(dims), sharp.flip(dims)
+        got_blurry, got_sharp = ds[index]
+        assert torch.equal(got_sharp, sharp)
+        torch.testing.assert_close(got_blurry, blurry, atol=1e-6, rtol=0)
+    assert flipped > 0
+
+
+def test_dataset_argument_errors() -> None:
+    with pytest.raises(ValueError, match="split"):
+        SyntheticBlurDataset("val")
+    with pytest.raises(ValueError, match="smaller than"):
+        SyntheticBlurDataset("test", crop=300, blur=SEVERE)
+    ds = SyntheticBlurDataset("test", crop=32, crops_per_photo=1, blur=MILD)
+    assert len(ds) == len(TEST_PHOTOS)
+    with pytest.raises(IndexError):
+        ds[len(TEST_PHOTOS)]
+    batch = torch.utils.data.DataLoader(ds, batch_size=3)
+    blurry, sharp = next(iter(batch))
+    assert blurry.shape == sharp.shape == (3, 3, 32, 32)
+
+
+def test_broken_optional_package_counts_as_absent(monkeypatch, fresh_photo_cache) -> None:
+    fake = types.ModuleType("sklearn")
+    fake.__spec__ = importlib.machinery.ModuleSpec("sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn", fake)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # its import fails
+    assert "china" not in available_photos()
+    assert "astronaut" in available_photos()
