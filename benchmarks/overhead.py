@@ -42,9 +42,91 @@ def _unet():
     return UNet()
 
 
+def _twin(module: str, name: str, **kwargs):
+    def build():
+        from importlib import import_module
+
+        return getattr(import_module(f"sp_adapter.backbones.{module}"), name)(**kwargs)
+
+    return build
+
+
+def _pyramid(x: torch.Tensor) -> tuple:
+    from sp_adapter.backbones.deepdeblur import to_input_pyramid
+
+    return (to_input_pyramid(x),)
+
+
+def _image(x):
+    return (x,)
+
+
 BACKBONES: dict[str, Backbone] = {
-    "UNet": Backbone(_unet, lambda x: (x,), lambda out: out),
+    "UNet": Backbone(_unet, _image, lambda out: out),
+    "DeepDeblur": Backbone(_twin("deepdeblur", "MSResNet"), _pyramid, lambda out: out[0] / 255),
+    "MPRNet": Backbone(_twin("mprnet", "MPRNet"), _image, lambda out: out[0]),
+    "MPRNetStage1": Backbone(_twin("mprnet", "MPRNetStage1"), _image, lambda out: out[0]),
+    "MIMO-UNet": Backbone(_twin("mimo_unet", "MIMOUNet"), _image, lambda out: out[-1]),
+    "MIMO-UNetPlus": Backbone(_twin("mimo_unet", "MIMOUNetPlus"), _image, lambda out: out[-1]),
+    "MSSNet": Backbone(_twin("mssnet", "DeblurNet"), _image, lambda out: out[-1]),
 }
+
+
+class InlinedUNet(torch.nn.Module):
+    """A wrapped UNet's computation with the modulation written into ``forward`` by hand:
+    the reference for the cost of the hook machinery itself."""
+
+    def __init__(self, wrapped: torch.nn.Module) -> None:
+        super().__init__()
+        twin = copy.deepcopy(wrapped)
+        self.prior = twin.sp_prior
+        self.net = sp.unwrap(twin)
+
+    def _mod(self, name: str, h: torch.Tensor, skip: torch.Tensor, priors) -> torch.Tensor:
+        embedding = self.prior.embeddings[name]
+        return embedding(h, h + skip, embedding.maps(priors))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, priors = self.net, self.prior(x)
+        e1 = n.enc1(n.head(x))
+        e2 = n.enc2(n.down1(e1))
+        e3 = n.enc3(n.down2(e2))
+        d3 = self._mod("level3", n.dec3(e3), e3, priors) + e3
+        d2 = n.dec2(self._mod("level2", n.up2(d3), e2, priors) + e2)
+        d1 = n.dec1(self._mod("level1", n.up1(d2), e1, priors) + e1)
+        return x + n.tail(d1)
+
+
+def hook_machinery(size: int, device: torch.device, repeats: int, teacher) -> dict:
+    """Wrapped UNet (hooks) vs the same modulation inlined by hand, after a training step
+    so the modulation is non-trivial; outputs must agree."""
+    torch.manual_seed(0)
+    hooked = sp.wrap(_unet().to(device), teacher=teacher)
+    for embedding in hooked.sp_prior.embeddings.values():
+        torch.nn.init.normal_(embedding.fusion.conv1.weight, std=0.05)
+        torch.nn.init.normal_(embedding.fusion.conv2.weight, std=0.05)
+    inlined = InlinedUNet(hooked).to(device).eval()
+    hooked.eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    with torch.inference_mode():
+        a, b = hooked(x), inlined(x)
+    if not torch.allclose(a, b, atol=1e-5):
+        raise AssertionError(f"inlined and hooked outputs differ by {(a - b).abs().max()}")
+
+    def run(model):
+        def fn():
+            with torch.inference_mode():
+                return model(x)
+
+        return fn
+
+    t = _interleaved({"hooks": run(hooked), "inlined": run(inlined)}, repeats, device)
+    return {
+        "size": size,
+        "hooks_s": t["hooks"],
+        "inlined_s": t["inlined"],
+        "ratio": t["hooks"] / t["inlined"],
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -189,6 +271,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = _table(rows)
     print()
     print(table)
+    machinery = [hook_machinery(size, device, args.repeats, teacher) for size in args.sizes]
+    machinery_table = "\n".join(
+        ["| size | hooks s | inlined s | ratio |", "|---|---|---|---|"]
+        + [
+            f"| {m['size']} | {m['hooks_s']:.4f} | {m['inlined_s']:.4f} | {m['ratio']:.3f} |"
+            for m in machinery
+        ]
+    )
+    print()
+    print("hook machinery (UNet, hooks vs the same modulation inlined by hand):")
+    print(machinery_table)
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -199,7 +292,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
+    )
     out.with_suffix(".md").write_text(
         f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
         f"torch {meta['torch']}, {meta['threads']} threads, {device}\n\n{table}\n"

@@ -8,6 +8,15 @@ Two lines in a training script::
 
 from .config import PriorConfig, TeacherSpec
 from .hcl import hcl_loss
+from .hook import SPEHook
+from .hub import (
+    IncompatiblePriorError,
+    PriorFileError,
+    PriorNotFoundError,
+    from_pretrained,
+    push_to_hub,
+    save_pretrained,
+)
 from .levels import BackboneMap, Level, Region
 from .prior import SemanticPrior
 from .prior_learner import PriorLearner
@@ -22,20 +31,23 @@ from .wrap import (
     unwrap,
     wrap,
 )
-from .hook import SPEHook
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackboneMap",
+    "IncompatiblePriorError",
     "Level",
     "PriorConfig",
+    "PriorFileError",
     "PriorLearner",
+    "PriorNotFoundError",
     "Region",
     "SPEHook",
     "SemanticPrior",
     "Teacher",
     "TeacherSpec",
+    "from_pretrained",
     "get_hook",
     "get_prior",
     "hcl_loss",
@@ -44,6 +56,8 @@ __all__ = [
     "prior_disabled",
     "prior_loss",
     "prior_state_dict",
+    "push_to_hub",
+    "save_pretrained",
     "unwrap",
     "wrap",
 ]

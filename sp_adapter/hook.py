@@ -197,7 +197,9 @@ class SPEHook:
                 f"level {name!r}: skip module {level.skip!r} returned {type(output).__name__}, "
                 "expected a tensor (choose a module that outputs the encoder feature itself)"
             )
-        self._state_for(output, name).skips[name] = (output, output._version)
+        untracked = torch.compiler.is_compiling() or output.is_inference()
+        version = -1 if untracked else output._version
+        self._state_for(output, name).skips[name] = (output, version)
 
     def _modulate(self, name: str, h: Any) -> torch.Tensor:
         level = self.levels[name]
@@ -219,7 +221,7 @@ class SPEHook:
                     f"{where}: its skip module {level.skip!r} has not run before it in this forward"
                 )
             skip, version = state.skips[name]
-            if skip._version != version:
+            if version >= 0 and skip._version != version:  # eager only
                 raise RuntimeError(
                     f"level {name!r}: the output of skip module {level.skip!r} was modified in "
                     "place after it was captured; choose a module whose output the network "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -81,7 +82,9 @@ def _as_level(item: LevelLike, position: int) -> Level:
             "Level, a dict of Level fields, or a tuple (site, channels) / (site, skip, channels)"
         )
     if not isinstance(level.channels, int) or level.channels < 1:
-        raise ValueError(f"levels[{position}]: channels must be a positive int, got {level.channels!r}")
+        raise ValueError(
+            f"levels[{position}]: channels must be a positive int, got {level.channels!r}"
+        )
     return level
 
 
@@ -109,7 +112,7 @@ def resolve_levels(
                     f"level {item!r} given by name, but {type(model).__name__} has no level map; "
                     "give Level(site=..., channels=...) objects instead"
                 )
-            (name, level), = backbone.select([item]).items()
+            ((name, level),) = backbone.select([item]).items()
         else:
             name, level = f"level{position + 1}", _as_level(item, position)
         if name in resolved:
@@ -123,10 +126,14 @@ def _default_prior_levels(levels: dict[str, Level], n_prior: int) -> dict[str, L
     for i, (name, level) in enumerate(levels.items()):
         if level.prior_level >= n_prior:
             raise ValueError(
-                f"level {name!r} asks for prior level {level.prior_level}, the teacher has {n_prior}"
+                f"level {name!r} asks for prior level {level.prior_level}; "
+                f"the teacher has {n_prior}"
             )
-        out[name] = level if level.prior_level >= 0 else dataclasses.replace(
-            level, prior_level=min(i, n_prior - 1))
+        out[name] = (
+            level
+            if level.prior_level >= 0
+            else dataclasses.replace(level, prior_level=min(i, n_prior - 1))
+        )
     return out
 
 
@@ -137,6 +144,39 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
+def _trained_prior(
+    model: nn.Module,
+    backbone: BackboneMap | None,
+    prior: SemanticPrior | str | os.PathLike,
+    revision: str | None,
+    teacher: Any,
+    levels: Any,
+    config: PriorConfig | None,
+    options: dict[str, Any],
+) -> tuple[SemanticPrior, Teacher | None]:
+    """The trained prior ``wrap(prior=...)`` attaches (loaded if a folder / repo id), checked
+    against ``model``, and the teacher (``None`` unless one is given)."""
+    from .hub import check_prior_fits, check_teacher_fits, from_pretrained
+
+    if levels is not None or config is not None or options:
+        raise ValueError(
+            "a trained prior brings its own levels and options: do not pass levels=, config= "
+            f"or options ({sorted(options)}) together with prior="
+        )
+    if isinstance(prior, (str, os.PathLike)):
+        prior = from_pretrained(prior, revision=revision)
+    elif not isinstance(prior, SemanticPrior):
+        raise TypeError(
+            f"prior must be a SemanticPrior, a folder or a Hub repo id, got {type(prior).__name__}"
+        )
+    elif revision is not None:
+        raise ValueError("prior_revision applies only when prior names a Hub repository")
+    check_prior_fits(prior, model, backbone)
+    teacher_module = load_teacher(None if teacher is _FROM_CONFIG else teacher)
+    check_teacher_fits(prior, teacher_module)
+    return prior, teacher_module
+
+
 def wrap(
     model: nn.Module,
     levels: Sequence[LevelLike] | None = None,
@@ -144,7 +184,8 @@ def wrap(
     backbone: BackboneMap | None = None,
     teacher: TeacherSpec | Teacher | nn.Module | str | None = _FROM_CONFIG,
     config: PriorConfig | None = None,
-    prior: SemanticPrior | None = None,
+    prior: SemanticPrior | str | os.PathLike | None = None,
+    prior_revision: str | None = None,
     **options: Any,
 ) -> nn.Module:
     """Attach a semantic prior to ``model``'s decoder levels through forward hooks.
@@ -160,7 +201,12 @@ def wrap(
             inference only. Default: ``config.teacher`` (the offline EfficientNet-Lite0).
         config: the prior's options; keyword ``options`` override its fields
             (e.g. ``clc=False, fusion="add", student="small"``).
-        prior: an already built :class:`SemanticPrior` to attach (e.g. loaded weights).
+        prior: a trained prior to attach: a :class:`SemanticPrior`, a folder written by
+            :func:`sp_adapter.save_pretrained`, or a Hub repository ``"org/name"`` (loaded
+            with :func:`sp_adapter.from_pretrained`). Its levels and options come with it
+            (no ``levels``/``config``/``options``); it refuses a network it was not trained
+            for. The teacher then defaults to ``None`` (inference); give one to train further.
+        prior_revision: branch, tag or commit of the Hub repository ``prior`` names.
 
     Returns:
         ``model`` itself, with ``model.sp_prior`` added (so ``model.parameters()`` holds the
@@ -174,30 +220,39 @@ def wrap(
         )
     if PRIOR_ATTR in dir(inner):
         raise ValueError(f"{type(inner).__name__} already has an attribute {PRIOR_ATTR!r}")
-    config = dataclasses.replace(config or PriorConfig(), **options)
     backbone = backbone if backbone is not None else backbone_map_for(inner)
-    chosen = resolve_levels(inner, levels, backbone)
     image_getter = backbone.image if backbone is not None else first_tensor
-
-    if teacher is _FROM_CONFIG:
-        teacher = config.teacher
-    teacher_module = load_teacher(teacher)
-    if prior is None:
+    if prior is not None:
+        prior, teacher_module = _trained_prior(
+            inner, backbone, prior, prior_revision, teacher, levels, config, options
+        )
+        chosen = prior.levels
+    else:
+        config = dataclasses.replace(config or PriorConfig(), **options)
+        chosen = resolve_levels(inner, levels, backbone)
+        if teacher is _FROM_CONFIG:
+            teacher = config.teacher
+        teacher_module = load_teacher(teacher)
         if teacher_module is not None:
             channels, reductions = teacher_module.channels, teacher_module.reductions
         else:
-            channels, reductions = feature_info(build_feature_model(config.teacher, pretrained=False))
+            channels, reductions = feature_info(
+                build_feature_model(config.teacher, pretrained=False)
+            )
         if config.student == "teacher" and teacher_module is None:
             raise ValueError(
                 "student='teacher' starts from the teacher's weights: give a teacher, or load "
                 "trained prior weights with prior=..."
             )
         chosen = _default_prior_levels(chosen, len(channels))
-        prior = SemanticPrior(config, chosen, channels, reductions,
-                              backbone=backbone.name if backbone else "custom",
-                              teacher=teacher_module)
-    else:
-        chosen = prior.levels
+        prior = SemanticPrior(
+            config,
+            chosen,
+            channels,
+            reductions,
+            backbone=backbone.name if backbone else "custom",
+            teacher=teacher_module,
+        )
     device, dtype = _model_device_dtype(inner)
     prior.to(device=device, dtype=dtype)
     prior.train(inner.training)
