@@ -51,7 +51,11 @@ class PriorConfig:
         sigma_bound: ``s`` in ``sigma = s * tanh(b)``: the largest shift SAT may add,
             on the scale of the decoder features.
         small_width: base width of the ``"small"`` student.
-        kernel_size: kernel of the CLC, MLA and SAT convolutions.
+        kernel_size: kernel of the CLC, MLA and SAT convolutions. The paper gives none;
+            1x1 is the default: with it SAT's convolution commutes with the bilinear resize
+            to the decoder level (so computing it at the prior's resolution is exactly the
+            paper's order), and it measured 1.16x vs 1.18x UNet inference time and 0.78M vs
+            1.37M prior parameters against 3x3 (CPU, 256x256).
     """
 
     student: StudentKind = "teacher"
@@ -63,7 +67,7 @@ class PriorConfig:
     fusion: FusionKind = "sat"
     sigma_bound: float = 1.0
     small_width: int = 32
-    kernel_size: int = 3
+    kernel_size: int = 1
 
     def __post_init__(self) -> None:
         if self.student not in ("teacher", "small"):

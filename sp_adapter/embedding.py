@@ -104,11 +104,17 @@ def crop_to_site(
     """
     h, w = int(size[0]), int(size[1])
     if region is None:
-        return [resize(m, (h, w)) for m in maps]
-    full_h, full_w = round(h / region.height), round(w / region.width)
-    top, left = round(region.top * full_h), round(region.left * full_w)
-    top, left = min(top, full_h - h), min(left, full_w - w)
-    return [resize(m, (full_h, full_w))[..., top : top + h, left : left + w] for m in maps]
+        full_h, full_w, top, left = h, w, 0, 0
+    else:
+        full_h, full_w = round(h / region.height), round(w / region.width)
+        top = min(round(region.top * full_h), full_h - h)
+        left = min(round(region.left * full_w), full_w - w)
+    # one interpolation call for all maps (they share the prior's resolution)
+    sizes = [m.shape[1] for m in maps]
+    joined = resize(torch.cat(list(maps), 1) if len(maps) > 1 else maps[0], (full_h, full_w))
+    if region is not None:
+        joined = joined[..., top : top + h, left : left + w]
+    return list(torch.split(joined, sizes, 1)) if len(maps) > 1 else [joined]
 
 
 class SemanticPriorEmbedding(nn.Module):
