@@ -1,0 +1,253 @@
+"""Quality at equal budget: base vs +SP and the Table 4 ablations, several seeds.
+
+Every variant of a seed trains on identical batches from identical backbone weights
+(``sp_adapter.train.run_arms``); seeds change the initialisation, the training samples
+and the data order. The spread over seeds is reported as the noise of the comparison,
+and each variant's gain over Net0 as the mean and spread of the per-seed (paired)
+differences.
+
+Variants (Table 4 of the paper, plus two controls):
+
+| name       | prior | HCL | CLC | MLA | fusion | student |
+|------------|-------|-----|-----|-----|--------|---------|
+| Net0       | no    |     |     |     |        |         |
+| Net0*      | yes   | no  | yes | yes | SAT    | teacher |
+| Net1       | yes   | yes | no  | no  | add    | teacher |
+| Net2       | yes   | yes | no  | no  | concat | teacher |
+| Net3       | yes   | yes | no  | no  | SAT    | teacher |
+| Net4       | yes   | yes | yes | no  | SAT    | teacher |
+| Net5       | yes   | yes | no  | yes | SAT    | teacher |
+| Net6       | yes   | yes | yes | yes | SAT    | teacher |
+| Net6-small | Net6 with the small random student instead of the teacher-initialised one |
+| Net0-wide  | the bare UNet widened to Net6's parameter count (does capacity alone help?) |
+
+    python benchmarks/quality.py                                  # UNet, all variants, 3 seeds
+    python benchmarks/quality.py --variants Net0 Net6 --seeds 0 1 2 3 4 --steps 800 \
+        --protocol finetune --pretrain-steps 1500 --student-steps 200
+
+Writes ``benchmarks/results/quality_<backbone>_<tag>.md`` and ``.json`` (with the exact
+command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sp_adapter.config import PriorConfig
+from sp_adapter.data import SyntheticBlurDataset, blur_preset
+from sp_adapter.teacher import load_teacher
+from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
+from sp_adapter.train.report import markdown_table
+from sp_adapter.wrap import wrap
+
+RESULTS = Path(__file__).parent / "results"
+
+VARIANTS: dict[str, PriorConfig | None] = {
+    "Net0": None,
+    "Net0*": PriorConfig(hcl=False),
+    "Net1": PriorConfig(clc=False, mla=False, fusion="add"),
+    "Net2": PriorConfig(clc=False, mla=False, fusion="concat"),
+    "Net3": PriorConfig(clc=False, mla=False, fusion="sat"),
+    "Net4": PriorConfig(clc=True, mla=False, fusion="sat"),
+    "Net5": PriorConfig(clc=False, mla=True, fusion="sat"),
+    "Net6": PriorConfig(),
+    "Net6-small": PriorConfig(student="small"),
+}
+CONTROL = "Net0-wide"
+ALL = [*VARIANTS, CONTROL]
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when possible (``num_res=1``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--options expects key=value, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def matched_width(target: int, blocks: int) -> tuple[int, int]:
+    """The UNet width whose parameter count is closest to ``target``."""
+    from sp_adapter.backbones.unet import UNet
+
+    def params(width: int) -> int:
+        return count_parameters(UNet(width, blocks))
+
+    low, high = 1, 8
+    while params(high) < target:  # the count grows with the width: bracket, then bisect
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if params(mid) < target else (low, mid)
+    best = min((low, high), key=lambda w: abs(params(w) - target))
+    return best, params(best)
+
+
+def describe(name: str) -> list[str]:
+    if name == CONTROL:
+        return ["no", "", "", "", "", "wider"]
+    cfg = VARIANTS[name]
+    if cfg is None:
+        return ["no", "", "", "", "", ""]
+    yes = {True: "yes", False: "no"}
+    return ["yes", yes[cfg.hcl], yes[cfg.clc], yes[cfg.mla], cfg.fusion, cfg.student]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def build_arms(names: list[str], student_steps: int, control: Arm | None) -> list[Arm]:
+    arms = []
+    for name in names:
+        if name == CONTROL:
+            if control is not None:
+                arms.append(control)
+            continue
+        prior = VARIANTS[name]
+        arms.append(Arm(name, prior=prior, student_steps=student_steps if prior else 0))
+    return arms
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="unet")
+    parser.add_argument("--options", nargs="*", default=[], help="backbone options key=value")
+    parser.add_argument("--variants", nargs="+", default=ALL, choices=ALL)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300, help="training steps of each arm")
+    parser.add_argument("--protocol", default="finetune", choices=["finetune", "scratch"])
+    parser.add_argument("--pretrain-steps", type=int, default=300,
+                        help="finetune: shared base steps before the arms")
+    parser.add_argument("--student-steps", type=int, default=0,
+                        help="student-only distillation steps before joint training")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
+    parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
+    parser.add_argument("--test-crop", type=int, default=128)
+    parser.add_argument("--test-crops-per-photo", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = " ".join(["python", "benchmarks/quality.py",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    spec = backbone_spec(args.backbone)
+    options = parse_options(args.options)
+    blur = blur_preset(args.blur)
+    test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur,
+                                crops_per_photo=args.test_crops_per_photo, return_key=True)
+    needs_teacher = any(VARIANTS.get(n) is not None for n in args.variants) or \
+        CONTROL in args.variants
+    teacher = load_teacher(PriorConfig().teacher) if needs_teacher else None
+
+    control, control_note = None, ""
+    if CONTROL in args.variants:
+        if spec.name != "unet":
+            control_note = f"{CONTROL} skipped: width matching is implemented for the UNet only"
+        else:
+            torch.manual_seed(0)
+            target = count_parameters(wrap(spec.build(**options), teacher=teacher))
+            width, params = matched_width(target, options.get("blocks", 2))
+            control = Arm(CONTROL, options={"width": width})
+            control_note = (f"{CONTROL}: UNet width {width} ({params:,} parameters) against "
+                            f"{target:,} for Net6")
+
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, alpha=0.0, perceptual="none",
+        beta=args.beta, device=args.device, progress=not args.no_progress, log_every=0,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {}
+    started = time.perf_counter()
+    for seed in args.seeds:
+        train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
+                                     seed=seed)
+        arms = build_arms(args.variants, args.student_steps, control)
+        results = run_arms(
+            arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
+            protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
+            teacher=teacher,
+        )
+        for r in results:
+            runs.setdefault(r.name, []).append({"seed": seed, **r.summary()})
+        print(f"seed {seed}: " + ", ".join(f"{r.name} {r.evaluation.psnr:.3f}"
+                                           for r in results if r.evaluation), flush=True)
+
+    base = {row["seed"]: row["psnr"] for row in runs.get("Net0", [])}
+    rows, summary = [], {}
+    for name, seeds in runs.items():
+        psnr_m, psnr_s = mean_std([r["psnr"] for r in seeds])
+        ssim_m, _ = mean_std([r["ssim"] for r in seeds])
+        gains = [r["psnr"] - base[r["seed"]] for r in seeds if r["seed"] in base]
+        gain_m, gain_s = mean_std(gains) if gains and name != "Net0" else (None, None)
+        secs = statistics.fmean(r["seconds"] + r["student_seconds"] for r in seeds)
+        summary[name] = {"psnr_mean": psnr_m, "psnr_std": psnr_s, "ssim_mean": ssim_m,
+                         "gain_mean": gain_m, "gain_std": gain_s, "params": seeds[0]["params"],
+                         "seconds_mean": secs}
+        gain = "" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"
+        rows.append([name, *describe(name), f"{seeds[0]['params']:,}",
+                     f"{psnr_m:.3f} ± {psnr_s:.3f}", gain, f"{ssim_m:.4f}", f"{secs:.1f}"])
+    table = markdown_table(
+        ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
+         "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)", "SSIM", "s / arm"], rows)
+    first = next(iter(runs.values()))[0]
+    blurry = f"{first['blurry_psnr']:.3f} dB" if first.get("blurry_psnr") else "n/a"
+    text = "\n".join([
+        f"# Quality at equal budget: {spec.name}, {len(args.seeds)} seeds",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- Protocol: {args.protocol}"
+        + (f" ({args.pretrain_steps} shared base steps, then " if args.protocol == "finetune"
+           else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
+        f"crops {args.crop} px, {args.blur} blur, lr {args.lr}, beta {args.beta}, no "
+        f"perceptual term; {args.student_steps} student pre-training steps for prior arms.",
+        f"- Test: {len(test)} crops of {args.test_crop} px (blurry input PSNR {blurry}).",
+        f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
+        "± std of the per-seed difference to Net0 (the noise of the comparison).",
+        f"- {control_note}" if control_note else "",
+        f"- Machine: {platform.machine()} {platform.system()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {time.perf_counter() - started:.0f} s in all.",
+        "",
+        table,
+        "",
+    ])
+    payload = {"command": command, "options": vars(args), "summary": summary, "runs": runs,
+               "control": control_note, "test_count": len(test)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
+    stem = out / f"quality_{spec.name}_{tag}"
+    stem.with_suffix(".md").write_text(text, encoding="utf-8")
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote {stem}.md and .json")
+    return payload
+
+
+if __name__ == "__main__":
+    main()

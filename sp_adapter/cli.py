@@ -1,0 +1,363 @@
+"""The ``sp-adapter`` command: ``demo``, ``train``, ``eval``, ``deblur``.
+
+    sp-adapter demo                                  # offline: base vs +SP, writes ./report
+    sp-adapter train --run-dir runs/unet_sp --steps 20000 --alpha 0
+    torchrun --nproc_per_node=4 -m sp_adapter.cli train --run-dir runs/gopro \
+        --dataset gopro --root GOPRO_Large ...
+    sp-adapter eval --run-dir runs/unet_sp --dataset gopro --root GOPRO_Large
+    sp-adapter deblur photo.jpg more/ --run-dir runs/unet_sp --out deblurred/ --tile 512
+
+Under torchrun write ``--run-dir`` in full: torchrun reads its own options anywhere on the
+command line and takes the short ``--run`` for its ``--run-path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    args = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["sp-adapter", *map(shlex.quote, args)])
+
+
+# -- argument groups shared by sub-commands --------------------------------------------
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", "--run", dest="run_dir",
+                     help="a training run folder (its latest checkpoint is used)")
+    src.add_argument("--checkpoint", help="a checkpoint file (checkpoints/step_*.pt)")
+
+
+def _add_dataset(p: argparse.ArgumentParser, default_crop: int) -> None:
+    p.add_argument("--dataset", default="synthetic",
+                   choices=["synthetic", "gopro", "hide", "realblur"],
+                   help="built-in synthetic blur on built-in photos (offline), or a folder")
+    p.add_argument("--root", help="dataset folder (GOPRO_Large, HIDE, RealBlur root)")
+    p.add_argument("--blur", default="severe", choices=["severe", "mild"],
+                   help="synthetic blur strength")
+    p.add_argument("--crop", type=int, default=default_crop, help="crop side in pixels")
+
+
+def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: str, seed: int,
+             length: int | None = None, keys: bool = False, training: bool = False,
+             crops_per_photo: int = 16):
+    """A training set (random crops, flips, new samples per epoch) or an evaluation set
+    (whole images or the fixed synthetic test crops, in a fixed order, with keys)."""
+    from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
+
+    if name == "synthetic":
+        if split == "train":
+            return SyntheticBlurDataset("train", crop=crop or 128, length=length,
+                                        blur=blur_preset(blur), seed=seed,
+                                        return_key=keys or not training)
+        return SyntheticBlurDataset("test", crop=crop or 128, blur=blur_preset(blur),
+                                    crops_per_photo=crops_per_photo, return_key=True)
+    if root is None:
+        raise SystemExit(f"error: --dataset {name} needs --root (the dataset folder)")
+    cls = {"gopro": GoProDataset, "hide": HIDEDataset, "realblur": RealBlurDataset}[name]
+    if training:
+        return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys)
+    return cls(root, split=split, train=False, crop=None, return_key=True)
+
+
+# -- train ------------------------------------------------------------------------------
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a backbone with or without the prior")
+    p.add_argument("--run-dir", "--run", dest="run_dir", required=True,
+                   help="run folder (log, run.json, checkpoints); write --run-dir under torchrun")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in --run")
+    _add_dataset(p, default_crop=256)
+    p.add_argument("--length", type=int, default=1000, help="synthetic samples per epoch")
+    p.add_argument("--fixed-samples", action="store_true",
+                   help="repeat the same samples every epoch (needed by --cache-teacher)")
+    p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images")
+    p.add_argument("--backbone", default="unet", help="unet, mimo-unet, mprnet, mssnet, ...")
+    p.add_argument("--width", type=int, default=None, help="UNet width")
+    prior = p.add_mutually_exclusive_group()
+    prior.add_argument("--prior", dest="prior", action="store_true", default=True,
+                       help="wrap the backbone with the semantic prior (default)")
+    prior.add_argument("--no-prior", dest="prior", action="store_false",
+                       help="train the bare backbone")
+    p.add_argument("--levels", nargs="+", default=None, help="level names (default: all)")
+    p.add_argument("--no-hcl", action="store_true", help="Table 4 Net0*: no distillation")
+    p.add_argument("--no-clc", action="store_true", help="no cross-level connection")
+    p.add_argument("--no-mla", action="store_true", help="no multi-level aggregation")
+    p.add_argument("--fusion", default="sat", choices=["sat", "add", "concat"])
+    p.add_argument("--student", default="teacher", choices=["teacher", "small"])
+    p.add_argument("--steps", type=int, default=1000, help="optimiser steps (the budget)")
+    p.add_argument("--batch", type=int, default=8, help="global batch size")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--warmup", type=int, default=0, help="warm-up steps")
+    p.add_argument("--grad-clip", type=float, default=None)
+    p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--loss", default=None, help="reconstruction loss (default: the backbone's)")
+    p.add_argument("--alpha", type=float, default=0.01, help="perceptual weight (0: off)")
+    p.add_argument("--beta", type=float, default=0.1, help="prior weight")
+    p.add_argument("--perceptual", default="vgg16", choices=["vgg16", "teacher", "none"])
+    p.add_argument("--prior-only", action="store_true", help="freeze the backbone")
+    p.add_argument("--cache-teacher", action="store_true",
+                   help="compute the teacher's features of each sample once")
+    p.add_argument("--val-every", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=500)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import PriorConfig
+    from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
+
+    info = init_distributed()
+    spec = backbone_spec(args.backbone)
+    options = {"width": args.width} if args.width is not None else {}
+    prior = None
+    if args.prior:
+        prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
+                            mla=not args.no_mla, fusion=args.fusion).to_dict()
+    model_spec = ModelSpec(spec.name, options, prior, args.levels)
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,
+        warmup_steps=args.warmup, grad_clip=args.grad_clip, amp=args.amp, loss=args.loss,
+        alpha=args.alpha, beta=args.beta, perceptual=args.perceptual,
+        prior_only=args.prior_only, cache_teacher=args.cache_teacher,
+        new_samples_each_epoch=not args.fixed_samples, seed=args.seed,
+        val_every=args.val_every, log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every, num_workers=args.workers, device=args.device,
+        progress=not args.no_progress,
+    )
+    train = _dataset(args.dataset, args.root, "train", args.crop, args.blur, args.seed,
+                     length=args.length, keys=args.cache_teacher, training=True)
+    val = _dataset(args.dataset, args.root, "test", None, args.blur, 0)
+    if args.val_limit is not None:
+        val = torch.utils.data.Subset(val, range(min(args.val_limit, len(val))))
+    torch.manual_seed(args.seed)
+    model = model_spec.build()
+    trainer = Trainer(model, train, config, run_dir=args.run_dir, val_data=val, backbone=spec,
+                      model_spec=model_spec, dist=info)
+    result = trainer.fit(resume=args.resume)
+    if info.is_main:
+        v = result.validation
+        scores = f"; test PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f} ({v.count} images)" if v else ""
+        print(f"trained {result.steps} steps in {result.seconds:.0f} s{scores}")
+        print(f"checkpoint: {result.checkpoint}")
+    return 0
+
+
+# -- eval -------------------------------------------------------------------------------
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset")
+    _add_model_source(p)
+    _add_dataset(p, default_crop=128)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--limit", type=int, default=None, help="score the first N images")
+    p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile side")
+    p.add_argument("--batch", type=int, default=None, help="batch (default 8 synthetic, else 1)")
+    _add_common(p)
+
+
+def _lpips_or_note(device: torch.device):
+    from .metrics import lpips_metric
+
+    try:
+        return lpips_metric("alex", device=device), None
+    except RuntimeError as err:
+        return None, f"LPIPS not computed: {err}"
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train import evaluate, load_trained
+    from .train.distributed import DistInfo
+    from .train.trainer import resolve_device
+
+    device = resolve_device(args.device, DistInfo())
+    model, spec, info = load_trained(args.run_dir or args.checkpoint)
+    model.to(device)
+    data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0)
+    batch = args.batch or (8 if args.dataset == "synthetic" else 1)
+    lpips, note = _lpips_or_note(device)
+    lpips_values: list[float] = []
+
+    def on_batch(blurry, restored, sharp, keys) -> None:
+        if lpips is not None:
+            lpips_values.append(float(lpips(restored, sharp)) * len(keys))
+
+    result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
+                      tile=args.tile, limit=args.limit, score_blurry=True,
+                      progress=not args.no_progress, on_batch=on_batch)
+    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
+          f"{'with' if spec.prior else 'without'} prior)")
+    print(f"data: {args.dataset} {args.split}, {result.count} images")
+    print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
+    print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
+    if lpips is not None:
+        print(f"LPIPS (alex): {sum(lpips_values) / result.count:.4f}")
+    else:
+        print(note)
+    return 0
+
+
+# -- deblur -----------------------------------------------------------------------------
+def _deblur_parser(sub) -> None:
+    p = sub.add_parser("deblur", help="deblur image files with a trained network")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder (PNG files)")
+    _add_model_source(p)
+    p.add_argument("--tile", type=int, default=None, help="tile side for big images")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    _add_common(p)
+
+
+def _image_files(inputs: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"no such image or folder: {path}")
+    if not files:
+        raise FileNotFoundError("no images found in the inputs")
+    return files
+
+
+def cmd_deblur(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from .train import deblur, load_trained
+    from .train.distributed import DistInfo
+    from .train.report import save_png, to_uint8
+    from .train.trainer import resolve_device
+
+    device = resolve_device(args.device, DistInfo())
+    files = _image_files(args.inputs)
+    model, spec, _ = load_trained(args.run_dir or args.checkpoint)
+    model.to(device)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(files, desc="deblur", disable=args.no_progress):
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+        x = torch.from_numpy(array.transpose(2, 0, 1).copy()).float().div(255)[None].to(device)
+        y = deblur(model, x, spec.backbone, tile=args.tile, overlap=args.overlap)
+        target = save_png(to_uint8(y[0]), out_dir / (path.stem + ".png"))
+        print(target)
+    return 0
+
+
+# -- demo -------------------------------------------------------------------------------
+def _demo_parser(sub) -> None:
+    from .train.demo import DemoConfig
+
+    d = DemoConfig()
+    p = sub.add_parser("demo", help="offline: UNet with vs without the prior, writes a report")
+    p.add_argument("--out", default=d.out, help="report folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="training steps of each arm in all (shared pre-training included)")
+    p.add_argument("--protocol", default=d.protocol, choices=["finetune", "scratch"])
+    p.add_argument("--arm-fraction", type=float, default=d.arm_fraction,
+                   help="fine-tuning: share of --steps trained after the split")
+    p.add_argument("--batch", type=int, default=d.batch_size)
+    p.add_argument("--crop", type=int, default=d.crop, help="training crop side")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--beta", type=float, default=d.beta)
+    p.add_argument("--length", type=int, default=d.train_length,
+                   help="training samples per epoch")
+    p.add_argument("--blur", default=d.blur, choices=["severe", "mild"])
+    p.add_argument("--test-crop", type=int, default=d.test_crop)
+    p.add_argument("--test-crops-per-photo", type=int, default=d.test_crops_per_photo)
+    p.add_argument("--width", type=int, default=d.width, help="UNet width")
+    p.add_argument("--student", default=d.student, choices=["teacher", "small"])
+    p.add_argument("--student-steps", type=int, default=d.student_steps)
+    p.add_argument("--grids", type=int, default=None, help="pictures for the first N test crops")
+    p.add_argument("--seed", type=int, default=d.seed)
+    _add_common(p)
+
+
+def cmd_demo(args: argparse.Namespace, command: str) -> int:
+    from .train.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(
+        out=args.out, overwrite=args.overwrite, steps=args.steps, protocol=args.protocol,
+        arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,
+        beta=args.beta, train_length=args.length, blur=args.blur, test_crop=args.test_crop,
+        test_crops_per_photo=args.test_crops_per_photo, width=args.width,
+        student=args.student, student_steps=args.student_steps, grids=args.grids,
+        seed=args.seed, device=args.device, progress=not args.no_progress,
+    )
+    shared, arm = cfg.split()
+    print(f"demo: UNet vs UNet+SP, {cfg.protocol} protocol, {shared} shared + {arm} steps per "
+          f"arm, batch {cfg.batch_size}, {cfg.crop} px crops, {cfg.blur} blur -> {cfg.out}")
+    results = run_demo(cfg, command)
+    base, sp = results["arms"]["base"], results["arms"]["sp"]
+    blurry = results["blurry"]
+    print(f"test set: {results['test_count']} crops")
+    print(f"  blurry  PSNR {blurry['psnr']:.2f} dB  SSIM {blurry['ssim']:.4f}")
+    for label, arm_result in (("base", base), ("+SP", sp)):
+        seconds = arm_result["shared_seconds"] + arm_result["seconds"] + \
+            arm_result["student_seconds"]
+        print(f"  {label:<6}  PSNR {arm_result['psnr']:.2f} dB  SSIM {arm_result['ssim']:.4f}  "
+              f"({arm_result['shared_steps'] + arm_result['steps']} steps, {seconds:.0f} s)")
+    print(f"  +SP - base: {sp['psnr'] - base['psnr']:+.3f} dB")
+    print(f"report: {Path(cfg.out) / 'README.md'} ({results['wall_seconds']:.0f} s in all)")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sp-adapter", description="Semantic prior for deblurring networks: train, "
+        "evaluate, deblur, and an offline demo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _demo_parser(sub)
+    _train_parser(sub)
+    _eval_parser(sub)
+    _deblur_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sp-adapter`` console script."""
+    from .losses import PerceptualWeightsError
+    from .teacher import TeacherWeightsError
+    from .train.demo import ReportFolderError
+
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "deblur": cmd_deblur}
+    try:
+        if args.command == "demo":
+            return cmd_demo(args, _command_line(argv))
+        return handlers[args.command](args)
+    except (ReportFolderError, PerceptualWeightsError, TeacherWeightsError,
+            FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

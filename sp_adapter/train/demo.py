@@ -1,0 +1,285 @@
+"""The demo: UNet with and without the semantic prior, offline, at a fixed budget.
+
+Trains the paper's UNet on the built-in photos with synthetic severe blur, once bare and
+once wrapped with the prior, on identical batches with identical seeds (the fine-tuning
+protocol by default, see :mod:`sp_adapter.train.protocol`), scores both on the fixed test
+set, and writes a report folder:
+
+* ``README.md``: the command, the protocol, a table (blurry / base / +SP, PSNR and SSIM)
+  and the compute of each arm (steps, seconds, parameters);
+* ``results.json``: the same numbers, per-image scores, the options;
+* ``images/NN_<key>.png``: blurry | base | +SP | sharp, per test image;
+* ``priors/NN_<key>.png``: the blurry image and the learned priors ``f_pri^1..3`` of the
+  +SP model (mean over channels, colour-mapped), as in the paper's Fig. 6;
+* ``runs/<arm>/``: each arm's log and final checkpoint (``sp-adapter deblur --run``).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ..config import PriorConfig
+from ..data import SyntheticBlurDataset, blur_preset
+from ..wrap import get_prior
+from .config import TrainConfig
+from .data import SampleMemo
+from .protocol import Arm, ArmResult, run_arms
+from .report import grid, markdown_table, prior_map_images, safe_name, save_png, to_uint8
+
+DEMO_OUTPUTS = ("README.md", "results.json", "images", "priors", "runs")
+"""What the demo writes in its folder (and removes first with ``overwrite``)."""
+
+
+class ReportFolderError(RuntimeError):
+    """The report folder is not empty and overwriting was not asked for."""
+
+
+@dataclass
+class DemoConfig:
+    """Options of the demo (the CLI's ``sp-adapter demo`` flags).
+
+    Attributes:
+        out: the report folder.
+        overwrite: replace the demo's files in a non-empty ``out``.
+        steps: training steps of each arm in all (shared pre-training included).
+        protocol: ``"finetune"``: the base trains ``steps - arm_steps`` steps, then each
+            arm continues ``arm_steps``; ``"scratch"``: each arm trains ``steps``.
+        arm_fraction: the share of ``steps`` trained after the split (fine-tuning).
+        batch_size, crop, lr, beta, train_length: training (``train_length`` samples per
+            epoch; new ones every epoch).
+        blur: ``"severe"`` or ``"mild"``.
+        test_crop, test_crops_per_photo: the fixed test set (the defaults are the
+            benchmark test set).
+        width: UNet width.
+        student, student_steps: the prior's student and its pre-training steps.
+        grids: how many test images get pictures (``None``: all).
+        seed, device, progress: as in :class:`TrainConfig`.
+    """
+
+    out: str = "report"
+    overwrite: bool = False
+    steps: int = 200
+    protocol: Literal["finetune", "scratch"] = "finetune"
+    arm_fraction: float = 0.5
+    batch_size: int = 8
+    crop: int = 64
+    lr: float = 2e-4
+    beta: float = 0.1
+    train_length: int = 1000
+    blur: str = "severe"
+    test_crop: int = 128
+    test_crops_per_photo: int = 16
+    width: int = 32
+    student: Literal["teacher", "small"] = "teacher"
+    student_steps: int = 0
+    grids: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+
+    def split(self) -> tuple[int, int]:
+        """``(shared pre-training steps, steps per arm)``."""
+        if self.protocol == "scratch":
+            return 0, self.steps
+        arm = min(self.steps, max(1, round(self.steps * self.arm_fraction)))
+        return self.steps - arm, arm
+
+
+def prepare_folder(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty folder unless ``overwrite``; then remove the demo's old files."""
+    if out.exists() and not out.is_dir():
+        raise ReportFolderError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ReportFolderError(
+                f"the report folder {out} is not empty; pass --overwrite to replace the demo's "
+                "files in it, or choose another folder with --out"
+            )
+        for name in DEMO_OUTPUTS:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def write_pictures(
+    base: ArmResult, sp: ArmResult, test: Dataset, out: Path, limit: int | None,
+    progress: bool,
+) -> list[str]:
+    """The grids and prior maps of the first ``limit`` test images; returns their names.
+
+    The deblurred images are the ones the evaluation kept; only the prior is run again.
+    """
+    if base.outputs is None or sp.outputs is None:
+        raise ValueError("the arms must keep their test outputs (run_arms(keep_outputs=True))")
+    names: list[str] = []
+    total = len(test) if limit is None else min(limit, len(test))
+    prior = get_prior(sp.model)
+    device = next(prior.parameters()).device
+    for index in tqdm(range(total), desc="pictures", disable=not progress, leave=False):
+        blurry, sharp, key = test[index]
+        with torch.inference_mode():
+            priors = prior(blurry[None].to(device))
+        name = f"{index:02d}_{safe_name(key)}.png"
+        panels = [to_uint8(blurry), to_uint8(base.outputs[index]),
+                  to_uint8(sp.outputs[index]), to_uint8(sharp)]
+        save_png(grid(panels, ["blurry", "base", "+SP", "sharp"]), out / "images" / name)
+        maps = prior_map_images([p[0] for p in priors], tuple(blurry.shape[-2:]))
+        labels = ["blurry"] + [f"f_pri^{k + 1}" for k in range(len(maps))]
+        save_png(grid([panels[0], *maps], labels), out / "priors" / name)
+        names.append(name)
+    return names
+
+
+def _readme(cfg: DemoConfig, command: str, base: ArmResult, sp: ArmResult,
+            pictures: list[str], test_count: int, env: dict[str, Any]) -> str:
+    eb, es = base.evaluation, sp.evaluation
+    assert eb is not None and es is not None
+    shared, arm = cfg.split()
+    quality = markdown_table(
+        ["", "PSNR (dB)", "SSIM", "training steps", "training seconds"],
+        [
+            ["blurry input", _fmt(eb.blurry_psnr, 2), _fmt(eb.blurry_ssim, 4), "-", "-"],
+            ["base (UNet)", _fmt(eb.psnr, 2), _fmt(eb.ssim, 4), shared + arm,
+             f"{base.shared_seconds + base.seconds:.0f}"],
+            ["+SP (UNet + semantic prior)", _fmt(es.psnr, 2), _fmt(es.ssim, 4),
+             shared + arm + sp.student_steps,
+             f"{sp.shared_seconds + sp.seconds + sp.student_seconds:.0f}"],
+        ],
+    )
+    better = sum(float(a["psnr"]) > float(b["psnr"])
+                 for a, b in zip(es.per_image, eb.per_image, strict=True))
+    compute = markdown_table(
+        ["arm", "parameters", "shared base steps", "own steps", "student steps",
+         "seconds (shared)", "seconds (own)"],
+        [[r.name, f"{r.params:,}", r.shared_steps, r.steps, r.student_steps,
+          f"{r.shared_seconds:.1f}", f"{r.seconds + r.student_seconds:.1f}"]
+         for r in (base, sp)],
+    )
+    if cfg.protocol == "finetune":
+        protocol = (
+            f"fine-tuning protocol: the bare UNet trains {shared} steps; from those weights "
+            f"each arm trains {arm} more steps on the same batches with the same seeds, the "
+            "base as is, +SP wrapped with the prior (zero-initialised, so it starts from the "
+            "base's exact output)"
+        )
+    else:
+        protocol = (f"from scratch: each arm trains {arm} steps from the same initial UNet "
+                    "weights on the same batches")
+    lines = [
+        "# sp_adapter demo: UNet with and without the semantic prior",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"- Data: built-in photos (no download) with synthetic {cfg.blur} camera-shake blur; "
+        f"training crops {cfg.crop} px, batch {cfg.batch_size}; test set: {test_count} fixed "
+        f"crops of {cfg.test_crop} px from the test photos (never used for training).",
+        f"- Protocol: {protocol}.",
+        f"- Loss (Eq. 7): L1 + {cfg.beta} x prior loss for +SP; the perceptual term is off "
+        "(its VGG16 weights need a download).",
+        f"- Prior: student `{cfg.student}`, HCL + CLC + MLA + SAT (Table 4, Net6); "
+        f"{cfg.student_steps} student pre-training steps.",
+        f"- Machine: {env['machine']}, torch {env['torch']}, device {env['device']}, "
+        f"{env['threads']} CPU threads.",
+        "",
+        "## Quality on the test set",
+        "",
+        quality,
+        "",
+        f"+SP minus base: {es.psnr - eb.psnr:+.3f} dB PSNR, {es.ssim - eb.ssim:+.4f} SSIM; "
+        f"+SP is better on {better} of {len(es.per_image)} test crops. PSNR on RGB [0, 255], "
+        "8-bit rounded, no border crop; SSIM Gaussian 11x11, sigma 1.5. This is one seed: "
+        "`benchmarks/quality.py` measures the spread over seeds, which a difference must "
+        "exceed to count as a gain.",
+        "",
+        "## Compute",
+        "",
+        compute,
+        "",
+        "Seconds are the compute of training steps (forward, loss, backward, optimiser); "
+        "synthesising the arms' training samples "
+        f"({base.data_seconds + sp.data_seconds:.0f} s; each sample is made once and "
+        "shared by the arms) and evaluation are not included.",
+        "",
+        "## Pictures",
+        "",
+        f"- `images/`: blurry | base | +SP | sharp for {len(pictures)} test crops.",
+        "- `priors/`: the blurry crop and the +SP model's learned priors f_pri^1..3 (mean "
+        "over channels, min-max normalised per map, dark blue = low, yellow = high), as in "
+        "the paper's Fig. 6.",
+        "- `runs/`: logs and final checkpoints; deblur your own photos with "
+        f"`sp-adapter deblur IMAGE... --run-dir {Path(cfg.out) / 'runs' / 'sp'} --out DIR`.",
+        "",
+    ]
+    if pictures:
+        lines += [f"![first test crop](images/{pictures[0]})", "",
+                  f"![its priors](priors/{pictures[0]})", ""]
+    return "\n".join(lines)
+
+
+def run_demo(cfg: DemoConfig, command: str = "sp-adapter demo") -> dict[str, Any]:
+    """Run the demo and write the report; returns the numbers written to results.json."""
+    out = Path(cfg.out)
+    prepare_folder(out, cfg.overwrite)
+    started = time.perf_counter()
+    blur = blur_preset(cfg.blur)
+    train = SyntheticBlurDataset("train", crop=cfg.crop, length=cfg.train_length, blur=blur,
+                                 seed=cfg.seed)
+    test = SampleMemo(SyntheticBlurDataset("test", crop=cfg.test_crop, blur=blur,
+                                           crops_per_photo=cfg.test_crops_per_photo,
+                                           return_key=True))  # synthesised once
+    shared, arm_steps = cfg.split()
+    config = TrainConfig(
+        steps=arm_steps, batch_size=cfg.batch_size, lr=cfg.lr, alpha=0.0, perceptual="none",
+        beta=cfg.beta, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
+        log_every=10, keep_checkpoints=1,
+    )
+    arms = [
+        Arm("base"),
+        Arm("sp", prior=PriorConfig(student=cfg.student), student_steps=cfg.student_steps),
+    ]
+    base, sp = run_arms(
+        arms, train, test, config, backbone="unet", options={"width": cfg.width},
+        protocol=cfg.protocol, pretrain_steps=shared, arm_steps=arm_steps,
+        run_root=out / "runs", keep_outputs=True,
+    )
+    device = next(base.model.parameters()).device
+    pictures = write_pictures(base, sp, test, out, cfg.grids, cfg.progress)
+    env = {"machine": platform.machine() + " " + platform.system(), "torch": torch.__version__,
+           "device": str(device), "threads": torch.get_num_threads()}
+    assert base.evaluation is not None and sp.evaluation is not None
+    results = {
+        "command": command,
+        "options": asdict(cfg),
+        "environment": env,
+        "test_count": len(test),
+        "blurry": {"psnr": base.evaluation.blurry_psnr, "ssim": base.evaluation.blurry_ssim},
+        "arms": {r.name: r.summary() for r in (base, sp)},
+        "per_image": [
+            {"key": b["key"], "blurry_psnr": b["blurry_psnr"], "base_psnr": b["psnr"],
+             "sp_psnr": s["psnr"], "base_ssim": b["ssim"], "sp_ssim": s["ssim"]}
+            for b, s in zip(base.evaluation.per_image, sp.evaluation.per_image, strict=True)
+        ],
+        "pictures": pictures,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (out / "README.md").write_text(
+        _readme(cfg, command, base, sp, pictures, len(test), env), encoding="utf-8")
+    return results

@@ -1,0 +1,218 @@
+"""Comparisons at equal budget: train several arms (base, +SP, ablations) on identical data.
+
+Two protocols:
+
+* ``"finetune"`` (default): the bare backbone trains ``pretrain_steps`` once; every arm
+  starts from those weights (wrapped or not) and trains ``arm_steps`` more on the SAME
+  batches (the data stream continues at ``pretrain_steps`` for every arm) with the same
+  seeds. Arms differ only in what they add. An arm whose backbone options differ (the
+  widened control) gets its own pre-training on the same batches.
+* ``"scratch"``: every arm trains ``arm_steps`` from a fresh initialisation (the same
+  backbone weights for arms with the same options) on the same batches.
+
+Every arm is scored on the same test set; the time of each part is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..config import PriorConfig
+from ..teacher import Teacher, load_teacher
+from ..wrap import wrap
+from .backbones import BackboneSpec, backbone_spec
+from .config import TrainConfig
+from .data import SampleMemo
+from .evaluate import EvalResult, evaluate
+from .model_spec import ModelSpec
+from .student import pretrain_student
+from .trainer import Trainer, seed_everything
+
+ProtocolKind = Literal["finetune", "scratch"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One variant of a comparison.
+
+    Attributes:
+        name: a short label (also the run sub-folder).
+        prior: the prior's options; ``None``: the bare backbone.
+        options: backbone options overriding the shared ones (e.g. a wider control).
+        student_steps: student-only distillation steps before joint training.
+    """
+
+    name: str
+    prior: PriorConfig | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    student_steps: int = 0
+
+
+@dataclass
+class ArmResult:
+    """An arm's model, its score and its compute: ``seconds`` in its own training steps,
+    ``shared_seconds`` in the shared pre-training, ``student_seconds`` in student
+    pre-training, ``data_seconds`` waiting for its batches (not compute)."""
+
+    name: str
+    model: nn.Module
+    spec: ModelSpec
+    params: int
+    steps: int
+    seconds: float
+    shared_steps: int = 0
+    shared_seconds: float = 0.0
+    student_steps: int = 0
+    student_seconds: float = 0.0
+    data_seconds: float = 0.0
+    evaluation: EvalResult | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    outputs: list[torch.Tensor] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers (no model)."""
+        out = {
+            "name": self.name, "params": self.params, "steps": self.steps,
+            "seconds": round(self.seconds, 3), "shared_steps": self.shared_steps,
+            "shared_seconds": round(self.shared_seconds, 3),
+            "student_steps": self.student_steps,
+            "student_seconds": round(self.student_seconds, 3),
+            "data_seconds": round(self.data_seconds, 3),
+            "spec": self.spec.to_dict(),
+        }
+        if self.evaluation is not None:
+            out.update(psnr=self.evaluation.psnr, ssim=self.evaluation.ssim,
+                       test_count=self.evaluation.count,
+                       blurry_psnr=self.evaluation.blurry_psnr)
+        return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Parameters of the model, prior included (the teacher is not part of it)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)
+
+
+def run_arms(
+    arms: Sequence[Arm],
+    train_data: Dataset,
+    test_data: Dataset | None,
+    config: TrainConfig,
+    *,
+    backbone: str | BackboneSpec = "unet",
+    options: dict[str, Any] | None = None,
+    protocol: ProtocolKind = "finetune",
+    pretrain_steps: int = 0,
+    arm_steps: int | None = None,
+    teacher: Teacher | None = None,
+    run_root: str | os.PathLike | None = None,
+    eval_batch_size: int = 8,
+    share_samples: bool = True,
+    keep_outputs: bool = False,
+) -> list[ArmResult]:
+    """Train and score every arm; see the module docstring.
+
+    Args:
+        config: training options shared by all runs (``steps`` and ``data_start`` are set
+            here: ``pretrain_steps`` for the shared pre-training, ``arm_steps`` per arm).
+        options: backbone options shared by the arms.
+        arm_steps: steps of each arm (default ``config.steps``).
+        teacher: one teacher shared by the arms with a prior (built once if omitted).
+        run_root: arms write their runs (log, final checkpoint) to ``run_root/<name>``.
+        share_samples: synthesise each training sample once for all arms (they read the
+            same stream); identical batches either way, only faster.
+        keep_outputs: keep each arm's deblurred test images (``ArmResult.outputs``, CPU).
+    """
+    if protocol not in ("finetune", "scratch"):
+        raise ValueError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
+    spec = backbone_spec(backbone)
+    shared = dict(options or {})
+    arm_steps = config.steps if arm_steps is None else arm_steps
+    if protocol == "scratch":
+        pretrain_steps = 0
+    if len({arm.name for arm in arms}) != len(arms):
+        raise ValueError("arm names must be unique")
+    if teacher is None and any(arm.prior is not None for arm in arms):
+        first = next(arm.prior for arm in arms if arm.prior is not None)
+        teacher = load_teacher(first.teacher)
+    root = Path(run_root) if run_root is not None else None
+    arm_data = train_data
+    if share_samples and len(arms) > 1 and config.num_workers == 0:
+        arm_data = SampleMemo(train_data)
+    pretrained: dict[str, tuple[dict[str, Any], float]] = {}
+    results = []
+    for arm in arms:
+        arm_options = {**shared, **arm.options}
+        shared_seconds = 0.0
+        if protocol == "finetune" and pretrain_steps > 0:
+            key = _options_key(arm_options)
+            if key not in pretrained:
+                seed_everything(config.seed)
+                base = spec.build(**arm_options)
+                tag = "pretrain" if not arm.options else f"pretrain_{arm.name}"
+                trainer = Trainer(
+                    base, train_data, replace(config, steps=pretrain_steps, data_start=0),
+                    run_dir=root / tag if root else None, backbone=spec,
+                    model_spec=ModelSpec(spec.name, arm_options), name=tag,
+                )
+                result = trainer.fit()
+                state = {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
+                pretrained[key] = (state, result.seconds)
+            state, shared_seconds = pretrained[key]
+        seed_everything(config.seed)
+        model = spec.build(**arm_options)
+        if protocol == "finetune" and pretrain_steps > 0:
+            model.load_state_dict(state, strict=True)
+        seed_everything(config.seed + 1)
+        if arm.prior is not None:
+            model = wrap(model, teacher=teacher, config=arm.prior)
+        student_seconds = 0.0
+        if arm.student_steps:
+            if arm.prior is None:
+                raise ValueError(f"arm {arm.name!r}: student_steps needs a prior")
+            student = pretrain_student(
+                model, arm_data, arm.student_steps, batch_size=config.batch_size,
+                lr=config.lr, seed=config.seed, data_start=pretrain_steps,
+                progress=config.progress,
+            )
+            student_seconds = student.seconds
+        model_spec = ModelSpec(spec.name, arm_options,
+                               arm.prior.to_dict() if arm.prior is not None else None)
+        trainer = Trainer(
+            model, arm_data, replace(config, steps=arm_steps, data_start=pretrain_steps),
+            run_dir=root / arm.name if root else None, backbone=spec, model_spec=model_spec,
+            name=arm.name,
+        )
+        result = trainer.fit()
+        evaluation = None
+        outputs: list[torch.Tensor] | None = [] if keep_outputs else None
+
+        def keep(blurry, restored, sharp, keys, outputs=outputs) -> None:
+            if outputs is not None:
+                outputs.extend(restored.detach().cpu())
+
+        if test_data is not None:
+            evaluation = evaluate(trainer.module, test_data, spec, device=trainer.device,
+                                  batch_size=eval_batch_size, score_blurry=True,
+                                  progress=config.progress, on_batch=keep)
+        results.append(ArmResult(
+            name=arm.name, model=trainer.module, spec=model_spec,
+            params=count_parameters(trainer.module), steps=arm_steps, seconds=result.seconds,
+            shared_steps=pretrain_steps, shared_seconds=shared_seconds,
+            student_steps=arm.student_steps, student_seconds=student_seconds,
+            data_seconds=result.data_seconds,
+            evaluation=evaluation, history=result.history, outputs=outputs,
+        ))
+    return results

@@ -1,0 +1,114 @@
+"""Pictures and tables for reports: image grids, colour-mapped prior maps, Markdown.
+
+No plotting library: images are assembled as arrays and written with Pillow (a
+torchvision dependency); the colour map is a small built-in table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# A perceptually ordered dark-blue -> green -> yellow ramp (viridis-like), 9 anchors.
+_COLORMAP_ANCHORS = np.array(
+    [
+        (68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+        (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37),
+    ],
+    dtype=np.float64,
+)
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to ``(..., 3)`` uint8 RGB by linear interpolation
+    between the anchors of a viridis-like ramp."""
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    pos = v * (len(_COLORMAP_ANCHORS) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(_COLORMAP_ANCHORS) - 2)
+    frac = (pos - low)[..., None]
+    rgb = _COLORMAP_ANCHORS[low] * (1 - frac) + _COLORMAP_ANCHORS[low + 1] * frac
+    return np.round(rgb).astype(np.uint8)
+
+
+def normalise(map2d: np.ndarray) -> np.ndarray:
+    """Min-max scale to [0, 1] (a constant map becomes 0.5)."""
+    lo, hi = float(np.min(map2d)), float(np.max(map2d))
+    if hi - lo < 1e-12:
+        return np.full_like(map2d, 0.5, dtype=np.float64)
+    return (map2d - lo) / (hi - lo)
+
+
+def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int]) -> list[np.ndarray]:
+    """Fig. 6-style pictures of one image's priors: the mean over channels of each level
+    ``f_pri^i`` (``C x h x w``), min-max normalised, colour-mapped, enlarged to ``size``
+    (nearest neighbour, so the prior's own resolution stays visible)."""
+    out = []
+    for level in priors:
+        mean = level.detach().float().mean(0, keepdim=True)[None]
+        big = torch.nn.functional.interpolate(mean, size=size, mode="nearest")[0, 0]
+        out.append(colormap(normalise(big.cpu().numpy())))
+    return out
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``3 x H x W`` in [0, 1] -> ``H x W x 3`` uint8 (rounded, as PNGs are scored)."""
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
+    return np.ascontiguousarray(array.transpose(1, 2, 0))
+
+
+def grid(panels: Sequence[np.ndarray], labels: Sequence[str] = (), gap: int = 4) -> np.ndarray:
+    """Panels (``H x W x 3`` uint8, same height) side by side on white, each with its
+    label above it when given."""
+    if not panels:
+        raise ValueError("grid needs at least one panel")
+    h = max(p.shape[0] for p in panels)
+    label_h = 14 if labels else 0
+    width = sum(p.shape[1] for p in panels) + gap * (len(panels) + 1)
+    canvas = np.full((h + label_h + 2 * gap, width, 3), 255, dtype=np.uint8)
+    x = gap
+    for panel in panels:
+        canvas[label_h + gap : label_h + gap + panel.shape[0], x : x + panel.shape[1]] = panel
+        x += panel.shape[1] + gap
+    if labels:
+        canvas = _draw_labels(canvas, panels, labels, gap)
+    return canvas
+
+
+def _draw_labels(canvas: np.ndarray, panels: Sequence[np.ndarray], labels: Sequence[str],
+                 gap: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
+    x = gap
+    for panel, label in zip(panels, labels, strict=False):
+        draw.text((x + 1, 1), label, fill=(0, 0, 0))
+        x += panel.shape[1] + gap
+    return np.asarray(image)
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
+    """Write an ``H x W x 3`` uint8 array as PNG (folders created)."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    return path
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table (first column left-aligned, others right-aligned)."""
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def safe_name(key: str) -> str:
+    """A file-name-safe version of a sample key."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)

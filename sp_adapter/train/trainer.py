@@ -1,0 +1,467 @@
+"""``Trainer``: trains a deblurring network with or without the semantic prior.
+
+One loop for both arms of every comparison: the unwrapped backbone trains on Eq. (7)
+without the prior term, a wrapped one (``sp_adapter.wrap``) adds ``beta * L_prior``.
+Around it: AdamW + warm-up/cosine (Sec. 4.1), mixed precision on CUDA, gradient
+clipping, periodic validation, atomic checkpoints that resume a killed run exactly, a
+JSON-lines log, tqdm bars, DDP under torchrun, and an optional teacher-feature cache.
+
+    trainer = Trainer(model, SyntheticBlurDataset("train", crop=128), TrainConfig(steps=2000),
+                      run_dir="runs/unet_sp", val_data=SyntheticBlurDataset("test"))
+    result = trainer.fit(resume=True)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Subset
+from tqdm.auto import tqdm
+
+from ..losses import LossTerms, TotalLoss, build_perceptual, full
+from ..wrap import base_model, get_hook, is_wrapped
+from .backbones import BackboneSpec, backbone_spec
+from .cache import TeacherFeatureCache
+from .checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_atomic,
+    set_rng_state,
+)
+from .config import TrainConfig
+from .data import BatchStream
+from .distributed import DistInfo, barrier, dist_info, gather_objects, mean_across, wrap_ddp
+from .evaluate import EvalResult, evaluate
+from .model_spec import ModelSpec
+from .schedule import build_optimizer
+
+LOG_NAME = "log.jsonl"
+RUN_NAME = "run.json"
+CHECKPOINT_FORMAT = "sp_adapter.train"
+
+# Options that may change when a run is resumed; any other difference is an error.
+_RESUMABLE_CHANGES = {"progress", "val_every", "log_every", "checkpoint_every",
+                      "keep_checkpoints", "num_workers", "device", "val_batch_size"}
+
+Callback = Callable[["Trainer", dict[str, float]], None]
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    """``"auto"``: this process's GPU if CUDA is available, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{info.local_rank}")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def freeze_backbone(model: nn.Module) -> list[str]:
+    """Turn off gradients of every parameter outside the prior; returns their names."""
+    from ..hook import PRIOR_ATTR
+
+    frozen = []
+    for name, p in base_model(model).named_parameters():
+        if not name.startswith(PRIOR_ATTR + "."):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def _to_float(out: Any) -> Any:
+    """Half-precision outputs (autocast) to float32 for the losses."""
+    if isinstance(out, torch.Tensor):
+        return full(out)
+    if isinstance(out, (list, tuple)):
+        return [_to_float(o) for o in out]
+    return out
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` did: ``seconds`` is the time spent in training steps
+    (forward, loss, backward, optimiser), ``data_seconds`` the time spent waiting for
+    batches (loading or synthesising samples)."""
+
+    steps: int
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: EvalResult | None = None
+    data_seconds: float = 0.0
+    checkpoint: Path | None = None
+    resumed_from: int | None = None
+
+
+class Trainer:
+    """Train ``model`` on ``train_data``; see the module docstring.
+
+    Args:
+        model: the backbone, wrapped or not (on any device; moved to the config's).
+        train_data: map-style dataset of ``(blurry, sharp)`` or ``(blurry, sharp, key)``
+            tensors in [0, 1] (keys are needed by the teacher cache).
+        config: the options.
+        run_dir: where the log, ``run.json`` and checkpoints go (``None``: nowhere).
+        val_data: scored (PSNR/SSIM) every ``val_every`` steps and at the end.
+        backbone: name or :class:`BackboneSpec`: input conversion, final image, default
+            reconstruction loss.
+        model_spec: how to rebuild the model (stored in checkpoints for the CLI).
+        perceptual: a perceptual module to use instead of ``config.perceptual``.
+        callbacks: called as ``fn(trainer, stats)`` after every step.
+        dist: the process's rank and world (default: the current process group).
+        name: the label of the progress bar.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        config: TrainConfig | None = None,
+        *,
+        run_dir: str | os.PathLike | None = None,
+        val_data: Dataset | None = None,
+        backbone: str | BackboneSpec = "unet",
+        model_spec: ModelSpec | None = None,
+        perceptual: nn.Module | None = None,
+        callbacks: Sequence[Callback] = (),
+        dist: DistInfo | None = None,
+        name: str = "train",
+    ) -> None:
+        self.config = config = config or TrainConfig()
+        self.info = dist or dist_info()
+        self.device = resolve_device(config.device, self.info)
+        self.spec = backbone_spec(backbone)
+        self.model_spec = model_spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.val_data = val_data
+        self.callbacks = list(callbacks)
+        self.name = name
+        self.wrapped = is_wrapped(model)
+
+        inner = base_model(model).to(self.device)
+        if config.prior_only:
+            if not self.wrapped:
+                raise ValueError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
+            freeze_backbone(inner)
+        self.optimizer, self.scheduler = build_optimizer(inner.parameters(), config)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
+        teacher = get_hook(inner).teacher if self.wrapped else None
+        if config.alpha > 0 and perceptual is None:
+            perceptual = build_perceptual(config.perceptual, teacher=teacher)
+        if perceptual is not None:
+            perceptual = perceptual.to(self.device)
+        self.loss = TotalLoss(
+            config.loss or self.spec.loss, alpha=config.alpha,
+            beta=config.beta if self.wrapped else 0.0, perceptual=perceptual,
+        )
+        self.cache: TeacherFeatureCache | None = None
+        if config.cache_teacher:
+            self._check_cache(train_data, teacher)
+            self.cache = TeacherFeatureCache(teacher)  # type: ignore[arg-type]
+
+        self.model: nn.Module = inner
+        if self.info.enabled:
+            find_unused = config.find_unused_parameters
+            if find_unused is None:
+                find_unused = self.wrapped
+            self.model = wrap_ddp(inner, self.device, find_unused)
+        self.stream = BatchStream(
+            train_data, config.batch_size, self.info, seed=config.seed,
+            new_samples_each_epoch=config.new_samples_each_epoch,
+            num_workers=config.num_workers, pin_memory=self.device.type == "cuda",
+        )
+        self.step = 0
+        self.elapsed = 0.0  # seconds in train_step (compute), summed over resumes
+        self.data_seconds = 0.0  # seconds waiting for batches
+        self.history: list[dict[str, Any]] = []
+        self.last_validation: EvalResult | None = None
+
+    # -- set-up helpers -----------------------------------------------------------------
+    def _amp_dtype(self) -> torch.dtype | None:
+        mode = self.config.amp
+        if self.device.type != "cuda" or mode == "off":
+            return None
+        if mode == "auto":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if mode == "bf16" else torch.float16
+
+    def _check_cache(self, data: Dataset, teacher: nn.Module | None) -> None:
+        if not self.wrapped or teacher is None:
+            raise ValueError("cache_teacher=True needs a model wrapped with a teacher")
+        if self.config.new_samples_each_epoch and hasattr(data, "set_epoch"):
+            raise ValueError(
+                "cache_teacher=True only pays when samples repeat, but this dataset draws new "
+                "samples every epoch: set new_samples_each_epoch=False (CLI: --fixed-samples; "
+                "a fixed-crop dataset) or turn the cache off"
+            )
+        sample = data[0]
+        if not (isinstance(sample, (tuple, list)) and len(sample) >= 3):
+            raise ValueError(
+                "cache_teacher=True needs samples (blurry, sharp, key): build the dataset "
+                "with return_key=True (the CLI does)"
+            )
+
+    @property
+    def is_main(self) -> bool:
+        return self.info.is_main
+
+    @property
+    def module(self) -> nn.Module:
+        """The model without DDP around it."""
+        return base_model(self.model)
+
+    # -- one step -------------------------------------------------------------------------
+    def backward(self, batch: Sequence[Any]) -> LossTerms:
+        """Forward, Eq. (7) and backward on one batch (gradients accumulate in ``.grad``,
+        all-reduced across processes under DDP). Does not step the optimiser."""
+        blurry = batch[0].to(self.device, non_blocking=True)
+        sharp = batch[1].to(self.device, non_blocking=True)
+        targets = None
+        if self.cache is not None:
+            targets = self.cache.targets(sharp, batch[2])
+        self.model.train()
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+                    if self.amp_dtype is not None else nullcontext())
+        with autocast:
+            out = self.model(self.spec.to_input(blurry))
+        terms = self.loss(_to_float(out), sharp, model=self.model, prior_targets=targets)
+        self.scaler.scale(terms.total).backward()
+        return terms
+
+    def train_step(self, batch: Sequence[Any]) -> dict[str, float]:
+        """One optimiser step; returns the loss terms, learning rate and gradient norm."""
+        self.optimizer.zero_grad(set_to_none=True)
+        terms = self.backward(batch)
+        stats = terms.as_floats()
+        if self.config.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            stats["grad_norm"] = float(norm)
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return stats
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train until ``config.steps``; with ``resume`` first load the latest checkpoint
+        of ``run_dir`` (if any) and continue exactly where it was written."""
+        config = self.config
+        resumed_from = self.resume() if resume else None
+        if (not resume and self.step == 0 and self.run_dir is not None
+                and latest_checkpoint(self.run_dir) is not None):
+            raise ValueError(
+                f"{self.run_dir} already holds checkpoints of a run: pass resume=True (CLI: "
+                "--resume) to continue it, or choose another run folder"
+            )
+        if resumed_from is None and self.step == 0:
+            seed_everything(config.seed * 1000 + self.info.rank)
+        self._start_log(resumed_from)
+        bar = tqdm(total=config.steps, initial=self.step, desc=self.name, unit="step",
+                   disable=not (config.progress and self.is_main), dynamic_ncols=True)
+        window: dict[str, float] = {}
+        count = 0
+        batches = self.stream.batches(config.data_start + self.step)
+        try:
+            while self.step < config.steps:
+                start = time.perf_counter()
+                batch = next(batches)
+                loaded = time.perf_counter()
+                stats = self.train_step(batch)
+                self.elapsed += time.perf_counter() - loaded
+                self.data_seconds += loaded - start
+                self.step += 1
+                for k, v in stats.items():
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['total']:.4f}", refresh=False)
+                if config.log_every and (self.step % config.log_every == 0
+                                         or self.step == config.steps):
+                    self._log_window(window, count)
+                    window, count = {}, 0
+                for callback in self.callbacks:
+                    callback(self, stats)
+                if (config.val_every and self.step % config.val_every == 0
+                        and self.step < config.steps):
+                    self.validate()
+                if (config.checkpoint_every and self.step % config.checkpoint_every == 0
+                        and self.step < config.steps):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+        if self.val_data is not None:
+            self.validate()
+        final = self.save_checkpoint() if self.run_dir is not None else None
+        return TrainResult(steps=self.step, seconds=self.elapsed, data_seconds=self.data_seconds,
+                           history=list(self.history),
+                           validation=self.last_validation, checkpoint=final,
+                           resumed_from=resumed_from)
+
+    # -- validation and logs ---------------------------------------------------------------
+    def validate(self) -> EvalResult | None:
+        """PSNR/SSIM on ``val_data``; under DDP each process scores every ``W``-th image
+        and rank 0 logs the mean over all of them."""
+        if self.val_data is None:
+            return None
+        data: Dataset = self.val_data
+        if self.info.enabled:
+            data = Subset(data, range(self.info.rank, len(data), self.info.world_size))
+        rows: list[dict[str, Any]] = []
+        if len(data):
+            part = evaluate(self.module, data, self.spec, device=self.device,
+                            batch_size=self.config.val_batch_size,
+                            progress=self.config.progress and self.is_main)
+            rows = part.per_image
+        rows = [row for part_rows in gather_objects(rows, self.info) for row in part_rows]
+        result = EvalResult(
+            psnr=sum(float(r["psnr"]) for r in rows) / len(rows),
+            ssim=sum(float(r["ssim"]) for r in rows) / len(rows),
+            count=len(rows), per_image=rows,
+        )
+        self.last_validation = result
+        self._write_log({"step": self.step, "val_psnr": result.psnr,
+                         "val_ssim": result.ssim, "val_count": result.count})
+        return result
+
+    def _log_window(self, window: dict[str, float], count: int) -> None:
+        means = {k: v / count for k, v in window.items()}
+        means = mean_across(means, self.info, self.device)
+        entry = {"step": self.step, **{k: round(v, 8) for k, v in sorted(means.items())},
+                 "seconds": round(self.elapsed, 3)}
+        if self.cache is not None:
+            entry.update(cache_hits=self.cache.hits, cache_misses=self.cache.misses)
+        self._write_log(entry)
+
+    def _write_log(self, entry: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.history.append(entry)
+        if self.run_dir is not None:
+            with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    def _start_log(self, resumed_from: int | None) -> None:
+        if not self.is_main or self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        log = self.run_dir / LOG_NAME
+        if resumed_from is not None and log.exists():
+            # drop what the killed run logged after its last checkpoint
+            kept = [line for line in log.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resumed_from]
+            log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif resumed_from is None and self.step == 0 and log.exists():
+            log.unlink()
+        run = {"config": self.config.to_dict(), "backbone": self.spec.name,
+               "model_spec": self.model_spec.to_dict() if self.model_spec else None,
+               "wrapped": self.wrapped, "world_size": self.info.world_size}
+        (self.run_dir / RUN_NAME).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly (RNGs of every process)."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "data_seconds": self.data_seconds,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "config": self.config.to_dict(),
+            "backbone": self.spec.name,
+            "model_spec": self.model_spec.to_dict() if self.model_spec else None,
+            "wrapped": self.wrapped,
+            "world_size": self.info.world_size,
+            "rng": gather_objects(rng_state(), self.info),
+            "metrics": self.last_validation.as_dict() if self.last_validation else None,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoints/step_XXXXXXXX.pt`` atomically (rank 0) and prune old ones."""
+        if self.run_dir is None:
+            raise ValueError("no run_dir: checkpoints need a folder")
+        state = self.state_dict()  # collective under DDP: every rank takes part
+        path = None
+        if self.is_main:
+            path = save_atomic(state, checkpoint_path(self.run_dir, self.step))
+            prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
+        barrier(self.info)
+        return path if path is not None else checkpoint_path(self.run_dir, self.step)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (the config must match, see ``_RESUMABLE_CHANGES``)."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not a training checkpoint of sp_adapter.train")
+        saved = state["config"]
+        ours = self.config.to_dict()
+        differ = sorted(k for k in ours if k not in _RESUMABLE_CHANGES
+                        and _plain(saved.get(k)) != _plain(ours[k]))
+        if differ:
+            raise ValueError(
+                "the checkpoint was written with other training options: "
+                + ", ".join(f"{k}={saved.get(k)!r} (now {ours[k]!r})" for k in differ)
+                + "; resume with the same options or start a new run folder"
+            )
+        self.module.load_state_dict(state["model"], strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.elapsed = float(state["elapsed"])
+        self.data_seconds = float(state.get("data_seconds", 0.0))
+        rngs = state.get("rng") or []
+        if len(rngs) == self.info.world_size:
+            set_rng_state(rngs[self.info.rank])
+        else:
+            warnings.warn(
+                f"the checkpoint holds RNG states of {len(rngs)} processes, this run has "
+                f"{self.info.world_size}: generators are re-seeded (resume is not bit-exact)",
+                stacklevel=2,
+            )
+            seed_everything(self.config.seed * 1000 + self.step + self.info.rank)
+
+    def resume(self) -> int | None:
+        """Load the latest checkpoint of ``run_dir``; returns its step (``None``: none)."""
+        if self.run_dir is None:
+            raise ValueError("resume=True needs a run_dir")
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return None
+        self.load_state_dict(load_checkpoint(path))
+        return self.step
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare equal (JSON round trips turn one into the other)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

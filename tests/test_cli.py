@@ -1,0 +1,94 @@
+"""The ``sp-adapter`` command at a tiny budget: demo report, deblur, overwrite refusal."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sp_adapter.cli import main
+from sp_adapter.train.demo import ReportFolderError, prepare_folder
+
+TINY_DEMO = ["--steps", "2", "--crop", "32", "--batch", "2", "--length", "8",
+             "--test-crop", "32", "--test-crops-per-photo", "1", "--student", "small",
+             "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids OpenMP stalls when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "report"
+    assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
+    return out
+
+
+def test_demo_writes_its_report(report, capsys):
+    readme = (report / "README.md").read_text()
+    number = r"\d+\.\d+"
+    for row in ("blurry input", r"base \(UNet\)", r"\+SP \(UNet \+ semantic prior\)"):
+        assert re.search(rf"\| {row} \| {number} \| {number} \|", readme), row
+    assert "## Compute" in readme
+    results = json.loads((report / "results.json").read_text())
+    assert set(results["arms"]) == {"base", "sp"}
+    for arm in results["arms"].values():
+        assert arm["steps"] + arm["shared_steps"] == 2 and arm["seconds"] > 0
+        assert np.isfinite(arm["psnr"]) and 0 < arm["ssim"] <= 1
+    count = results["test_count"]
+    assert len(results["per_image"]) == count and len(results["pictures"]) == count
+    for folder, panels in (("images", 4), ("priors", 4)):
+        files = sorted((report / folder).glob("*.png"))
+        assert len(files) == count
+        with Image.open(files[0]) as image:
+            image.verify()
+        with Image.open(files[0]) as image:
+            assert image.mode == "RGB" and image.width == panels * 32 + (panels + 1) * 4
+    assert (report / "runs" / "sp" / "log.jsonl").is_file()
+
+
+def test_deblur_keeps_the_input_size(report, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 51, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(rng.integers(0, 256, (40, 24, 3), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    out = tmp_path / "out"
+    code = main(["deblur", str(tmp_path / "a.png"), str(tmp_path / "b.jpg"),
+                 "--run-dir", str(report / "runs" / "sp"), "--out", str(out), "--no-progress"])
+    assert code == 0
+    for name, size in (("a.png", (51, 37)), ("b.png", (24, 40))):
+        with Image.open(out / name) as image:
+            assert image.size == size and image.mode == "RGB"
+    code = main(["deblur", str(tmp_path / "a.png"), "--run", str(report / "runs" / "base"),
+                 "--out", str(out / "tiled"), "--tile", "16", "--overlap", "8", "--no-progress"])
+    assert code == 0
+    with Image.open(out / "tiled" / "a.png") as image:
+        assert image.size == (51, 37)
+
+
+def test_demo_refuses_a_non_empty_folder(report, capsys):
+    before = (report / "README.md").read_text()
+    assert main(["demo", "--out", str(report), *TINY_DEMO]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err
+    assert (report / "README.md").read_text() == before
+
+
+def test_overwrite_replaces_only_the_demo_files(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "old.png").write_bytes(b"x")
+    (tmp_path / "README.md").write_text("old")
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ReportFolderError):
+        prepare_folder(tmp_path, overwrite=False)
+    prepare_folder(tmp_path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

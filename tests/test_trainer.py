@@ -1,0 +1,271 @@
+"""Trainer: loss goes down, atomic checkpoints, exact resume, teacher cache, options."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+import sp_adapter
+from sp_adapter.backbones.unet import UNet
+from sp_adapter.train import (
+    BatchStream,
+    CacheMismatchError,
+    DistInfo,
+    ModelSpec,
+    TeacherFeatureCache,
+    TrainConfig,
+    Trainer,
+    WarmupCosine,
+    list_checkpoints,
+    load_checkpoint,
+    load_trained,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread avoids OpenMP stalls when other jobs share the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Pairs(Dataset):
+    """``n`` fixed (blurry, sharp[, key]) pairs of smooth random images."""
+
+    def __init__(self, n: int = 8, size: int = 32, keys: bool = False, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.sharp = F.avg_pool2d(torch.rand(n, 3, size, size, generator=g), 3, 1, 1)
+        self.blurry = F.avg_pool2d(self.sharp, 7, 1, 3, count_include_pad=False)
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.sharp)
+
+    def __getitem__(self, i: int):
+        if self.keys:
+            return self.blurry[i], self.sharp[i], f"s{i}"
+        return self.blurry[i], self.sharp[i]
+
+
+class EpochPairs(Pairs):
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+def config(**kw) -> TrainConfig:
+    base = dict(steps=6, batch_size=4, alpha=0.0, perceptual="none", log_every=1,
+                progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def small_wrapped(teacher, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return sp_adapter.wrap(UNet(width=8, blocks=1), teacher=teacher, student="small",
+                           small_width=8)
+
+
+def losses_of(history) -> list[float]:
+    return [h["total"] for h in history if "total" in h]
+
+
+def test_a_few_steps_lower_the_loss():
+    torch.manual_seed(0)
+    trainer = Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=25, lr=2e-3, min_lr=1e-4))
+    result = trainer.fit()
+    losses = losses_of(result.history)
+    assert len(losses) == 25
+    assert sum(losses[-3:]) / 3 < 0.75 * losses[0]
+
+
+def test_wrapped_model_adds_the_prior_and_validates(teacher, tmp_path):
+    model = small_wrapped(teacher)
+    trainer = Trainer(model, Pairs(8), config(steps=3, val_every=2), run_dir=tmp_path,
+                      val_data=Pairs(3, seed=1))
+    result = trainer.fit()
+    train_rows = [h for h in result.history if "total" in h]
+    assert all(h["prior"] > 0 for h in train_rows)
+    for h in train_rows:
+        assert h["total"] == pytest.approx(h["reconstruction"] + 0.1 * h["prior"], rel=1e-5)
+    vals = [h for h in result.history if "val_psnr" in h]
+    assert [v["step"] for v in vals] == [2, 3] and result.validation is not None
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == result.history
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["wrapped"] is True and run["config"]["steps"] == 3
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [3]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    trainer = Trainer(UNet(width=8, blocks=1), Pairs(4), config(), run_dir=tmp_path)
+    first = trainer.save_checkpoint()
+    good = first.read_bytes()
+    real_save = torch.save
+
+    def dies_midway(obj, handle, *args, **kwargs):
+        handle.write(b"partial checkpoint bytes")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", dies_midway)
+    trainer.step = 1
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint()
+    monkeypatch.setattr(torch, "save", real_save)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == [first.name]  # no temp file left
+    assert first.read_bytes() == good
+    state = load_checkpoint(first)
+    assert state["step"] == 0 and "optimizer" in state and "rng" in state
+
+
+class Noisy(nn.Module):
+    """A UNet behind dropout: its training consumes the global RNG."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.2)
+        self.net = UNet(width=8, blocks=1)
+
+    def forward(self, x):
+        return self.net(self.drop(x))
+
+
+@pytest.mark.parametrize("kind", ["wrapped", "dropout"])
+def test_resume_after_kill_is_bit_exact(teacher, tmp_path, kind):
+    def build():
+        if kind == "wrapped":
+            return small_wrapped(teacher)
+        torch.manual_seed(0)
+        return Noisy()
+
+    cfg = config(steps=6, checkpoint_every=2, keep_checkpoints=3)
+    data = Pairs(8)
+    straight = Trainer(build(), data, cfg, run_dir=tmp_path / "a")
+    straight.fit()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_5(trainer, stats):
+        if trainer.step == 5:
+            raise Killed
+
+    crashed = Trainer(build(), data, cfg, run_dir=tmp_path / "b", callbacks=[kill_at_5])
+    with pytest.raises(Killed):
+        crashed.fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [2, 4]
+    resumed = Trainer(build(), data, cfg, run_dir=tmp_path / "b")
+    result = resumed.fit(resume=True)
+    assert result.resumed_from == 4 and result.steps == 6
+    a, b = straight.module.state_dict(), resumed.module.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    log = [json.loads(x) for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in log if "total" in h] == [1, 2, 3, 4, 5, 6]
+    assert losses_of(log) == losses_of(straight.history)
+
+
+def test_resume_refuses_other_options_and_fresh_run_refuses_old_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path).fit()
+    with pytest.raises(ValueError, match="lr=0.0002"):
+        Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2, lr=1e-3),
+                run_dir=tmp_path).fit(resume=True)
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path).fit()
+
+
+def test_teacher_cache_gives_the_same_training(teacher):
+    cfg = config(steps=6, new_samples_each_epoch=False)
+    plain = Trainer(small_wrapped(teacher), Pairs(8, keys=True), cfg)
+    plain.fit()
+    cached = Trainer(small_wrapped(teacher), Pairs(8, keys=True),
+                     config(steps=6, new_samples_each_epoch=False, cache_teacher=True))
+    cached.fit()
+    for a, b in zip(plain.history, cached.history, strict=True):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-5)
+        assert a["prior"] == pytest.approx(b["prior"], rel=1e-5)
+    assert cached.cache is not None and len(cached.cache) == 8
+    assert (cached.cache.misses, cached.cache.hits) == (8, 16)
+    for p, q in zip(plain.module.parameters(), cached.module.parameters(), strict=True):
+        assert torch.allclose(p, q, atol=1e-5)
+
+
+def test_teacher_cache_refuses_what_it_cannot_serve(teacher):
+    cache = TeacherFeatureCache(teacher)
+    sharp = torch.rand(2, 3, 32, 32)
+    first = cache.targets(sharp, ["a", "b"])
+    again = cache.targets(sharp.flip(0), ["b", "a"])
+    assert torch.equal(again[0][0], first[0][1]) and cache.hits == 2
+    with pytest.raises(CacheMismatchError, match="different sharp crop"):
+        cache.targets(torch.rand(2, 3, 32, 32), ["a", "b"])
+    with pytest.raises(ValueError, match="new_samples_each_epoch=False"):
+        Trainer(small_wrapped(teacher), EpochPairs(8, keys=True), config(cache_teacher=True))
+    with pytest.raises(ValueError, match="return_key=True"):
+        Trainer(small_wrapped(teacher), Pairs(8),
+                config(cache_teacher=True, new_samples_each_epoch=False))
+
+
+def test_prior_only_freezes_the_backbone(teacher):
+    model = small_wrapped(teacher)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    Trainer(model, Pairs(4), config(steps=2, prior_only=True)).fit()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("sp_prior.") for k in changed)
+
+
+def test_schedule_and_stream():
+    f = WarmupCosine(total=10, warmup=2, floor=0.01)
+    assert [f(0), f(1)] == [0.5, 1.0]
+    assert f(2) == pytest.approx(1.0) and f(10) == pytest.approx(0.01)
+    assert f(6) == pytest.approx(0.01 + 0.99 * 0.5)
+    stream = BatchStream(Pairs(8, keys=True), 4, DistInfo(), seed=3)
+    it = stream.batches(0)
+    keys = [list(next(it)[2]) for _ in range(5)]
+    assert sorted(keys[0] + keys[1]) == [f"s{i}" for i in range(8)]
+    assert keys[0] != keys[2] or keys[1] != keys[3]  # reshuffled per epoch
+    resumed = stream.batches(3)
+    assert [list(next(resumed)[2]) for _ in range(2)] == keys[3:5]
+
+
+def test_trained_model_reloads_from_its_run(teacher, tmp_path):
+    spec = ModelSpec("unet", {"width": 8, "blocks": 1},
+                     sp_adapter.PriorConfig(student="small", small_width=8).to_dict())
+    torch.manual_seed(0)
+    model = spec.build(teacher=teacher)
+    Trainer(model, Pairs(4), config(steps=2), run_dir=tmp_path, model_spec=spec).fit()
+    loaded, loaded_spec, info = load_trained(tmp_path)
+    assert loaded_spec == spec and info["step"] == 2
+    x = torch.rand(1, 3, 24, 20)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(RuntimeError, match="no teacher"):
+        sp_adapter.prior_loss(loaded, x)
+
+
+def test_arms_see_identical_batches(teacher):
+    from sp_adapter.train import Arm, run_arms
+
+    arms = [Arm("a"), Arm("b"), Arm("sp", prior=sp_adapter.PriorConfig(student="small",
+                                                                       small_width=8))]
+    results = run_arms(arms, Pairs(8), Pairs(2, seed=1), config(), teacher=teacher,
+                       options={"width": 8, "blocks": 1}, pretrain_steps=2, arm_steps=3)
+    a, b, sp = results
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)  # same start, same batches, same seeds
+    assert a.shared_steps == 2 and a.steps == 3 and a.evaluation is not None
+    assert sp.params > a.params
+    assert losses_of(a.history) == losses_of(b.history)
+    # the wrapped arm starts from the base's exact output, so its first L1 is the same
+    assert sp.history[0]["reconstruction"] == pytest.approx(a.history[0]["reconstruction"])
