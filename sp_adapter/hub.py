@@ -20,12 +20,10 @@ and checks with :func:`check_prior_fits` that the prior belongs to the model.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import tempfile
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import write_atomic
 from .config import PriorConfig
 from .levels import BackboneMap, Level, Region, find_module
 from .prior import SemanticPrior
@@ -185,22 +184,6 @@ def _empty_teacher(config: PriorConfig, channels: list[int], reductions: list[in
 # -- writing ---------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to a temporary file beside ``path``, then rename it over ``path``:
-    readers see the old file or the new one, never a partial one."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "xb") as f:  # permissions follow the umask, like any new file
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _prior_and_class(prior_or_model: nn.Module) -> tuple[SemanticPrior, str | None]:
     """The prior to save and, for a wrapped model, the class name of the network."""
     if isinstance(prior_or_model, SemanticPrior):
@@ -259,11 +242,11 @@ def save_pretrained(
     _check_folder(folder, overwrite)
     folder.mkdir(parents=True, exist_ok=True)
     config = prior_config_dict(prior, model_class=model_class, metrics=metrics, data=data)
-    _write_atomic(folder / WEIGHTS_NAME, _weights_bytes(prior))
-    _write_atomic(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    write_atomic(folder / WEIGHTS_NAME, _weights_bytes(prior))
+    write_atomic(folder / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
     if model_card:
         card = model_card_text(config, repo_id or "<org>/<name>")
-        _write_atomic(folder / CARD_NAME, card.encode())
+        write_atomic(folder / CARD_NAME, card.encode())
     return folder
 
 

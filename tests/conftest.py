@@ -31,3 +31,13 @@ def pair() -> tuple[torch.Tensor, torch.Tensor]:
     sharp = torch.rand(2, 3, 64, 64, generator=g)
     blurry = torch.nn.functional.avg_pool2d(sharp, 7, 1, 3, count_include_pad=False)
     return blurry, sharp
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: OpenMP threads stall when other jobs share the
+    cores (seen: 30-60x slower steps with 2 threads)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,7 +7,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sp_adapter.cli import main
@@ -18,13 +17,7 @@ TINY_DEMO = ["--steps", "2", "--crop", "32", "--batch", "2", "--length", "8",
              "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids OpenMP stalls when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,39 @@
+"""Atomic file writes: readers see the old file or the new one, never a partial one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary handle to a temporary file beside ``path``; on success it is flushed,
+    synced and renamed over ``path``; on failure it is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: str | os.PathLike, content: bytes | Callable[[IO[bytes]], Any]) -> Path:
+    """Write ``content`` (bytes, or a function that writes to a handle) atomically."""
+    with atomic_open(path) as handle:
+        if isinstance(content, bytes):
+            handle.write(content)
+        else:
+            content(handle)
+    return Path(path)
