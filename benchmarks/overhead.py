@@ -262,26 +262,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     names = list(BACKBONES) if args.backbones == ["all"] else args.backbones
     device = torch.device(args.device)
     teacher = sp.load_teacher(sp.TeacherSpec())
-    rows = []
-    for name in names:
-        for size in args.sizes:
-            row = measure(name, size, device, args.repeats, args.batch, not args.no_train, teacher)
-            rows.append(row)
-            print(_table([row]).splitlines()[-1], flush=True)
-    table = _table(rows)
-    print()
-    print(table)
-    machinery = [hook_machinery(size, device, args.repeats, teacher) for size in args.sizes]
-    machinery_table = "\n".join(
-        ["| size | hooks s | inlined s | ratio |", "|---|---|---|---|"]
-        + [
-            f"| {m['size']} | {m['hooks_s']:.4f} | {m['inlined_s']:.4f} | {m['ratio']:.3f} |"
-            for m in machinery
-        ]
-    )
-    print()
-    print("hook machinery (UNet, hooks vs the same modulation inlined by hand):")
-    print(machinery_table)
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -292,13 +272,41 @@ def main(argv: list[str] | None = None) -> list[dict]:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
-    )
-    out.with_suffix(".md").write_text(
-        f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
-        f"torch {meta['torch']}, {meta['threads']} threads, {device}\n\n{table}\n"
-    )
+    rows: list[dict] = []
+    machinery: list[dict] = []
+
+    def save() -> None:  # after every row, so a long sweep keeps what it measured
+        table = _table(rows)
+        machinery_table = "\n".join(
+            ["| size | hooks s | inlined s | ratio |", "|---|---|---|---|"]
+            + [
+                f"| {m['size']} | {m['hooks_s']:.4f} | {m['inlined_s']:.4f} | {m['ratio']:.3f} |"
+                for m in machinery
+            ]
+        )
+        out.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
+        )
+        out.with_suffix(".md").write_text(
+            f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
+            f"torch {meta['torch']}, {meta['threads']} threads, {device}; medians of "
+            f"{args.repeats} interleaved runs after 2 warm-ups\n\n{table}\n\n"
+            f"Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
+            f"{machinery_table}\n"
+        )
+
+    for size in args.sizes:
+        machinery.append(hook_machinery(size, device, args.repeats, teacher))
+        print(f"hook machinery at {size}: ratio {machinery[-1]['ratio']:.3f}", flush=True)
+        save()
+    for name in names:
+        for size in args.sizes:
+            row = measure(name, size, device, args.repeats, args.batch, not args.no_train, teacher)
+            rows.append(row)
+            print(_table([row]).splitlines()[-1], flush=True)
+            save()
+    print()
+    print(out.with_suffix(".md").read_text())
     return rows
 
 
