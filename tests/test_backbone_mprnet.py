@@ -19,8 +19,8 @@ from sp_adapter.backbones.mprnet import (
     MPRNet,
     MPRNetStage1,
     stage1_state_dict,
-    strip_module_prefix,
 )
+from sp_adapter.checkpoints import strip_module_prefix
 
 DATA = Path(__file__).parent / "data" / "backbones"
 FACTS: dict[str, Any] = json.loads((DATA / "MPRNet.json").read_text())

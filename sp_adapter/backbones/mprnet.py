@@ -3,8 +3,8 @@
 Written for this project from a reading of the official ``Deblurring/MPRNet.py`` of
 swz30/MPRNet. The module tree, attribute names, registration order, shapes and parameter
 sharing are the official ones, so ``MPRNet().load_state_dict(official, strict=True)``
-works (after removing a ``module.`` prefix, see :func:`strip_module_prefix`), and the
-forward computes what the official forward computes.
+works (after removing a ``module.`` prefix: ``sp_adapter.checkpoints.load_backbone_checkpoint``
+does it), and the forward computes what the official forward computes.
 
 Structure (defaults ``n_feat=96, scale_unetfeats=48, scale_orsnetfeats=32``):
 
@@ -59,11 +59,6 @@ def check_size(x: torch.Tensor, multiple: int, model: str) -> None:
             f"{h}x{w}. Pad the image (e.g. reflect-pad by {ph} rows and {pw} columns to "
             f"{h + ph}x{w + pw}) and crop the output."
         )
-
-
-def strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop a leading ``module.`` (saved from ``DataParallel``) from every key."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 class ChannelAttention(nn.Module):
@@ -522,6 +517,8 @@ def stage1_state_dict(full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     model whose output equals the full model's ``out[2]`` (stage-1 image) when
     ``patch_wise=True``.
     """
+    from ..checkpoints import strip_module_prefix
+
     return {k: v for k, v in strip_module_prefix(full).items() if k.startswith(STAGE1_PREFIXES)}
 
 
