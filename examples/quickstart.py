@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--crop", type=int, default=96)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=32, help="UNet width")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     )
     loader = DataLoader(data, batch_size=args.batch)
 
-    model = UNet()
+    model = UNet(width=args.width)
     model = sp_adapter.wrap(model)  # 1: the prior's hooks and modules; output unchanged
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
 

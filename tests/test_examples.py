@@ -21,7 +21,9 @@ def _load(name: str):
 
 
 def test_quickstart_trains_and_the_prior_loss_falls():
-    history = _load("quickstart").main(["--steps", "8", "--crop", "48", "--lr", "1e-3"])
+    history = _load("quickstart").main(
+        ["--steps", "8", "--crop", "48", "--lr", "1e-3", "--width", "8"]
+    )
     assert len(history) == 8
     first, last = history[0]["prior"], sum(h["prior"] for h in history[-3:]) / 3
     assert last < first
