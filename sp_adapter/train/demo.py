@@ -48,6 +48,10 @@ class ReportFolderError(RuntimeError):
 class DemoConfig:
     """Options of the demo (the CLI's ``sp-adapter demo`` flags).
 
+    The defaults follow the configuration of the committed quality benchmark
+    (``benchmarks/results/quality_unet_finetune_small.md``): 300 shared base steps, then
+    150 steps per arm, 100 student pre-training steps, UNet width 16, 48 px crops, batch 8.
+
     Attributes:
         out: the report folder.
         overwrite: replace the demo's files in a non-empty ``out``.
@@ -68,20 +72,20 @@ class DemoConfig:
 
     out: str = "report"
     overwrite: bool = False
-    steps: int = 200
+    steps: int = 450
     protocol: Literal["finetune", "scratch"] = "finetune"
-    arm_fraction: float = 0.5
+    arm_fraction: float = 1 / 3
     batch_size: int = 8
-    crop: int = 64
+    crop: int = 48
     lr: float = 2e-4
     beta: float = 0.1
     train_length: int = 1000
     blur: str = "severe"
     test_crop: int = 128
-    test_crops_per_photo: int = 16
-    width: int = 32
+    test_crops_per_photo: int = 8
+    width: int = 16
     student: Literal["teacher", "small"] = "teacher"
-    student_steps: int = 0
+    student_steps: int = 100
     grids: int | None = None
     seed: int = 0
     device: str = "auto"
