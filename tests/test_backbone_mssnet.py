@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from hook_probe import run_with_hooks, shapes
 from torch import nn
 
 from sp_adapter.backbones.mssnet import DeblurNet, mssnet, mssnet_large, mssnet_small
@@ -39,35 +40,6 @@ def one_thread() -> Iterator[None]:
 def base() -> DeblurNet:
     torch.manual_seed(0)
     return DeblurNet().eval()
-
-
-def shapes(out: Any) -> Any:
-    """Output shape(s) without the batch dimension, nested like the output."""
-    if isinstance(out, torch.Tensor):
-        return list(out.shape[1:])
-    return [shapes(o) for o in out]
-
-
-def run_with_hooks(
-    model: nn.Module, names: list[str], x: torch.Tensor, keep: bool = False
-) -> tuple[Any, dict[str, list[Any]]]:
-    """Forward ``x``; per module name, the list of its outputs (or their shapes) per call."""
-    calls: dict[str, list[Any]] = {n: [] for n in names}
-
-    def hook(name: str):
-        def fn(_mod: nn.Module, _args: tuple, out: Any) -> None:
-            calls[name].append(out.detach().clone() if keep else shapes(out))
-
-        return fn
-
-    handles = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return out, calls
 
 
 @pytest.mark.parametrize("size", list(SIZES))
