@@ -6,6 +6,12 @@ under ``benchmarks/results/``.
 
     python benchmarks/overhead.py                      # UNet at 256x256, CPU
     python benchmarks/overhead.py --backbones all --sizes 256 512 --device cuda
+    python benchmarks/overhead.py --backbones MPRNet --levels s1_level1 s1_level2 s1_level3
+    python benchmarks/overhead.py --kernel-size 3      # CLC/MLA/SAT with 3x3 kernels
+
+Peak memory: the most tensor memory allocated during one forward (or training step)
+beyond what was allocated before it (weights, optimiser state): on CUDA from
+``torch.cuda.max_memory_allocated``, on CPU from the PyTorch profiler's allocation trace.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +104,54 @@ class InlinedUNet(torch.nn.Module):
         return x + n.tail(d1)
 
 
-def hook_machinery(size: int, device: torch.device, repeats: int, teacher) -> dict:
+def build_pair(
+    name: str, teacher, levels: list[str] | None = None, kernel_size: int = 1,
+    wrapped_only: bool | None = None,
+) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    """The backbone (seed 0) and a wrapped deep copy of it; ``wrapped_only`` True/False
+    builds one of the two (the other is ``None``)."""
+    torch.manual_seed(0)
+    base = BACKBONES[name].build()
+    if wrapped_only is False:
+        return base, None
+    config = sp.PriorConfig(kernel_size=kernel_size)
+    wrapped = sp.wrap(copy.deepcopy(base) if wrapped_only is None else base, levels,
+                      teacher=teacher, config=config)
+    return (None if wrapped_only else base), wrapped
+
+
+def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Tensor,
+             with_prior: bool) -> Callable[[], None]:
+    spec = BACKBONES[name]
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def fn() -> None:
+        out = spec.final(model(*spec.inputs(x)))
+        loss = F.l1_loss(out, sharp)
+        if with_prior:
+            loss = loss + 0.1 * sp.prior_loss(model, sharp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return fn
+
+
+def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    spec = BACKBONES[name]
+    model.eval()
+
+    def fn():
+        with torch.inference_mode():
+            return model(*spec.inputs(x))
+
+    return fn
+
+
+def hook_machinery(
+    size: int, device: torch.device, repeats: int, teacher, warmup: int = 2
+) -> dict:
     """Wrapped UNet (hooks) vs the same modulation inlined by hand, after a training step
     so the modulation is non-trivial; outputs must agree."""
     torch.manual_seed(0)
@@ -120,7 +174,7 @@ def hook_machinery(size: int, device: torch.device, repeats: int, teacher) -> di
 
         return fn
 
-    t = _interleaved({"hooks": run(hooked), "inlined": run(inlined)}, repeats, device)
+    t = _interleaved({"hooks": run(hooked), "inlined": run(inlined)}, repeats, device, warmup)
     return {
         "size": size,
         "hooks_s": t["hooks"],
@@ -134,11 +188,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, device) -> dict[str, float]:
+def _interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, device, warmup: int = 2
+) -> dict[str, float]:
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-        fn()
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
     for _ in range(repeats):
         for name, fn in fns.items():
             _sync(device)
@@ -149,40 +205,50 @@ def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, device) -> 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _peak_memory(fn: Callable[[], object], device: torch.device) -> float | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    _sync(device)
-    return torch.cuda.max_memory_allocated(device) / 2**20
+def _peak_memory(fn: Callable[[], object], device: torch.device) -> float:
+    """The most tensor memory (MiB) allocated during one call of ``fn`` beyond what was
+    allocated before it (weights and optimiser state excluded): ``max_memory_allocated``
+    on CUDA, the profiler's allocation trace on CPU."""
+    if device.type == "cuda":
+        _sync(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        fn()
+        _sync(device)
+        return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    totals = [e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"]
+    return max(totals, default=0) / 2**20
 
 
 def measure(
-    name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool, teacher
+    name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool,
+    teacher, levels: list[str] | None = None, kernel_size: int = 1, memory: bool = True,
+    warmup: int = 2, train_repeats: int | None = None,
 ) -> dict:
-    spec = BACKBONES[name]
-    torch.manual_seed(0)
-    base = spec.build().to(device)
-    wrapped = sp.wrap(copy.deepcopy(base), teacher=teacher)
-    base.eval()
-    wrapped.eval()
+    base, wrapped = build_pair(name, teacher, levels, kernel_size)
+    base, wrapped = base.to(device), wrapped.to(device)
     x = torch.rand(batch, 3, size, size, device=device)
     sharp = torch.rand_like(x)
     n_base = sum(p.numel() for p in base.parameters())
     n_prior = sum(p.numel() for p in wrapped.sp_prior.parameters())
 
-    def run(model):
-        def fn():
-            with torch.inference_mode():
-                return model(*spec.inputs(x))
-
-        return fn
-
-    infer = _interleaved({"base": run(base), "wrapped": run(wrapped)}, repeats, device)
+    infer = _interleaved(
+        {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)},
+        repeats, device, warmup,
+    )
     row = {
         "backbone": name,
+        "levels": list(sp.get_prior(wrapped).levels),
+        "kernel_size": kernel_size,
         "size": size,
         "batch": batch,
         "device": str(device),
@@ -192,53 +258,47 @@ def measure(
         "infer_base_s": infer["base"],
         "infer_wrapped_s": infer["wrapped"],
         "infer_ratio": infer["wrapped"] / infer["base"],
-        "peak_mb_base": _peak_memory(run(base), device),
-        "peak_mb_wrapped": _peak_memory(run(wrapped), device),
     }
+    if memory:
+        for variant, model in (("base", base), ("wrapped", wrapped)):
+            row[f"peak_mb_{variant}"] = _peak_memory(_infer_fn(name, model, x), device)
     if train_step:
-        base.train()
-        wrapped.train()
-        opt_b = torch.optim.AdamW(base.parameters(), lr=1e-6)
-        opt_w = torch.optim.AdamW(wrapped.parameters(), lr=1e-6)
-
-        def step(model, opt, with_prior):
-            def fn():
-                out = spec.final(model(*spec.inputs(x)))
-                loss = F.l1_loss(out, sharp)
-                if with_prior:
-                    loss = loss + 0.1 * sp.prior_loss(model, sharp)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            return fn
-
-        train = _interleaved(
-            {"base": step(base, opt_b, False), "wrapped": step(wrapped, opt_w, True)},
-            max(3, repeats // 2),
-            device,
-        )
+        steps = {"base": _step_fn(name, base, x, sharp, False),
+                 "wrapped": _step_fn(name, wrapped, x, sharp, True)}
+        train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
+        train = _interleaved(steps, train_repeats, device, warmup)
         row.update(
             train_base_s=train["base"],
             train_wrapped_s=train["wrapped"],
             train_ratio=train["wrapped"] / train["base"],
         )
+        if memory:
+            for variant in ("base", "wrapped"):
+                row[f"train_peak_mb_{variant}"] = _peak_memory(steps[variant], device)
     return row
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _table(rows: list[dict]) -> str:
     head = (
-        "| backbone | size | device | base s | +SP s | ratio | train base s | train +SP s "
-        "| train ratio | params base | params prior | overhead |"
+        "| backbone | levels | k | size | base s | +SP s | ratio | peak MiB base / +SP "
+        "| train base s | train +SP s | train ratio | train peak MiB base / +SP "
+        "| params base | params prior | overhead |"
     )
-    lines = [head, "|" + "---|" * 12]
-    nan = float("nan")
+    lines = [head, "|" + "---|" * 15]
     for r in rows:
+        g = r.get
         lines.append(
-            f"| {r['backbone']} | {r['size']} | {r['device']} | {r['infer_base_s']:.4f} | "
-            f"{r['infer_wrapped_s']:.4f} | {r['infer_ratio']:.3f} | "
-            f"{r.get('train_base_s', nan):.4f} | {r.get('train_wrapped_s', nan):.4f} | "
-            f"{r.get('train_ratio', nan):.3f} | {r['params_base']:,} | {r['params_prior']:,} | "
+            f"| {r['backbone']} | {' '.join(r['levels'])} | {r['kernel_size']} | {r['size']} | "
+            f"{r['infer_base_s']:.4f} | {r['infer_wrapped_s']:.4f} | {r['infer_ratio']:.3f} | "
+            f"{_fmt(g('peak_mb_base'), '.0f')} / {_fmt(g('peak_mb_wrapped'), '.0f')} | "
+            f"{_fmt(g('train_base_s'), '.4f')} | {_fmt(g('train_wrapped_s'), '.4f')} | "
+            f"{_fmt(g('train_ratio'), '.3f')} | "
+            f"{_fmt(g('train_peak_mb_base'), '.0f')} / {_fmt(g('train_peak_mb_wrapped'), '.0f')}"
+            f" | {r['params_base']:,} | {r['params_prior']:,} | "
             f"{100 * r['param_overhead']:.1f}% |"
         )
     return "\n".join(lines)
@@ -252,8 +312,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--sizes", nargs="+", type=int, default=[256])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each variant")
+    parser.add_argument("--train-repeats", type=int, default=None,
+                        help="timed training steps (default: max(3, repeats // 2))")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-train", action="store_true", help="skip the training-step timing")
+    parser.add_argument("--no-memory", action="store_true", help="skip peak-memory runs")
+    parser.add_argument("--no-machinery", action="store_true",
+                        help="skip the hooks-vs-inlined UNet comparison")
+    parser.add_argument("--levels", nargs="+", default=None,
+                        help="level names (default: each adapter's default levels)")
+    parser.add_argument("--kernel-size", type=int, default=1,
+                        help="kernel of the CLC/MLA/SAT convolutions (PriorConfig.kernel_size)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "overhead"))
     args = parser.parse_args(argv)
@@ -275,6 +345,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows: list[dict] = []
     machinery: list[dict] = []
 
+    peak_kind = (
+        "the most tensor memory allocated during one forward (training step) beyond what "
+        "existed before it, so weights and optimiser state are excluded ("
+        + ("torch.cuda.max_memory_allocated)" if device.type == "cuda"
+           else "PyTorch profiler's allocation trace)")
+    )
+
     def save() -> None:  # after every row, so a long sweep keeps what it measured
         table = _table(rows)
         machinery_table = "\n".join(
@@ -290,18 +367,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.with_suffix(".md").write_text(
             f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; medians of "
-            f"{args.repeats} interleaved runs after 2 warm-ups\n\n{table}\n\n"
+            f"{args.repeats} interleaved runs after {args.warmup} warm-ups (training steps: "
+            f"{args.train_repeats or max(3, args.repeats // 2)}); k: kernel of the prior's "
+            f"convolutions; peak memory: {peak_kind}"
+            f"\n\n{table}\n\n"
             f"Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
             f"{machinery_table}\n"
         )
 
-    for size in args.sizes:
-        machinery.append(hook_machinery(size, device, args.repeats, teacher))
+    for size in [] if args.no_machinery else args.sizes:
+        machinery.append(hook_machinery(size, device, args.repeats, teacher, args.warmup))
         print(f"hook machinery at {size}: ratio {machinery[-1]['ratio']:.3f}", flush=True)
         save()
     for name in names:
         for size in args.sizes:
-            row = measure(name, size, device, args.repeats, args.batch, not args.no_train, teacher)
+            row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
+                          teacher, args.levels, args.kernel_size, not args.no_memory,
+                          args.warmup, args.train_repeats)
             rows.append(row)
             print(_table([row]).splitlines()[-1], flush=True)
             save()

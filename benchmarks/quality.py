@@ -114,7 +114,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def build_arms(names: list[str], student_steps: int, control: Arm | None) -> list[Arm]:
+def build_arms(
+    names: list[str], student_steps: int, control: Arm | None, embedding_lr_scale: float = 1.0
+) -> list[Arm]:
     arms = []
     for name in names:
         if name == CONTROL:
@@ -122,7 +124,10 @@ def build_arms(names: list[str], student_steps: int, control: Arm | None) -> lis
                 arms.append(control)
             continue
         prior = VARIANTS[name]
-        arms.append(Arm(name, prior=prior, student_steps=student_steps if prior else 0))
+        arms.append(Arm(
+            name, prior=prior, student_steps=student_steps if prior else 0,
+            train={"embedding_lr_scale": embedding_lr_scale} if prior else {},
+        ))
     return arms
 
 
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
+                        help="learning-rate factor of MLA/SAT in the prior arms")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--test-crop", type=int, default=128)
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in args.seeds:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
                                      seed=seed)
-        arms = build_arms(args.variants, args.student_steps, control)
+        arms = build_arms(args.variants, args.student_steps, control, args.embedding_lr_scale)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
@@ -224,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"- Protocol: {args.protocol}"
         + (f" ({args.pretrain_steps} shared base steps, then " if args.protocol == "finetune"
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
-        f"crops {args.crop} px, {args.blur} blur, lr {args.lr}, beta {args.beta}, no "
+        f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
+        f"{args.embedding_lr_scale}), beta {args.beta}, no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms.",
         f"- Test: {len(test)} crops of {args.test_crop} px (blurry input PSNR {blurry}).",
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "

@@ -104,6 +104,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--min-lr", type=float, default=1e-6)
+    p.add_argument("--embedding-lr-scale", type=float, default=1.0,
+                   help="learning-rate factor of the prior's MLA/SAT layers")
     p.add_argument("--warmup", type=int, default=0, help="warm-up steps")
     p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
@@ -136,6 +138,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,
+        embedding_lr_scale=args.embedding_lr_scale,
         warmup_steps=args.warmup, grad_clip=args.grad_clip, amp=args.amp, loss=args.loss,
         alpha=args.alpha, beta=args.beta, perceptual=args.perceptual,
         prior_only=args.prior_only, cache_teacher=args.cache_teacher,

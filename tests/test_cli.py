@@ -85,3 +85,33 @@ def test_overwrite_replaces_only_the_demo_files(tmp_path):
         prepare_folder(tmp_path, overwrite=False)
     prepare_folder(tmp_path, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_train_resume_and_eval(tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["train", "--run", str(run), "--crop", "32", "--batch", "2", "--length", "8",
+              "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
+              "--embedding-lr-scale", "0.5", "--checkpoint-every", "2", "--val-limit", "2",
+              "--no-progress"]
+    assert main([*common, "--steps", "4"]) == 0
+    saved = json.loads((run / "run.json").read_text())
+    assert saved["config"]["embedding_lr_scale"] == 0.5
+    assert saved["model_spec"]["prior"]["student"] == "small"
+    capsys.readouterr()
+    assert main([*common, "--steps", "4"]) != 0  # a second run never overwrites the first
+    assert "--resume" in capsys.readouterr().err
+    last = run / "checkpoints" / "step_00000004.pt"
+    last.unlink()  # as if the run had been killed after its step-2 checkpoint
+    assert main([*common, "--steps", "4", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "trained 4 steps" in out and last.exists()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "total" in e][-1] == 4
+
+    assert main(["eval", "--run", str(run), "--limit", "2", "--crop", "32",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    psnr = re.search(r"deblurred:\s+PSNR ([\d.]+) dB", out)
+    blurry = re.search(r"blurry input: PSNR ([\d.]+) dB", out)
+    assert psnr and blurry and "step 4" in out and "with prior" in out
+    assert 5 < float(psnr.group(1)) < 60 and float(psnr.group(1)) != float(blurry.group(1))

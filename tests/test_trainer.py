@@ -217,6 +217,21 @@ def test_prior_only_freezes_the_backbone(teacher):
     assert changed and all(k.startswith("sp_prior.") for k in changed)
 
 
+def test_embedding_lr_scale_gives_the_embeddings_their_own_rate(teacher):
+    model = small_wrapped(teacher)
+    trainer = Trainer(model, Pairs(4), config(steps=4, lr=1e-3, embedding_lr_scale=0.1))
+    groups = trainer.optimizer.param_groups
+    embedding = {id(p) for p in model.sp_prior.embeddings.parameters()}
+    assert [len(g["params"]) for g in groups][1] == len(embedding)
+    assert {id(p) for p in groups[1]["params"]} == embedding
+    assert embedding.isdisjoint(id(p) for p in groups[0]["params"])
+    assert groups[0]["lr"] == pytest.approx(1e-3) and groups[1]["lr"] == pytest.approx(1e-4)
+    trainer.fit()  # the cosine scales both groups alike
+    assert groups[1]["lr"] == pytest.approx(0.1 * groups[0]["lr"])
+    with pytest.raises(ValueError, match="embedding_lr_scale must be positive"):
+        config(embedding_lr_scale=0.0)
+
+
 def test_schedule_and_stream():
     f = WarmupCosine(total=10, warmup=2, floor=0.01)
     assert [f(0), f(1)] == [0.5, 1.0]
@@ -250,15 +265,25 @@ def test_trained_model_reloads_from_its_run(teacher, tmp_path):
 def test_arms_see_identical_batches(teacher):
     from sp_adapter.train import Arm, run_arms
 
-    arms = [Arm("a"), Arm("b"), Arm("sp", prior=sp_adapter.PriorConfig(student="small",
-                                                                       small_width=8))]
+    arms = [Arm("a"), Arm("b", train={"lr": 1e-6}),
+            Arm("sp", prior=sp_adapter.PriorConfig(student="small", small_width=8))]
     results = run_arms(arms, Pairs(8), Pairs(2, seed=1), config(), teacher=teacher,
                        options={"width": 8, "blocks": 1}, pretrain_steps=2, arm_steps=3)
     a, b, sp = results
+    # an arm's own train options change its steps only: b's tiny lr leaves it near a's
+    # shared start, a moved away from it
+    assert losses_of(a.history)[0] == pytest.approx(losses_of(b.history)[0])
+    drift = [(p - q).abs().max().item()
+             for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True)]
+    assert max(drift) > 1e-4
+    arms[1] = Arm("b")
+    results = run_arms(arms[:2], Pairs(8), Pairs(2, seed=1), config(), teacher=teacher,
+                       options={"width": 8, "blocks": 1}, pretrain_steps=2, arm_steps=3)
+    a, b = results
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q)  # same start, same batches, same seeds
     assert a.shared_steps == 2 and a.steps == 3 and a.evaluation is not None
-    assert sp.params > a.params
     assert losses_of(a.history) == losses_of(b.history)
+    assert sp.params > a.params
     # the wrapped arm starts from the base's exact output, so its first L1 is the same
     assert sp.history[0]["reconstruction"] == pytest.approx(a.history[0]["reconstruction"])

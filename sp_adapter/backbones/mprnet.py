@@ -178,6 +178,48 @@ class SkipUpSample(UpSample):
         return self.up(x) + skip
 
 
+def add_csff_convs(encoder: nn.Module, chans: Sequence[int], bias: bool) -> None:
+    """Register the cross-stage feature fusion 1x1 convs ``csff_enc1..3`` then
+    ``csff_dec1..3`` (this order: it is the official key order)."""
+    for kind in ("enc", "dec"):
+        for i, c in enumerate(chans, start=1):
+            setattr(encoder, f"csff_{kind}{i}", nn.Conv2d(c, c, 1, bias=bias))
+
+
+def encode_three_levels(
+    encoder: nn.Module,
+    x: torch.Tensor,
+    encoder_outs: Sequence[torch.Tensor] | None = None,
+    decoder_outs: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """The forward of a stage encoder (MPRNet's and MSSNet's alike): ``encoder_level1..3``
+    joined by ``down12`` / ``down23``; given the previous stage's features, each level adds
+    ``csff_encK(enc_prev) + csff_decK(dec_prev)``. Returns ``[enc1, enc2, enc3]``."""
+
+    def fuse(i: int, feat: torch.Tensor) -> torch.Tensor:
+        if encoder_outs is None or decoder_outs is None:
+            return feat
+        enc_conv = getattr(encoder, f"csff_enc{i + 1}")
+        dec_conv = getattr(encoder, f"csff_dec{i + 1}")
+        return feat + enc_conv(encoder_outs[i]) + dec_conv(decoder_outs[i])
+
+    enc1 = fuse(0, encoder.encoder_level1(x))
+    enc2 = fuse(1, encoder.encoder_level2(encoder.down12(enc1)))
+    enc3 = fuse(2, encoder.encoder_level3(encoder.down23(enc2)))
+    return [enc1, enc2, enc3]
+
+
+def decode_three_levels(decoder: nn.Module, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The forward of a stage decoder (MPRNet's and MSSNet's alike):
+    ``dec3 = decoder_level3(enc3)``, ``dec2 = decoder_level2(up32(dec3, skip_attn2(enc2)))``,
+    ``dec1 = decoder_level1(up21(dec2, skip_attn1(enc1)))``; returns ``[dec1, dec2, dec3]``."""
+    enc1, enc2, enc3 = outs
+    dec3 = decoder.decoder_level3(enc3)
+    dec2 = decoder.decoder_level2(decoder.up32(dec3, decoder.skip_attn2(enc2)))
+    dec1 = decoder.decoder_level1(decoder.up21(dec2, decoder.skip_attn1(enc1)))
+    return [dec1, dec2, dec3]
+
+
 class Encoder(nn.Module):
     """Three-level U-Net encoder of a stage; mirrors the official ``Encoder``.
 
@@ -207,23 +249,7 @@ class Encoder(nn.Module):
         self.down23 = DownSample(chans[1], s)
         self.csff = csff
         if csff:
-            for i, c in enumerate(chans, start=1):
-                setattr(self, f"csff_enc{i}", nn.Conv2d(c, c, 1, bias=bias))
-            for i, c in enumerate(chans, start=1):
-                setattr(self, f"csff_dec{i}", nn.Conv2d(c, c, 1, bias=bias))
-
-    def _fuse(
-        self,
-        i: int,
-        feat: torch.Tensor,
-        enc_prev: Sequence[torch.Tensor] | None,
-        dec_prev: Sequence[torch.Tensor] | None,
-    ) -> torch.Tensor:
-        if enc_prev is None or dec_prev is None:
-            return feat
-        enc_conv = getattr(self, f"csff_enc{i + 1}")
-        dec_conv = getattr(self, f"csff_dec{i + 1}")
-        return feat + enc_conv(enc_prev[i]) + dec_conv(dec_prev[i])
+            add_csff_convs(self, chans, bias)
 
     def forward(
         self,
@@ -231,10 +257,7 @@ class Encoder(nn.Module):
         encoder_outs: Sequence[torch.Tensor] | None = None,
         decoder_outs: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
-        enc1 = self._fuse(0, self.encoder_level1(x), encoder_outs, decoder_outs)
-        enc2 = self._fuse(1, self.encoder_level2(self.down12(enc1)), encoder_outs, decoder_outs)
-        enc3 = self._fuse(2, self.encoder_level3(self.down23(enc2)), encoder_outs, decoder_outs)
-        return [enc1, enc2, enc3]
+        return encode_three_levels(self, x, encoder_outs, decoder_outs)
 
 
 class Decoder(nn.Module):
@@ -267,11 +290,7 @@ class Decoder(nn.Module):
         self.up32 = SkipUpSample(chans[1], s)
 
     def forward(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        enc1, enc2, enc3 = outs
-        dec3 = self.decoder_level3(enc3)
-        dec2 = self.decoder_level2(self.up32(dec3, self.skip_attn2(enc2)))
-        dec1 = self.decoder_level1(self.up21(dec2, self.skip_attn1(enc1)))
-        return [dec1, dec2, dec3]
+        return decode_three_levels(self, outs)
 
 
 class ORB(nn.Module):

@@ -42,7 +42,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mprnet import DownSample, SkipUpSample, check_size, conv
+from .mprnet import (
+    DownSample,
+    SkipUpSample,
+    add_csff_convs,
+    check_size,
+    conv,
+    decode_three_levels,
+    encode_three_levels,
+)
 
 SIZE_MULTIPLE = 16
 """MSSNet input height and width must be multiples of this (scale 1 reaches H/16)."""
@@ -104,23 +112,7 @@ class Encoder(nn.Module):
         self.down23 = DownSample(chans[1], vscale)
         self.csff = csff
         if csff:
-            for i, c in enumerate(chans, start=1):
-                setattr(self, f"csff_enc{i}", nn.Conv2d(c, c, 1, bias=bias))
-            for i, c in enumerate(chans, start=1):
-                setattr(self, f"csff_dec{i}", nn.Conv2d(c, c, 1, bias=bias))
-
-    def _fuse(
-        self,
-        i: int,
-        feat: torch.Tensor,
-        enc_prev: Sequence[torch.Tensor] | None,
-        dec_prev: Sequence[torch.Tensor] | None,
-    ) -> torch.Tensor:
-        if enc_prev is None or dec_prev is None:
-            return feat
-        enc_conv = getattr(self, f"csff_enc{i + 1}")
-        dec_conv = getattr(self, f"csff_dec{i + 1}")
-        return feat + enc_conv(enc_prev[i]) + dec_conv(dec_prev[i])
+            add_csff_convs(self, chans, bias)
 
     def forward(
         self,
@@ -128,10 +120,7 @@ class Encoder(nn.Module):
         encoder_outs: Sequence[torch.Tensor] | None = None,
         decoder_outs: Sequence[torch.Tensor] | None = None,
     ) -> list[torch.Tensor]:
-        enc1 = self._fuse(0, self.encoder_level1(x), encoder_outs, decoder_outs)
-        enc2 = self._fuse(1, self.encoder_level2(self.down12(enc1)), encoder_outs, decoder_outs)
-        enc3 = self._fuse(2, self.encoder_level3(self.down23(enc2)), encoder_outs, decoder_outs)
-        return [enc1, enc2, enc3]
+        return encode_three_levels(self, x, encoder_outs, decoder_outs)
 
 
 class Decoder(nn.Module):
@@ -163,11 +152,7 @@ class Decoder(nn.Module):
         self.up21 = SkipUpSample(chans[0], scale)
 
     def forward(self, outs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        enc1, enc2, enc3 = outs
-        dec3 = self.decoder_level3(enc3)
-        dec2 = self.decoder_level2(self.up32(dec3, self.skip_attn2(enc2)))
-        dec1 = self.decoder_level1(self.up21(dec2, self.skip_attn1(enc1)))
-        return [dec1, dec2, dec3]
+        return decode_three_levels(self, outs)
 
 
 class PairUpsample(nn.Module):

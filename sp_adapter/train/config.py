@@ -22,6 +22,9 @@ class TrainConfig:
             ``batch_size / W`` samples (must divide), so results do not depend on ``W``.
         lr, min_lr, betas, weight_decay: AdamW and the cosine schedule (weight decay is
             PyTorch's AdamW default; the paper does not give one).
+        embedding_lr_scale: learning-rate factor of the prior's embeddings (MLA and SAT,
+            Eqs. 5-6), which start at zero so the wrapped network starts exactly as the
+            backbone; a factor below 1 lets that modulation grow gently when fine-tuning.
         warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
@@ -55,6 +58,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
+    embedding_lr_scale: float = 1.0
     warmup_steps: int = 0
     grad_clip: float | None = None
     amp: AmpMode = "auto"
@@ -89,6 +93,10 @@ class TrainConfig:
         if self.perceptual not in ("vgg16", "teacher", "none"):
             raise ValueError(
                 f"perceptual must be 'vgg16', 'teacher' or 'none', got {self.perceptual!r}"
+            )
+        if self.embedding_lr_scale <= 0:
+            raise ValueError(
+                f"embedding_lr_scale must be positive, got {self.embedding_lr_scale}"
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")

@@ -49,12 +49,16 @@ class Arm:
         prior: the prior's options; ``None``: the bare backbone.
         options: backbone options overriding the shared ones (e.g. a wider control).
         student_steps: student-only distillation steps before joint training.
+        train: ``TrainConfig`` fields overriding the shared ones for this arm's own
+            steps (e.g. ``{"embedding_lr_scale": 0.1}``); the shared pre-training keeps
+            the shared config.
     """
 
     name: str
     prior: PriorConfig | None = None
     options: dict[str, Any] = field(default_factory=dict)
     student_steps: int = 0
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,7 +195,8 @@ def run_arms(
         model_spec = ModelSpec(spec.name, arm_options,
                                arm.prior.to_dict() if arm.prior is not None else None)
         trainer = Trainer(
-            model, arm_data, replace(config, steps=arm_steps, data_start=pretrain_steps),
+            model, arm_data,
+            replace(config, **arm.train, steps=arm_steps, data_start=pretrain_steps),
             run_dir=root / arm.name if root else None, backbone=spec, model_spec=model_spec,
             name=arm.name,
         )

@@ -28,15 +28,36 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+EMBEDDING_PREFIX = "sp_prior.embeddings."
+
+
 def build_optimizer(
-    params: Iterable[torch.nn.Parameter], config: TrainConfig
+    params: Iterable[tuple[str, torch.nn.Parameter]] | Iterable[torch.nn.Parameter],
+    config: TrainConfig,
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over ``params`` with :class:`WarmupCosine` (stepped once per optimiser step)."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
+    """AdamW over ``params`` with :class:`WarmupCosine` (stepped once per optimiser step).
+
+    ``params`` may be named (``model.named_parameters()``): the prior's embeddings
+    (MLA and SAT, Eqs. 5-6, under ``sp_prior.embeddings.``) then form their own group
+    with learning rate ``config.lr * config.embedding_lr_scale``.
+    """
+    named = [(n or "", p) for n, p in _pairs(params) if p.requires_grad]
+    if not named:
         raise ValueError("no trainable parameters: everything is frozen")
+    embedding = [p for n, p in named if n.startswith(EMBEDDING_PREFIX)]
+    rest = [p for n, p in named if not n.startswith(EMBEDDING_PREFIX)]
+    groups: list[dict] = [{"params": rest}] if rest else []
+    if embedding:
+        groups.append({"params": embedding, "lr": config.lr * config.embedding_lr_scale})
     optimizer = torch.optim.AdamW(
-        params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+        groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )
     factor = WarmupCosine(config.steps, config.warmup_steps, config.min_lr / config.lr)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _pairs(
+    params: Iterable[tuple[str, torch.nn.Parameter]] | Iterable[torch.nn.Parameter],
+) -> Iterable[tuple[str | None, torch.nn.Parameter]]:
+    for item in params:
+        yield item if isinstance(item, tuple) else (None, item)

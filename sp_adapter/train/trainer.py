@@ -164,7 +164,7 @@ class Trainer:
             if not self.wrapped:
                 raise ValueError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
             freeze_backbone(inner)
-        self.optimizer, self.scheduler = build_optimizer(inner.parameters(), config)
+        self.optimizer, self.scheduler = build_optimizer(inner.named_parameters(), config)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
