@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import sys
@@ -28,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the CPU memory profiler's GPU probe is noise
+
+import torch  # noqa: E402
 import torch.nn.functional as F
 
 import sp_adapter as sp
@@ -241,10 +244,6 @@ def measure(
     n_base = sum(p.numel() for p in base.parameters())
     n_prior = sum(p.numel() for p in wrapped.sp_prior.parameters())
 
-    infer = _interleaved(
-        {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)},
-        repeats, device, warmup,
-    )
     row = {
         "backbone": name,
         "levels": list(sp.get_prior(wrapped).levels),
@@ -255,25 +254,35 @@ def measure(
         "params_base": n_base,
         "params_prior": n_prior,
         "param_overhead": n_prior / n_base,
-        "infer_base_s": infer["base"],
-        "infer_wrapped_s": infer["wrapped"],
-        "infer_ratio": infer["wrapped"] / infer["base"],
     }
+    if repeats > 0:
+        infer = _interleaved(
+            {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)},
+            repeats, device, warmup,
+        )
+        row.update(
+            infer_base_s=infer["base"],
+            infer_wrapped_s=infer["wrapped"],
+            infer_ratio=infer["wrapped"] / infer["base"],
+        )
     if memory:
         for variant, model in (("base", base), ("wrapped", wrapped)):
             row[f"peak_mb_{variant}"] = _peak_memory(_infer_fn(name, model, x), device)
     if train_step:
         steps = {"base": _step_fn(name, base, x, sharp, False),
                  "wrapped": _step_fn(name, wrapped, x, sharp, True)}
-        train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
-        train = _interleaved(steps, train_repeats, device, warmup)
-        row.update(
-            train_base_s=train["base"],
-            train_wrapped_s=train["wrapped"],
-            train_ratio=train["wrapped"] / train["base"],
-        )
+        if repeats > 0:
+            train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
+            train = _interleaved(steps, train_repeats, device, warmup)
+            row.update(
+                train_base_s=train["base"],
+                train_wrapped_s=train["wrapped"],
+                train_ratio=train["wrapped"] / train["base"],
+            )
         if memory:
             for variant in ("base", "wrapped"):
+                if repeats == 0:
+                    steps[variant]()  # the optimiser's state exists before the measured step
                 row[f"train_peak_mb_{variant}"] = _peak_memory(steps[variant], device)
     return row
 
@@ -293,7 +302,8 @@ def _table(rows: list[dict]) -> str:
         g = r.get
         lines.append(
             f"| {r['backbone']} | {' '.join(r['levels'])} | {r['kernel_size']} | {r['size']} | "
-            f"{r['infer_base_s']:.4f} | {r['infer_wrapped_s']:.4f} | {r['infer_ratio']:.3f} | "
+            f"{_fmt(g('infer_base_s'), '.4f')} | {_fmt(g('infer_wrapped_s'), '.4f')} | "
+            f"{_fmt(g('infer_ratio'), '.3f')} | "
             f"{_fmt(g('peak_mb_base'), '.0f')} / {_fmt(g('peak_mb_wrapped'), '.0f')} | "
             f"{_fmt(g('train_base_s'), '.4f')} | {_fmt(g('train_wrapped_s'), '.4f')} | "
             f"{_fmt(g('train_ratio'), '.3f')} | "
@@ -311,7 +321,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[256])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="timed runs of each variant (0: memory and parameters only)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs of each variant")
     parser.add_argument("--train-repeats", type=int, default=None,
                         help="timed training steps (default: max(3, repeats // 2))")
@@ -364,18 +375,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
         out.with_suffix(".json").write_text(
             json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
         )
+        timing = (
+            f"medians of {args.repeats} interleaved runs after {args.warmup} warm-ups "
+            f"(training steps: {args.train_repeats or max(3, args.repeats // 2)})"
+            if args.repeats > 0 else "no timing (--repeats 0)"
+        )
+        machinery_text = (
+            "Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
+            f"{machinery_table}\n" if machinery else ""
+        )
         out.with_suffix(".md").write_text(
             f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
-            f"torch {meta['torch']}, {meta['threads']} threads, {device}; medians of "
-            f"{args.repeats} interleaved runs after {args.warmup} warm-ups (training steps: "
-            f"{args.train_repeats or max(3, args.repeats // 2)}); k: kernel of the prior's "
-            f"convolutions; peak memory: {peak_kind}"
-            f"\n\n{table}\n\n"
-            f"Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
-            f"{machinery_table}\n"
+            f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
+            f"of the prior's convolutions; peak memory: {peak_kind}\n\n{table}\n\n"
+            f"{machinery_text}"
         )
 
-    for size in [] if args.no_machinery else args.sizes:
+    for size in [] if args.no_machinery or args.repeats == 0 else args.sizes:
         machinery.append(hook_machinery(size, device, args.repeats, teacher, args.warmup))
         print(f"hook machinery at {size}: ratio {machinery[-1]['ratio']:.3f}", flush=True)
         save()
