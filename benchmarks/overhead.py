@@ -192,8 +192,10 @@ def _sync(device: torch.device) -> None:
 
 
 def _interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, device, warmup: int = 2
+    fns: dict[str, Callable[[], object]], repeats: int, device, warmup: int = 2,
+    record: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
+    """Median seconds of each function, timed in turn; every time goes to ``record``."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     for fn in fns.values():
         for _ in range(warmup):
@@ -205,6 +207,8 @@ def _interleaved(
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - start)
+    if record is not None:
+        record.update(times)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -256,14 +260,17 @@ def measure(
         "param_overhead": n_prior / n_base,
     }
     if repeats > 0:
+        times: dict[str, list[float]] = {}
         infer = _interleaved(
             {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)},
-            repeats, device, warmup,
+            repeats, device, warmup, times,
         )
         row.update(
             infer_base_s=infer["base"],
             infer_wrapped_s=infer["wrapped"],
             infer_ratio=infer["wrapped"] / infer["base"],
+            infer_ratio_of_minima=min(times["wrapped"]) / min(times["base"]),
+            infer_times_s=times,
         )
     if memory:
         for variant, model in (("base", base), ("wrapped", wrapped)):
@@ -273,11 +280,14 @@ def measure(
                  "wrapped": _step_fn(name, wrapped, x, sharp, True)}
         if repeats > 0:
             train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
-            train = _interleaved(steps, train_repeats, device, warmup)
+            times = {}
+            train = _interleaved(steps, train_repeats, device, warmup, times)
             row.update(
                 train_base_s=train["base"],
                 train_wrapped_s=train["wrapped"],
                 train_ratio=train["wrapped"] / train["base"],
+                train_ratio_of_minima=min(times["wrapped"]) / min(times["base"]),
+                train_times_s=times,
             )
         if memory:
             for variant in ("base", "wrapped"):
