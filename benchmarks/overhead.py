@@ -7,7 +7,7 @@ under ``benchmarks/results/``.
     python benchmarks/overhead.py                      # UNet at 256x256, CPU
     python benchmarks/overhead.py --backbones all --sizes 256 512 --device cuda
     python benchmarks/overhead.py --backbones MPRNet --levels s1_level1 s1_level2 s1_level3
-    python benchmarks/overhead.py --kernel-size 3      # CLC/MLA/SAT with 3x3 kernels
+    python benchmarks/overhead.py --kernel-size 1 3    # CLC/MLA/SAT with 1x1, then 3x3
 
 Peak memory: the most tensor memory allocated during one forward (or training step)
 beyond what was allocated before it (weights, optimiser state): on CUDA from
@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="skip the hooks-vs-inlined UNet comparison")
     parser.add_argument("--levels", nargs="+", default=None,
                         help="level names (default: each adapter's default levels)")
-    parser.add_argument("--kernel-size", type=int, default=1,
-                        help="kernel of the CLC/MLA/SAT convolutions (PriorConfig.kernel_size)")
+    parser.add_argument("--kernel-size", type=int, nargs="+", default=[1],
+                        help="kernel(s) of the CLC/MLA/SAT convolutions (PriorConfig.kernel_size)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "overhead"))
     args = parser.parse_args(argv)
@@ -407,12 +407,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         save()
     for name in names:
         for size in args.sizes:
-            row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
-                          teacher, args.levels, args.kernel_size, not args.no_memory,
-                          args.warmup, args.train_repeats)
-            rows.append(row)
-            print(_table([row]).splitlines()[-1], flush=True)
-            save()
+            for kernel_size in args.kernel_size:
+                row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
+                              teacher, args.levels, kernel_size, not args.no_memory,
+                              args.warmup, args.train_repeats)
+                rows.append(row)
+                print(_table([row]).splitlines()[-1], flush=True)
+                save()
     print()
     print(out.with_suffix(".md").read_text())
     return rows
