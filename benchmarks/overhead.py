@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for m in machinery
             ]
         )
-        out.with_suffix(".json").write_text(
+        Path(f"{out}.json").write_text(
             json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
         )
         timing = (
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
             f"{machinery_table}\n" if machinery else ""
         )
-        out.with_suffix(".md").write_text(
+        Path(f"{out}.md").write_text(
             f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
             f"of the prior's convolutions; peak memory: {peak_kind}\n\n{table}\n\n"
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(_table([row]).splitlines()[-1], flush=True)
                 save()
     print()
-    print(out.with_suffix(".md").read_text())
+    print(Path(f"{out}.md").read_text())
     return rows
 
 

@@ -250,8 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
     stem = out / f"quality_{spec.name}_{tag}"
-    stem.with_suffix(".md").write_text(text, encoding="utf-8")
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    Path(f"{stem}.md").write_text(text, encoding="utf-8")
+    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(text)
     print(f"wrote {stem}.md and .json")
     return payload

@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text(
+    Path(f"{out}.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
+    Path(f"{out}.md").write_text(
         f"# Student fit: teacher features of the sharp image, predicted from blur\n\n"
         f"`{command}`\n\nSeeds {args.seeds}; test set: {len(test)} crops of 128 px "
         f"(severe blur); ± is the spread over seeds.\n\n{table}\n"

@@ -24,11 +24,11 @@ def load(name: str):
 
 def test_overhead_script_writes_rows_and_memory(tmp_path):
     overhead = load("overhead")
-    out = tmp_path / "overhead"
+    out = tmp_path / "overhead_k3.v1"  # a dot in the name is kept, not taken as a suffix
     rows = overhead.main(["--backbones", "UNet", "--sizes", "32", "--repeats", "1",
                           "--warmup", "0", "--train-repeats", "1", "--kernel-size", "3",
                           "--levels", "level1", "level3", "--out", str(out)])
-    saved = json.loads(out.with_suffix(".json").read_text())
+    saved = json.loads((tmp_path / "overhead_k3.v1.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     row = rows[0]
     assert row["levels"] == ["level1", "level3"] and row["kernel_size"] == 3
@@ -38,7 +38,7 @@ def test_overhead_script_writes_rows_and_memory(tmp_path):
     assert 0 < row["train_peak_mb_base"] < row["train_peak_mb_wrapped"]
     # hooks and the hand-inlined modulation were checked equal before being timed
     assert saved["hook_machinery"][0]["size"] == 32
-    assert "| UNet | level1 level3 | 3 | 32 |" in out.with_suffix(".md").read_text()
+    assert "| UNet | level1 level3 | 3 | 32 |" in (tmp_path / "overhead_k3.v1.md").read_text()
 
 
 def test_quality_script_pairs_arms_by_seed(tmp_path):
@@ -48,7 +48,7 @@ def test_quality_script_pairs_arms_by_seed(tmp_path):
         "--pretrain-steps", "2", "--student-steps", "1", "--batch", "2", "--crop", "32",
         "--length", "8", "--test-crop", "32", "--test-crops-per-photo", "1",
         "--embedding-lr-scale", "0.5", "--options", "width=8", "--out", str(tmp_path),
-        "--tag", "tiny", "--no-progress",
+        "--tag", "tiny_0.5", "--no-progress",
     ])
     runs, summary = payload["runs"], payload["summary"]
     gains = [sp["psnr"] - base["psnr"]
@@ -56,5 +56,5 @@ def test_quality_script_pairs_arms_by_seed(tmp_path):
     assert summary["Net6-small"]["gain_mean"] == pytest.approx(sum(gains) / 2)
     assert summary["Net0"]["gain_mean"] is None
     assert runs["Net6-small"][0]["student_steps"] == 1
-    text = (tmp_path / "quality_unet_tiny.md").read_text()
+    text = (tmp_path / "quality_unet_tiny_0.5.md").read_text()
     assert "MLA/SAT x0.5" in text and "| Net6-small |" in text
