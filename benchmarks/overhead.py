@@ -108,19 +108,13 @@ class InlinedUNet(torch.nn.Module):
 
 
 def build_pair(
-    name: str, teacher, levels: list[str] | None = None, kernel_size: int = 1,
-    wrapped_only: bool | None = None,
-) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
-    """The backbone (seed 0) and a wrapped deep copy of it; ``wrapped_only`` True/False
-    builds one of the two (the other is ``None``)."""
+    name: str, teacher, levels: list[str] | None = None, kernel_size: int = 1
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The backbone (seed 0) and a wrapped deep copy of it."""
     torch.manual_seed(0)
     base = BACKBONES[name].build()
-    if wrapped_only is False:
-        return base, None
     config = sp.PriorConfig(kernel_size=kernel_size)
-    wrapped = sp.wrap(copy.deepcopy(base) if wrapped_only is None else base, levels,
-                      teacher=teacher, config=config)
-    return (None if wrapped_only else base), wrapped
+    return base, sp.wrap(copy.deepcopy(base), levels, teacher=teacher, config=config)
 
 
 def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Tensor,
@@ -259,42 +253,44 @@ def measure(
         "params_prior": n_prior,
         "param_overhead": n_prior / n_base,
     }
+    infer = {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)}
     if repeats > 0:
-        times: dict[str, list[float]] = {}
-        infer = _interleaved(
-            {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)},
-            repeats, device, warmup, times,
-        )
-        row.update(
-            infer_base_s=infer["base"],
-            infer_wrapped_s=infer["wrapped"],
-            infer_ratio=infer["wrapped"] / infer["base"],
-            infer_ratio_of_minima=min(times["wrapped"]) / min(times["base"]),
-            infer_times_s=times,
-        )
+        row.update(_timed("infer", infer, repeats, device, warmup))
     if memory:
-        for variant, model in (("base", base), ("wrapped", wrapped)):
-            row[f"peak_mb_{variant}"] = _peak_memory(_infer_fn(name, model, x), device)
+        row.update(_peaks("peak_mb", infer, device))
     if train_step:
         steps = {"base": _step_fn(name, base, x, sharp, False),
                  "wrapped": _step_fn(name, wrapped, x, sharp, True)}
         if repeats > 0:
             train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
-            times = {}
-            train = _interleaved(steps, train_repeats, device, warmup, times)
-            row.update(
-                train_base_s=train["base"],
-                train_wrapped_s=train["wrapped"],
-                train_ratio=train["wrapped"] / train["base"],
-                train_ratio_of_minima=min(times["wrapped"]) / min(times["base"]),
-                train_times_s=times,
-            )
+            row.update(_timed("train", steps, train_repeats, device, warmup))
         if memory:
-            for variant in ("base", "wrapped"):
-                if repeats == 0:
-                    steps[variant]()  # the optimiser's state exists before the measured step
-                row[f"train_peak_mb_{variant}"] = _peak_memory(steps[variant], device)
+            if repeats == 0:  # the optimiser's state exists before the measured step
+                for step in steps.values():
+                    step()
+            row.update(_peaks("train_peak_mb", steps, device))
     return row
+
+
+def _timed(
+    prefix: str, fns: dict[str, Callable[[], object]], repeats: int, device, warmup: int
+) -> dict:
+    """Row fields ``<prefix>_base_s``, ``_wrapped_s``, ``_ratio`` (of medians),
+    ``_ratio_of_minima`` and ``_times_s`` (every timed run) for a base/wrapped pair."""
+    times: dict[str, list[float]] = {}
+    median = _interleaved(fns, repeats, device, warmup, times)
+    return {
+        f"{prefix}_base_s": median["base"],
+        f"{prefix}_wrapped_s": median["wrapped"],
+        f"{prefix}_ratio": median["wrapped"] / median["base"],
+        f"{prefix}_ratio_of_minima": min(times["wrapped"]) / min(times["base"]),
+        f"{prefix}_times_s": times,
+    }
+
+
+def _peaks(prefix: str, fns: dict[str, Callable[[], object]], device) -> dict:
+    """Row fields ``<prefix>_base`` and ``<prefix>_wrapped``: :func:`_peak_memory`."""
+    return {f"{prefix}_{variant}": _peak_memory(fn, device) for variant, fn in fns.items()}
 
 
 def _fmt(value: float | None, spec: str) -> str:
