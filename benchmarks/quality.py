@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--test-crop", type=int, default=128)
     parser.add_argument("--test-crops-per-photo", type=int, default=16)
+    parser.add_argument("--test-min-detail", type=float, default=None,
+                        help="least detail of a test crop (default: the dataset's, "
+                             "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
@@ -167,7 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     options = parse_options(args.options)
     blur = blur_preset(args.blur)
     test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur,
-                                crops_per_photo=args.test_crops_per_photo, return_key=True)
+                                crops_per_photo=args.test_crops_per_photo, return_key=True,
+                                min_detail=args.test_min_detail)
     needs_teacher = any(VARIANTS.get(n) is not None for n in args.variants) or \
         CONTROL in args.variants
     teacher = load_teacher(PriorConfig().teacher) if needs_teacher else None
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}), beta {args.beta}, no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms.",
-        f"- Test: {len(test)} crops of {args.test_crop} px (blurry input PSNR {blurry}).",
+        f"- Test: {len(test)} crops of {args.test_crop} px with detail >= {test.min_detail} "
+        f"(blurry input PSNR {blurry}).",
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {control_note}" if control_note else "",

@@ -20,7 +20,7 @@ from sp_adapter.data.photos import (
     photo_array,
     photo_names,
 )
-from sp_adapter.data.synthetic import SyntheticBlurDataset
+from sp_adapter.data.synthetic import TEST_MIN_DETAIL, SyntheticBlurDataset, detail
 
 SKIMAGE_PHOTOS = {
     "astronaut",
@@ -137,6 +137,54 @@ def test_test_crops_have_valid_borders() -> None:
     blurry, sharp = ds[index]
     torch.testing.assert_close(blurry, expected, atol=1e-5, rtol=0)
     assert torch.equal(sharp, photo[:, top + m : top + m + 64, left + m : left + m + 64])
+
+
+def test_detail_of_known_patterns() -> None:
+    flat = np.full((8, 8, 3), 128, np.uint8)
+    checker = ((np.indices((8, 8)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    stripes = ((np.arange(8) % 2) * 255).astype(np.uint8)[None, :, None].repeat(8, 0).repeat(3, 2)
+    assert detail(flat) == 0.0
+    assert detail(checker) == pytest.approx(1.0)
+    assert detail(stripes) == pytest.approx(0.5)  # columns change by 1, rows by 0
+
+
+def test_test_split_redraws_flat_crops_only() -> None:
+    """Flat crops (sky) are redrawn; a crop whose first draw has detail is unchanged."""
+    kept = SyntheticBlurDataset("test", blur=SEVERE, return_key=True)
+    every = SyntheticBlurDataset("test", blur=SEVERE, return_key=True, min_detail=0)
+    assert kept.min_detail == TEST_MIN_DETAIL and every.min_detail == 0
+    m, c = SEVERE.margin, kept.crop
+    redrawn = 0
+    for index in range(len(kept)):
+        name, key, rng = kept._sample_plan(index)
+        image = photo_array(name)
+        top = int(rng.integers(image.shape[0] - kept.region + 1))
+        left = int(rng.integers(image.shape[1] - kept.region + 1))
+        first = detail(image[top + m : top + m + c, left + m : left + m + c])
+        sharp = kept[index][1]
+        grey = (sharp.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        assert detail(grey) >= TEST_MIN_DETAIL, key
+        if first < TEST_MIN_DETAIL:
+            redrawn += 1
+            assert not torch.equal(sharp, every[index][1])
+        elif index % 8 == 0:  # spot-check: unchanged samples are bit-identical
+            assert torch.equal(sharp, every[index][1])
+    assert redrawn >= 3  # the sky of "china" and "rocket"
+    assert SyntheticBlurDataset("train", crop=32, length=4).min_detail == 0
+
+
+def test_flat_photo_gives_a_clear_error(monkeypatch) -> None:
+    from sp_adapter.data import synthetic
+
+    monkeypatch.setattr(synthetic, "photo_array", lambda name: np.full((400, 400, 3), 90, np.uint8))
+    ds = SyntheticBlurDataset("test", crop=32, crops_per_photo=1, blur=MILD)
+    with pytest.raises(RuntimeError, match="lower min_detail"):
+        ds[0]
+    every = SyntheticBlurDataset("test", crop=32, crops_per_photo=1, blur=MILD, min_detail=0)
+    blurry, sharp = every[0]
+    assert torch.equal(sharp, torch.full_like(sharp, 90 / 255))
+    with pytest.raises(ValueError, match="min_detail"):
+        SyntheticBlurDataset("test", min_detail=-1)
 
 
 def test_train_split_is_reproducible_per_index_and_epoch() -> None:
