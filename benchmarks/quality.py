@@ -26,7 +26,11 @@ Variants (Table 4 of the paper, plus two controls):
         --protocol finetune --pretrain-steps 1500 --student-steps 200
 
 Writes ``benchmarks/results/quality_<backbone>_<tag>.md`` and ``.json`` (with the exact
-command).
+command). Seeds can run in parallel processes (``--seeds 0``, ``--seeds 1``, ... with
+their own ``--tag``) and be merged into one table without training:
+
+    python benchmarks/quality.py --merge results/quality_unet_a.json results/quality_unet_b.json \
+        --tag merged
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from typing import Any
 
 import torch
 
+from sp_adapter.atomic import write_atomic
 from sp_adapter.config import PriorConfig
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.teacher import load_teacher
@@ -131,7 +136,11 @@ def build_arms(
     return arms
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+# options that may differ between runs merged into one table
+MERGE_FREE = {"seeds", "tag", "out", "threads", "no_progress", "device", "merge"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="unet")
     parser.add_argument("--options", nargs="*", default=[], help="backbone options key=value")
@@ -161,11 +170,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="no training: one table from the result files of runs that "
+                             "differ only in their seeds (seeds run in parallel processes)")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Train and score every variant for every seed; the per-seed rows and the context."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(["python", "benchmarks/quality.py",
-                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     spec = backbone_spec(args.backbone)
     options = parse_options(args.options)
     blur = blur_preset(args.blur)
@@ -207,7 +221,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs.setdefault(r.name, []).append({"seed": seed, **r.summary()})
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.evaluation.psnr:.3f}"
                                            for r in results if r.evaluation), flush=True)
+    return {"runs": runs, "backbone": spec.name, "control": control_note,
+            "test_count": len(test), "test_min_detail": test.min_detail,
+            "seconds": time.perf_counter() - started,
+            "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} threads"}
 
+
+def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
+    """The options, rows and commands of result files that differ only in their seeds."""
+    payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    first = payloads[0]["options"]
+    for path, payload in zip(paths, payloads, strict=True):
+        if "test_min_detail" not in payload:
+            raise SystemExit(f"{path}: written before --merge existed (no test_min_detail)")
+        differ = sorted(k for k in first.keys() | payload["options"].keys()
+                        if k not in MERGE_FREE and first.get(k) != payload["options"].get(k))
+        if differ or payload["test_min_detail"] != payloads[0]["test_min_detail"]:
+            raise SystemExit(f"{path} differs from {paths[0]} in {differ or 'its test set'}; "
+                             "only runs that differ in their seeds can be merged")
+    runs: dict[str, list[dict[str, Any]]] = {}
+    seen: set[int] = set()
+    for path, payload in zip(paths, payloads, strict=True):
+        seeds = {row["seed"] for rows in payload["runs"].values() for row in rows}
+        if seeds & seen:
+            raise SystemExit(f"{path}: seeds {sorted(seeds & seen)} appear in two files")
+        seen |= seeds
+        for name, rows in payload["runs"].items():
+            runs.setdefault(name, []).extend(rows)
+    for rows in runs.values():
+        rows.sort(key=lambda row: row["seed"])
+    args = argparse.Namespace(**{**first, "seeds": sorted(seen)})
+    context = {
+        "runs": runs, "backbone": payloads[0].get("backbone", first["backbone"]),
+        "control": payloads[0]["control"], "test_count": payloads[0]["test_count"],
+        "test_min_detail": payloads[0]["test_min_detail"],
+        "seconds": sum(p.get("seconds", 0.0) for p in payloads),
+        "machine": "; ".join(dict.fromkeys(p.get("machine", "?") for p in payloads)),
+    }
+    return args, context, [p["command"] for p in payloads]
+
+
+def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], list[list[str]]]:
+    """Per variant: mean ± std over seeds, and the gain over Net0 paired by seed."""
     base = {row["seed"]: row["psnr"] for row in runs.get("Net0", [])}
     rows, summary = [], {}
     for name, seeds in runs.items():
@@ -218,19 +274,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         secs = statistics.fmean(r["seconds"] + r["student_seconds"] for r in seeds)
         summary[name] = {"psnr_mean": psnr_m, "psnr_std": psnr_s, "ssim_mean": ssim_m,
                          "gain_mean": gain_m, "gain_std": gain_s, "params": seeds[0]["params"],
-                         "seconds_mean": secs}
+                         "seconds_mean": secs, "gains": gains}
         gain = "" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"
         rows.append([name, *describe(name), f"{seeds[0]['params']:,}",
                      f"{psnr_m:.3f} ± {psnr_s:.3f}", gain, f"{ssim_m:.4f}", f"{secs:.1f}"])
+    return summary, rows
+
+
+def report(args: argparse.Namespace, context: dict[str, Any], command: str,
+           sources: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The Markdown text and the JSON payload of a result."""
+    runs = context["runs"]
+    summary, rows = summarise(runs)
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
          "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)", "SSIM", "s / arm"], rows)
     first = next(iter(runs.values()))[0]
     blurry = f"{first['blurry_psnr']:.3f} dB" if first.get("blurry_psnr") else "n/a"
-    text = "\n".join([
-        f"# Quality at equal budget: {spec.name}, {len(args.seeds)} seeds",
+    lines = [
+        f"# Quality at equal budget: {context['backbone']}, {len(args.seeds)} seeds",
         "",
         f"Command: `{command}`",
+        *([""] + [f"Merged from: `{c}`" for c in sources] if sources else []),
         "",
         f"- Protocol: {args.protocol}"
         + (f" ({args.pretrain_steps} shared base steps, then " if args.protocol == "finetune"
@@ -238,25 +303,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}), beta {args.beta}, no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms.",
-        f"- Test: {len(test)} crops of {args.test_crop} px with detail >= {test.min_detail} "
-        f"(blurry input PSNR {blurry}).",
+        f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
+        f"{context['test_min_detail']} (blurry input PSNR {blurry}).",
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
-        f"- {control_note}" if control_note else "",
-        f"- Machine: {platform.machine()} {platform.system()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; {time.perf_counter() - started:.0f} s in all.",
+        f"- {context['control']}" if context["control"] else "",
+        f"- Machine: {context['machine']}; {context['seconds']:.0f} s in all"
+        + (" (summed over the merged runs)." if sources else "."),
         "",
         table,
         "",
-    ])
+    ]
     payload = {"command": command, "options": vars(args), "summary": summary, "runs": runs,
-               "control": control_note, "test_count": len(test)}
+               **{k: v for k, v in context.items() if k != "runs"}}
+    if sources:
+        payload["merged_from"] = sources
+    return "\n".join(lines), payload
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    command = " ".join(["python", "benchmarks/quality.py",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    sources = None
+    if args.merge:
+        out, tag = args.out, args.tag
+        args, context, sources = merge(args.merge)
+        args.out, args.tag, args.merge = out, tag, None
+    else:
+        context = run(args)
+    text, payload = report(args, context, command, sources)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or time.strftime("%Y%m%d-%H%M%S")
-    stem = out / f"quality_{spec.name}_{tag}"
-    Path(f"{stem}.md").write_text(text, encoding="utf-8")
-    Path(f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    stem = out / f"quality_{context['backbone']}_{tag}"
+    for suffix, content in ((".md", text), (".json", json.dumps(payload, indent=2) + "\n")):
+        write_atomic(f"{stem}{suffix}", content.encode("utf-8"))
     print(text)
     print(f"wrote {stem}.md and .json")
     return payload

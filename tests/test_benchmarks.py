@@ -41,15 +41,18 @@ def test_overhead_script_writes_rows_and_memory(tmp_path):
     assert "| UNet | level1 level3 | 3 | 32 |" in (tmp_path / "overhead_k3.v1.md").read_text()
 
 
+TINY_QUALITY = [
+    "--variants", "Net0", "Net6-small", "--steps", "2", "--pretrain-steps", "2",
+    "--student-steps", "1", "--batch", "2", "--crop", "32", "--length", "8",
+    "--test-crop", "32", "--test-crops-per-photo", "1", "--embedding-lr-scale", "0.5",
+    "--options", "width=8", "--no-progress",
+]
+
+
 def test_quality_script_pairs_arms_by_seed(tmp_path):
     quality = load("quality")
-    payload = quality.main([
-        "--variants", "Net0", "Net6-small", "--seeds", "0", "1", "--steps", "2",
-        "--pretrain-steps", "2", "--student-steps", "1", "--batch", "2", "--crop", "32",
-        "--length", "8", "--test-crop", "32", "--test-crops-per-photo", "1",
-        "--embedding-lr-scale", "0.5", "--options", "width=8", "--out", str(tmp_path),
-        "--tag", "tiny_0.5", "--no-progress",
-    ])
+    payload = quality.main([*TINY_QUALITY, "--seeds", "0", "1", "--out", str(tmp_path),
+                            "--tag", "tiny_0.5"])
     runs, summary = payload["runs"], payload["summary"]
     gains = [sp["psnr"] - base["psnr"]
              for base, sp in zip(runs["Net0"], runs["Net6-small"], strict=True)]
@@ -58,3 +61,22 @@ def test_quality_script_pairs_arms_by_seed(tmp_path):
     assert runs["Net6-small"][0]["student_steps"] == 1
     text = (tmp_path / "quality_unet_tiny_0.5.md").read_text()
     assert "MLA/SAT x0.5" in text and "| Net6-small |" in text
+
+    # the same seeds run one per process, then merged: the same table, bit for bit
+    single = [*TINY_QUALITY, "--out", str(tmp_path / "parts")]
+    for seed in (1, 0):
+        quality.main([*single, "--seeds", str(seed), "--tag", f"seed{seed}"])
+    parts = [str(tmp_path / "parts" / f"quality_unet_seed{s}.json") for s in (0, 1)]
+    merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "merged"])
+    assert merged["options"]["seeds"] == [0, 1]
+    for name in ("Net0", "Net6-small"):
+        assert [r["psnr"] for r in merged["runs"][name]] == [r["psnr"] for r in runs[name]]
+        assert merged["summary"][name]["gain_mean"] == summary[name]["gain_mean"]
+    assert "Merged from" in (tmp_path / "quality_unet_merged.md").read_text()
+    with pytest.raises(SystemExit, match="seeds"):
+        quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
+    other = json.loads(Path(parts[1]).read_text())
+    other["options"]["lr"] = 1.0
+    Path(parts[1]).write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"\['lr'\]"):
+        quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "x"])
