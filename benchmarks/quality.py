@@ -51,6 +51,7 @@ import torch
 from sp_adapter.atomic import write_atomic
 from sp_adapter.config import PriorConfig
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
+from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
 from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
 from sp_adapter.train.report import markdown_table
@@ -231,10 +232,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
     """The options, rows and commands of result files that differ only in their seeds."""
     payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    for path, payload in zip(paths, payloads, strict=True):
+        if "test_min_detail" not in payload:  # written before the payload carried it
+            if "test_min_detail" not in payload["options"]:
+                raise SystemExit(f"{path}: made before --test-min-detail existed; its test "
+                                 "set kept flat crops and cannot be told apart")
+            given = payload["options"]["test_min_detail"]
+            payload["test_min_detail"] = TEST_MIN_DETAIL if given is None else given
     first = payloads[0]["options"]
     for path, payload in zip(paths, payloads, strict=True):
-        if "test_min_detail" not in payload:
-            raise SystemExit(f"{path}: written before --merge existed (no test_min_detail)")
         differ = sorted(k for k in first.keys() | payload["options"].keys()
                         if k not in MERGE_FREE and first.get(k) != payload["options"].get(k))
         if differ or payload["test_min_detail"] != payloads[0]["test_min_detail"]:
@@ -256,8 +262,8 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
         "runs": runs, "backbone": payloads[0].get("backbone", first["backbone"]),
         "control": payloads[0]["control"], "test_count": payloads[0]["test_count"],
         "test_min_detail": payloads[0]["test_min_detail"],
-        "seconds": sum(p.get("seconds", 0.0) for p in payloads),
-        "machine": "; ".join(dict.fromkeys(p.get("machine", "?") for p in payloads)),
+        "seconds": sum(p.get("seconds", float("nan")) for p in payloads),
+        "machine": "; ".join(dict.fromkeys(p.get("machine", "not recorded") for p in payloads)),
     }
     return args, context, [p["command"] for p in payloads]
 
@@ -309,7 +315,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {context['control']}" if context["control"] else "",
         f"- Machine: {context['machine']}; {context['seconds']:.0f} s in all"
-        + (" (summed over the merged runs)." if sources else "."),
+        + (" (summed over the merged runs; nan: not recorded)." if sources else "."),
         "",
         table,
         "",
