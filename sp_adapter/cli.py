@@ -295,6 +295,8 @@ def _demo_parser(sub) -> None:
     p.add_argument("--width", type=int, default=d.width, help="UNet width")
     p.add_argument("--student", default=d.student, choices=["teacher", "small"])
     p.add_argument("--student-steps", type=int, default=d.student_steps)
+    p.add_argument("--embedding-lr-scale", type=float, default=d.embedding_lr_scale,
+                   help="learning-rate factor of MLA/SAT in the +SP arm")
     p.add_argument("--grids", type=int, default=None, help="pictures for the first N test crops")
     p.add_argument("--seed", type=int, default=d.seed)
     _add_common(p)
@@ -308,7 +310,8 @@ def cmd_demo(args: argparse.Namespace, command: str) -> int:
         arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,
         beta=args.beta, train_length=args.length, blur=args.blur, test_crop=args.test_crop,
         test_crops_per_photo=args.test_crops_per_photo, width=args.width,
-        student=args.student, student_steps=args.student_steps, grids=args.grids,
+        student=args.student, student_steps=args.student_steps,
+        embedding_lr_scale=args.embedding_lr_scale, grids=args.grids,
         seed=args.seed, device=args.device, progress=not args.no_progress,
     )
     shared, arm = cfg.split()

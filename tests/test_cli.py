@@ -14,7 +14,7 @@ from sp_adapter.train.demo import ReportFolderError, prepare_folder
 
 TINY_DEMO = ["--steps", "2", "--crop", "32", "--batch", "2", "--length", "8",
              "--test-crop", "32", "--test-crops-per-photo", "1", "--student", "small",
-             "--no-progress"]
+             "--embedding-lr-scale", "0.25", "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +48,11 @@ def test_demo_writes_its_report(report, capsys):
         with Image.open(files[0]) as image:
             assert image.mode == "RGB" and image.width == panels * 32 + (panels + 1) * 4
     assert (report / "runs" / "sp" / "log.jsonl").is_file()
+    # the MLA/SAT factor reaches the +SP arm only
+    assert "MLA/SAT learning rate x0.25" in readme
+    for arm, factor in (("sp", 0.25), ("base", 1.0)):
+        run = json.loads((report / "runs" / arm / "run.json").read_text())
+        assert run["config"]["embedding_lr_scale"] == factor
 
 
 def test_deblur_keeps_the_input_size(report, tmp_path, capsys):
