@@ -35,6 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F
 
 import sp_adapter as sp
+from sp_adapter.atomic import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -378,9 +379,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 for m in machinery
             ]
         )
-        Path(f"{out}.json").write_text(
-            json.dumps({"meta": meta, "rows": rows, "hook_machinery": machinery}, indent=1)
-        )
+        payload = {"meta": meta, "rows": rows, "hook_machinery": machinery}
+        write_atomic(f"{out}.json", json.dumps(payload, indent=1).encode("utf-8"))
         timing = (
             f"medians of {args.repeats} interleaved runs after {args.warmup} warm-ups "
             f"(training steps: {args.train_repeats or max(3, args.repeats // 2)})"
@@ -390,12 +390,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
             f"{machinery_table}\n" if machinery else ""
         )
-        Path(f"{out}.md").write_text(
+        text = (
             f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
             f"of the prior's convolutions; peak memory: {peak_kind}\n\n{table}\n\n"
             f"{machinery_text}"
         )
+        write_atomic(f"{out}.md", text.encode("utf-8"))
 
     for size in [] if args.no_machinery or args.repeats == 0 else args.sizes:
         machinery.append(hook_machinery(size, device, args.repeats, teacher, args.warmup))

@@ -229,16 +229,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                        f"{torch.get_num_threads()} threads"}
 
 
+def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
+    """The test set's ``min_detail`` of a result file (older files carry only the option)."""
+    if "test_min_detail" in payload:
+        return payload["test_min_detail"]
+    if "test_min_detail" not in payload["options"]:
+        raise SystemExit(f"{path}: made before --test-min-detail existed; its test set kept "
+                         "flat crops and cannot be told apart")
+    given = payload["options"]["test_min_detail"]
+    return TEST_MIN_DETAIL if given is None else given
+
+
 def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
     """The options, rows and commands of result files that differ only in their seeds."""
     payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     for path, payload in zip(paths, payloads, strict=True):
-        if "test_min_detail" not in payload:  # written before the payload carried it
-            if "test_min_detail" not in payload["options"]:
-                raise SystemExit(f"{path}: made before --test-min-detail existed; its test "
-                                 "set kept flat crops and cannot be told apart")
-            given = payload["options"]["test_min_detail"]
-            payload["test_min_detail"] = TEST_MIN_DETAIL if given is None else given
+        payload["test_min_detail"] = _test_min_detail(path, payload)
     first = payloads[0]["options"]
     for path, payload in zip(paths, payloads, strict=True):
         differ = sorted(k for k in first.keys() | payload["options"].keys()

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 import sp_adapter as sp
+from sp_adapter.atomic import write_atomic
 from sp_adapter.backbones.unet import UNet
 from sp_adapter.data import SyntheticBlurDataset
 from sp_adapter.train.student import pretrain_student
@@ -118,12 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    Path(f"{out}.md").write_text(
+    payload = json.dumps({"command": command, "rows": rows}, indent=1)
+    write_atomic(f"{out}.json", payload.encode("utf-8"))
+    text = (
         f"# Student fit: teacher features of the sharp image, predicted from blur\n\n"
         f"`{command}`\n\nSeeds {args.seeds}; test set: {len(test)} crops of 128 px "
         f"(severe blur); ± is the spread over seeds.\n\n{table}\n"
     )
+    write_atomic(f"{out}.md", text.encode("utf-8"))
     return {"rows": rows}
 
 
