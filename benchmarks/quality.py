@@ -26,11 +26,15 @@ Variants (Table 4 of the paper, plus two controls):
         --protocol finetune --pretrain-steps 1500 --student-steps 200
 
 Writes ``benchmarks/results/quality_<backbone>_<tag>.md`` and ``.json`` (with the exact
-command). Seeds can run in parallel processes (``--seeds 0``, ``--seeds 1``, ... with
-their own ``--tag``) and be merged into one table without training:
+command). Seeds, and variants, can run in parallel processes (``--seeds 0``, ``--seeds 1``,
+``--variants Net0-wide``, ... with their own ``--tag``) and be merged into one table
+without training:
 
     python benchmarks/quality.py --merge results/quality_unet_a.json results/quality_unet_b.json \
         --tag merged
+
+``--eval-every N`` also scores each arm every N of its steps: a second table follows the
+gain along one run.
 """
 
 from __future__ import annotations
@@ -137,8 +141,11 @@ def build_arms(
     return arms
 
 
-# options that may differ between runs merged into one table
-MERGE_FREE = {"seeds", "tag", "out", "threads", "no_progress", "device", "merge"}
+# options that may differ between runs merged into one table: where they write, how fast
+# they ran, which seeds and variants they trained, and whether they also scored the arms
+# along the run (which leaves the final scores unchanged; a test checks it)
+MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
+              "eval_every"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,6 +173,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-min-detail", type=float, default=None,
                         help="least detail of a test crop (default: the dataset's, "
                              "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
+    parser.add_argument("--eval-every", type=int, default=0,
+                        help="also score every arm on the test set every N of its steps "
+                             "(a PSNR trajectory along one run; 0: at the end only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
@@ -206,6 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, alpha=0.0, perceptual="none",
         beta=args.beta, device=args.device, progress=not args.no_progress, log_every=0,
+        val_every=args.eval_every,
     )
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
@@ -216,10 +227,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
-            teacher=teacher,
+            teacher=teacher, val_data=test if args.eval_every else None,
         )
         for r in results:
-            runs.setdefault(r.name, []).append({"seed": seed, **r.summary()})
+            row = {"seed": seed, **r.summary()}
+            if args.eval_every:
+                row["trajectory"] = trajectory(r.history)
+            runs.setdefault(r.name, []).append(row)
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.evaluation.psnr:.3f}"
                                            for r in results if r.evaluation), flush=True)
     return {"runs": runs, "backbone": spec.name, "control": control_note,
@@ -227,6 +241,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": time.perf_counter() - started,
             "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
                        f"{torch.get_num_threads()} threads"}
+
+
+def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[arm step, test PSNR]`` of every validation in an arm's history."""
+    return [[entry["step"], entry["val_psnr"]] for entry in history if "val_psnr" in entry]
+
+
+def trajectory_rows(runs: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
+    """Per arm step: each variant's PSNR (mean over seeds) and its gain over Net0 paired by
+    seed, for rows that carry a trajectory. Empty when none does."""
+    scores: dict[str, dict[int, dict[int, float]]] = {}  # variant -> step -> seed -> PSNR
+    for name, rows in runs.items():
+        for row in rows:
+            for step, psnr in row.get("trajectory", []):
+                scores.setdefault(name, {}).setdefault(int(step), {})[row["seed"]] = psnr
+    base = scores.get("Net0", {})
+    out = []
+    for step in sorted({s for by_step in scores.values() for s in by_step}):
+        cells = [str(step)]
+        for name in scores:
+            by_seed = scores[name].get(step, {})
+            if not by_seed:
+                cells.append("")
+                continue
+            mean, _ = mean_std(list(by_seed.values()))
+            paired = [v - base[step][seed] for seed, v in by_seed.items()
+                      if name != "Net0" and seed in base.get(step, {})]
+            if paired:
+                gain, spread = mean_std(paired)
+                cells.append(f"{mean:.3f} ({gain:+.3f} ± {spread:.3f})")
+            else:
+                cells.append(f"{mean:.3f}")
+        out.append(cells)
+    return out
 
 
 def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
@@ -241,7 +289,9 @@ def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
 
 
 def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
-    """The options, rows and commands of result files that differ only in their seeds."""
+    """The options, rows and commands of result files that differ only in their seeds or
+    variants (each variant of a seed comes from one file: its rows do not depend on which
+    other variants ran beside it, as every arm trains on the same stream of batches)."""
     payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     for path, payload in zip(paths, payloads, strict=True):
         payload["test_min_detail"] = _test_min_detail(path, payload)
@@ -251,22 +301,27 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
                         if k not in MERGE_FREE and first.get(k) != payload["options"].get(k))
         if differ or payload["test_min_detail"] != payloads[0]["test_min_detail"]:
             raise SystemExit(f"{path} differs from {paths[0]} in {differ or 'its test set'}; "
-                             "only runs that differ in their seeds can be merged")
+                             "only runs that differ in their seeds or variants can be merged")
     runs: dict[str, list[dict[str, Any]]] = {}
-    seen: set[int] = set()
+    seen: set[tuple[str, int]] = set()
     for path, payload in zip(paths, payloads, strict=True):
-        seeds = {row["seed"] for rows in payload["runs"].values() for row in rows}
-        if seeds & seen:
-            raise SystemExit(f"{path}: seeds {sorted(seeds & seen)} appear in two files")
-        seen |= seeds
+        pairs = {(name, row["seed"]) for name, rows in payload["runs"].items() for row in rows}
+        if pairs & seen:
+            raise SystemExit(f"{path}: (variant, seed) {sorted(pairs & seen)} appear in two "
+                             "files")
+        seen |= pairs
         for name, rows in payload["runs"].items():
             runs.setdefault(name, []).extend(rows)
     for rows in runs.values():
         rows.sort(key=lambda row: row["seed"])
-    args = argparse.Namespace(**{**first, "seeds": sorted(seen)})
+    order = {name: i for i, name in enumerate(ALL)}
+    runs = dict(sorted(runs.items(), key=lambda item: order.get(item[0], len(ALL))))
+    args = argparse.Namespace(**{**first, "seeds": sorted({seed for _, seed in seen}),
+                                 "variants": list(runs)})
+    control = next((p["control"] for p in payloads if p["control"]), "")
     context = {
         "runs": runs, "backbone": payloads[0].get("backbone", first["backbone"]),
-        "control": payloads[0]["control"], "test_count": payloads[0]["test_count"],
+        "control": control, "test_count": payloads[0]["test_count"],
         "test_min_detail": payloads[0]["test_min_detail"],
         "seconds": sum(p.get("seconds", float("nan")) for p in payloads),
         "machine": "; ".join(dict.fromkeys(p.get("machine", "not recorded") for p in payloads)),
@@ -301,6 +356,13 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
          "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)", "SSIM", "s / arm"], rows)
+    steps = trajectory_rows(runs)
+    if steps:
+        names = [n for n in runs if any(r.get("trajectory") for r in runs[n])]
+        table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "
+                  "over Net0 paired by seed, ± its std). Before the last step the cosine "
+                  "schedule has not reached its end, so these are not the scores of shorter "
+                  "runs.\n\n" + markdown_table(["arm step", *names], steps))
     first = next(iter(runs.values()))[0]
     blurry = f"{first['blurry_psnr']:.3f} dB" if first.get("blurry_psnr") else "n/a"
     lines = [

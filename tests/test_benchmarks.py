@@ -73,10 +73,38 @@ def test_quality_script_pairs_arms_by_seed(tmp_path):
         assert [r["psnr"] for r in merged["runs"][name]] == [r["psnr"] for r in runs[name]]
         assert merged["summary"][name]["gain_mean"] == summary[name]["gain_mean"]
     assert "Merged from" in (tmp_path / "quality_unet_merged.md").read_text()
-    with pytest.raises(SystemExit, match="seeds"):
+    with pytest.raises(SystemExit, match="two files"):
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["lr"] = 1.0
     Path(parts[1]).write_text(json.dumps(other))
     with pytest.raises(SystemExit, match=r"\['lr'\]"):
         quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "x"])
+
+
+def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path):
+    """Each variant of a seed trains on the same batches whichever variants run beside it,
+    so variants run in separate processes merge into the table of one joint run; scoring
+    the arms along the run (--eval-every) leaves their final scores unchanged."""
+    quality = load("quality")
+    joint = quality.main([*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path),
+                          "--tag", "joint"])
+    apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
+    quality.main([*apart, "--variants", "Net6-small", "--tag", "sp"])
+    base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--tag", "base"])
+    parts = [str(tmp_path / "parts" / f"quality_unet_{t}.json") for t in ("sp", "base")]
+    merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "merged"])
+    assert list(merged["runs"]) == ["Net0", "Net6-small"]  # the table's order, not the files'
+    assert merged["options"]["variants"] == ["Net0", "Net6-small"]
+    for name in ("Net0", "Net6-small"):
+        assert merged["runs"][name][0]["psnr"] == joint["runs"][name][0]["psnr"]
+    assert merged["summary"]["Net6-small"]["gain_mean"] == \
+        joint["summary"]["Net6-small"]["gain_mean"]
+    # the trajectory: one score per arm step, the last one the arm's final score
+    trajectory = base["runs"]["Net0"][0]["trajectory"]
+    assert [step for step, _ in trajectory] == [1, 2]
+    assert trajectory[-1][1] == pytest.approx(base["runs"]["Net0"][0]["psnr"], abs=1e-9)
+    text = (tmp_path / "quality_unet_merged.md").read_text()
+    assert "Test PSNR along each arm's run" in text and "| 1 |" in text
+    with pytest.raises(SystemExit, match="two files"):
+        quality.main(["--merge", parts[1], parts[1], "--out", str(tmp_path), "--tag", "x"])

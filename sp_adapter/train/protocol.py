@@ -125,6 +125,7 @@ def run_arms(
     eval_batch_size: int = 8,
     share_samples: bool = True,
     keep_outputs: bool = False,
+    val_data: Dataset | None = None,
 ) -> list[ArmResult]:
     """Train and score every arm; see the module docstring.
 
@@ -138,6 +139,8 @@ def run_arms(
         share_samples: synthesise each training sample once for all arms (they read the
             same stream); identical batches either way, only faster.
         keep_outputs: keep each arm's deblurred test images (``ArmResult.outputs``, CPU).
+        val_data: scored every ``config.val_every`` steps of each arm's own run (not the
+            shared pre-training); the scores are in ``ArmResult.history`` (``val_psnr``).
     """
     if protocol not in ("finetune", "scratch"):
         raise ValueError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
@@ -198,7 +201,7 @@ def run_arms(
             model, arm_data,
             replace(config, **arm.train, steps=arm_steps, data_start=pretrain_steps),
             run_dir=root / arm.name if root else None, backbone=spec, model_spec=model_spec,
-            name=arm.name,
+            name=arm.name, val_data=val_data,
         )
         result = trainer.fit()
         evaluation = None
