@@ -248,9 +248,11 @@ def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
     return [[entry["step"], entry["val_psnr"]] for entry in history if "val_psnr" in entry]
 
 
-def trajectory_rows(runs: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
-    """Per arm step: each variant's PSNR (mean over seeds) and its gain over Net0 paired by
-    seed, for rows that carry a trajectory. Empty when none does."""
+def trajectory_rows(
+    runs: dict[str, list[dict[str, Any]]],
+) -> tuple[list[str], list[list[str]]]:
+    """The variants whose rows carry a trajectory, and per arm step each one's PSNR (mean
+    over seeds) with its gain over Net0 paired by seed. Both empty when no row does."""
     scores: dict[str, dict[int, dict[int, float]]] = {}  # variant -> step -> seed -> PSNR
     for name, rows in runs.items():
         for row in rows:
@@ -274,7 +276,7 @@ def trajectory_rows(runs: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
             else:
                 cells.append(f"{mean:.3f}")
         out.append(cells)
-    return out
+    return list(scores), out
 
 
 def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
@@ -356,9 +358,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
          "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)", "SSIM", "s / arm"], rows)
-    steps = trajectory_rows(runs)
+    names, steps = trajectory_rows(runs)
     if steps:
-        names = [n for n in runs if any(r.get("trajectory") for r in runs[n])]
         table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "
                   "over Net0 paired by seed, ± its std). Before the last step the cosine "
                   "schedule has not reached its end, so these are not the scores of shorter "
