@@ -49,6 +49,14 @@ TINY_QUALITY = [
 ]
 
 
+@pytest.fixture(scope="module")
+def joint_seed0(tmp_path_factory):
+    """Net0 and Net6-small of seed 0 in one run at the tiny settings (shared by tests)."""
+    out = tmp_path_factory.mktemp("quality_joint")
+    return load("quality").main([*TINY_QUALITY, "--seeds", "0", "--out", str(out),
+                                 "--tag", "joint"])
+
+
 def test_quality_script_pairs_arms_by_seed(tmp_path):
     quality = load("quality")
     payload = quality.main([*TINY_QUALITY, "--seeds", "0", "1", "--out", str(tmp_path),
@@ -82,13 +90,11 @@ def test_quality_script_pairs_arms_by_seed(tmp_path):
         quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "x"])
 
 
-def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path):
+def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_seed0):
     """Each variant of a seed trains on the same batches whichever variants run beside it,
     so variants run in separate processes merge into the table of one joint run; scoring
     the arms along the run (--eval-every) leaves their final scores unchanged."""
-    quality = load("quality")
-    joint = quality.main([*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path),
-                          "--tag", "joint"])
+    quality, joint = load("quality"), joint_seed0
     apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
     quality.main([*apart, "--variants", "Net6-small", "--tag", "sp"])
     base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--tag", "base"])
@@ -108,3 +114,21 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path):
     assert "Test PSNR along each arm's run" in text and "| 1 |" in text
     with pytest.raises(SystemExit, match="two files"):
         quality.main(["--merge", parts[1], parts[1], "--out", str(tmp_path), "--tag", "x"])
+
+
+def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
+    """The demo's base and +SP arms score what the benchmark's Net0 and Net6-small score
+    for seed 0 at the same settings, so a benchmark row tells what the demo will print."""
+    from sp_adapter.cli import main as cli
+
+    bench = joint_seed0
+    out = tmp_path / "report"
+    assert cli(["demo", "--out", str(out), "--steps", "4", "--arm-fraction", "0.5",
+                "--student", "small", "--student-steps", "1", "--batch", "2", "--crop", "32",
+                "--length", "8", "--test-crop", "32", "--test-crops-per-photo", "1",
+                "--embedding-lr-scale", "0.5", "--width", "8", "--grids", "0",
+                "--no-progress"]) == 0
+    demo = json.loads((out / "results.json").read_text())
+    assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
+    assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net6-small"][0]["psnr"]
+    assert demo["arms"]["sp"]["psnr"] != demo["arms"]["base"]["psnr"]  # the arms differ
