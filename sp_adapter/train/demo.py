@@ -54,7 +54,8 @@ class DemoConfig:
     with MLA/SAT x0.1): 300 shared base steps, then 150 steps per arm, 100 student
     pre-training steps, UNet width 16, 48 px crops, batch 8, lr 2e-4: a few minutes on 2
     CPU cores, too few steps for either arm to move from the blurry input. The setting in
-    which the prior gained steadily there (+0.11 dB over 3 seeds) is mild blur:
+    which the prior gained steadily there (+0.11 dB over 3 seeds, +0.15 over the widened
+    control) is mild blur:
     ``blur="mild", crop=96, batch_size=4, lr=1e-3, steps=2000, arm_fraction=0.5``
     (``quality_unet_finetune_crop96_mild.md``; the demo's arms are that benchmark's seed 0,
     which a test checks).
