@@ -105,7 +105,8 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert list(merged["runs"]) == ["Net0", "Net6-small"]  # the table's order, not the files'
     assert merged["options"]["variants"] == ["Net0", "Net6-small"]
     for name in ("Net0", "Net6-small"):
-        assert merged["runs"][name][0]["psnr"] == joint["runs"][name][0]["psnr"]
+        for score in ("psnr", "ssim", "blurry_psnr"):
+            assert merged["runs"][name][0][score] == joint["runs"][name][0][score]
     assert merged["summary"]["Net6-small"]["gain_mean"] == \
         joint["summary"]["Net6-small"]["gain_mean"]
     # the trajectory: one score per arm step, the last one the arm's final score

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -25,6 +26,7 @@ from sp_adapter.train import (
     load_checkpoint,
     load_trained,
 )
+from sp_adapter.train.evaluate import evaluate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,3 +289,28 @@ def test_arms_see_identical_batches(teacher):
     assert sp.params > a.params
     # the wrapped arm starts from the base's exact output, so its first L1 is the same
     assert sp.history[0]["reconstruction"] == pytest.approx(a.history[0]["reconstruction"])
+
+
+def test_arms_validated_on_the_test_set_are_scored_once(teacher, monkeypatch):
+    """With the test set as validation set, an arm's final validation is its test score:
+    the same numbers as a separate evaluation, without scoring every arm twice."""
+    from sp_adapter.train import Arm, protocol, run_arms
+
+    arms = [Arm("a"), Arm("sp", prior=sp_adapter.PriorConfig(student="small", small_width=8))]
+    test = Pairs(3, seed=1, keys=True)
+    kw = dict(teacher=teacher, options={"width": 8, "blocks": 1}, pretrain_steps=2,
+              arm_steps=2)
+    apart = run_arms(arms, Pairs(8), test, config(), **kw)
+    calls = []
+    evaluate_module = importlib.import_module("sp_adapter.train.evaluate")
+    for module in (protocol, evaluate_module):  # run_arms' own and score_inputs' calls
+        monkeypatch.setattr(module, "evaluate",
+                            lambda *a, **k: calls.append(a[0]) or evaluate(*a, **k))
+    joint = run_arms(arms, Pairs(8), test, config(val_every=1), val_data=test, **kw)
+    for x, y in zip(apart, joint, strict=True):
+        assert y.evaluation.per_image == x.evaluation.per_image  # blurry scores included
+        assert (y.evaluation.psnr, y.evaluation.ssim, y.evaluation.blurry_psnr) == \
+            (x.evaluation.psnr, x.evaluation.ssim, x.evaluation.blurry_psnr)
+        assert [s for s in y.history if "val_psnr" in s][-1]["val_psnr"] == x.evaluation.psnr
+    # one pass over the blurry inputs for both arms, none over an arm's outputs
+    assert len(calls) == 1 and isinstance(calls[0], nn.Identity)

@@ -7,7 +7,7 @@ crop, Gaussian SSIM (11x11, sigma 1.5), one score per image averaged over images
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -124,3 +124,20 @@ def evaluate(
         blurry_psnr=mean("blurry_psnr") if score_blurry else None,
         blurry_ssim=mean("blurry_ssim") if score_blurry else None,
     )
+
+
+def score_inputs(dataset: Dataset, device: torch.device | str = "cpu",
+                 batch_size: int = 8) -> EvalResult:
+    """PSNR/SSIM of the blurry inputs themselves (the "do nothing" baseline): the scores
+    of a model that returns its input unchanged."""
+    return evaluate(nn.Identity(), dataset, "unet", device=device, batch_size=batch_size)
+
+
+def with_input_scores(result: EvalResult, inputs: EvalResult) -> EvalResult:
+    """``result`` with the blurry inputs' scores (from :func:`score_inputs` on the same
+    dataset) added, as ``evaluate(..., score_blurry=True)`` gives them."""
+    if [r["key"] for r in result.per_image] != [r["key"] for r in inputs.per_image]:
+        raise ValueError("the input scores come from another dataset than the result's")
+    rows = [{**row, "blurry_psnr": blurry["psnr"], "blurry_ssim": blurry["ssim"]}
+            for row, blurry in zip(result.per_image, inputs.per_image, strict=True)]
+    return replace(result, per_image=rows, blurry_psnr=inputs.psnr, blurry_ssim=inputs.ssim)

@@ -32,7 +32,7 @@ from ..wrap import wrap
 from .backbones import BackboneSpec, backbone_spec
 from .config import TrainConfig
 from .data import SampleMemo
-from .evaluate import EvalResult, evaluate
+from .evaluate import EvalResult, evaluate, score_inputs, with_input_scores
 from .model_spec import ModelSpec
 from .student import pretrain_student
 from .trainer import Trainer, seed_everything
@@ -141,6 +141,8 @@ def run_arms(
         keep_outputs: keep each arm's deblurred test images (``ArmResult.outputs``, CPU).
         val_data: scored every ``config.val_every`` steps of each arm's own run (not the
             shared pre-training); the scores are in ``ArmResult.history`` (``val_psnr``).
+            When it is ``test_data`` itself, an arm's final validation is its test score
+            (not computed twice; the same numbers).
     """
     if protocol not in ("finetune", "scratch"):
         raise ValueError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
@@ -159,6 +161,10 @@ def run_arms(
     if share_samples and len(arms) > 1 and config.num_workers == 0:
         arm_data = SampleMemo(train_data)
     pretrained: dict[str, tuple[dict[str, Any], float]] = {}
+    # with the test set as validation set, an arm's final validation is its test score
+    reuses_validation = (val_data is not None and val_data is test_data and not keep_outputs
+                         and config.val_batch_size == eval_batch_size)
+    inputs: EvalResult | None = None  # the blurry inputs' scores, the same for every arm
     results = []
     for arm in arms:
         arm_options = {**shared, **arm.options}
@@ -211,7 +217,13 @@ def run_arms(
             if outputs is not None:
                 outputs.extend(restored.detach().cpu())
 
-        if test_data is not None:
+        if test_data is not None and reuses_validation:
+            # the trainer's final validation already scored this arm on the test set
+            if inputs is None:
+                inputs = score_inputs(test_data, device=trainer.device,
+                                      batch_size=eval_batch_size)
+            evaluation = with_input_scores(result.validation, inputs)
+        elif test_data is not None:
             evaluation = evaluate(trainer.module, test_data, spec, device=trainer.device,
                                   batch_size=eval_batch_size, score_blurry=True,
                                   progress=config.progress, on_batch=keep)
