@@ -134,8 +134,9 @@ def build_arms(
                 arms.append(control)
             continue
         prior = VARIANTS[name]
+        # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
-            name, prior=prior, student_steps=student_steps if prior else 0,
+            name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
             train={"embedding_lr_scale": embedding_lr_scale} if prior else {},
         ))
     return arms
@@ -159,7 +160,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pretrain-steps", type=int, default=300,
                         help="finetune: shared base steps before the arms")
     parser.add_argument("--student-steps", type=int, default=0,
-                        help="student-only distillation steps before joint training")
+                        help="student-only HCL distillation steps before joint training "
+                             "(variants with HCL)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -377,7 +379,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
         f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}), beta {args.beta}, no "
-        f"perceptual term; {args.student_steps} student pre-training steps for prior arms.",
+        f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
+        "with HCL (Net0* has none).",
         f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
         f"{context['test_min_detail']} (blurry input PSNR {blurry}).",
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "

@@ -51,6 +51,11 @@ def pretrain_student(
     if hook.teacher is None:
         raise ValueError("student pre-training needs a model wrapped with a teacher")
     prior = get_prior(model)
+    if not prior.config.hcl:
+        raise ValueError(
+            "student pre-training distils the teacher through HCL (Eq. 2), but this prior is "
+            "configured without it (hcl=False, Table 4's Net0*): give it 0 student steps"
+        )
     learner = prior.learner.to(device)
     params = [p for p in learner.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999))
