@@ -41,6 +41,14 @@ def test_overhead_script_writes_rows_and_memory(tmp_path):
     assert "| UNet | level1 level3 | 3 | 32 |" in (tmp_path / "overhead_k3.v1.md").read_text()
 
 
+def test_quality_ablation_without_hcl_gets_no_distillation():
+    """Student pre-training is HCL distillation: Net0* (the prior without HCL) gets none,
+    the other prior variants get the steps asked for."""
+    arms = load("quality").build_arms(["Net0", "Net0*", "Net3", "Net6"], 7, None)
+    assert [(a.name, a.student_steps) for a in arms] == \
+        [("Net0", 0), ("Net0*", 0), ("Net3", 7), ("Net6", 7)]
+
+
 TINY_QUALITY = [
     "--variants", "Net0", "Net6-small", "--steps", "2", "--pretrain-steps", "2",
     "--student-steps", "1", "--batch", "2", "--crop", "32", "--length", "8",

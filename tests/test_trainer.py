@@ -314,3 +314,20 @@ def test_arms_validated_on_the_test_set_are_scored_once(teacher, monkeypatch):
         assert [s for s in y.history if "val_psnr" in s][-1]["val_psnr"] == x.evaluation.psnr
     # one pass over the blurry inputs for both arms, none over an arm's outputs
     assert len(calls) == 1 and isinstance(calls[0], nn.Identity)
+
+
+def test_student_pretraining_trains_the_learner_alone_and_needs_hcl(teacher):
+    from sp_adapter.train import pretrain_student
+
+    model = small_wrapped(teacher)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = pretrain_student(model, Pairs(8), 8, batch_size=4, lr=1e-3, progress=False)
+    assert result.losses[-1] < result.losses[0]  # HCL distance to the teacher goes down
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(".learner." in k for k in changed), sorted(changed)[:5]
+    # Net0*: the prior without HCL has nothing to distil
+    torch.manual_seed(0)
+    plain = sp_adapter.wrap(UNet(width=8, blocks=1), teacher=teacher, student="small",
+                            small_width=8, config=sp_adapter.PriorConfig(hcl=False))
+    with pytest.raises(ValueError, match="hcl=False"):
+        pretrain_student(plain, Pairs(8), 1, batch_size=4, progress=False)
