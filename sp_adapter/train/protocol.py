@@ -217,7 +217,7 @@ def run_arms(
             if outputs is not None:
                 outputs.extend(restored.detach().cpu())
 
-        if test_data is not None and reuses_validation:
+        if reuses_validation:
             # the trainer's final validation already scored this arm on the test set
             if inputs is None:
                 inputs = score_inputs(test_data, device=trainer.device,
