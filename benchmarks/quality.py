@@ -149,6 +149,16 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every"}
 
 
+def unused_options(variants: list[str]) -> set[str]:
+    """Options that no arm of these variants reads, so a run of them merges with runs that
+    set them otherwise: an arm without the prior has no student, no prior loss (beta) and
+    no MLA/SAT; only arms with HCL pre-train the student (a test checks the rows equal)."""
+    priors = [VARIANTS[name] for name in variants if VARIANTS.get(name) is not None]
+    if not priors:
+        return {"student_steps", "beta", "embedding_lr_scale"}
+    return set() if any(prior.hcl for prior in priors) else {"student_steps"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="unet")
@@ -299,13 +309,21 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
     payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     for path, payload in zip(paths, payloads, strict=True):
         payload["test_min_detail"] = _test_min_detail(path, payload)
-    first = payloads[0]["options"]
-    for path, payload in zip(paths, payloads, strict=True):
-        differ = sorted(k for k in first.keys() | payload["options"].keys()
-                        if k not in MERGE_FREE and first.get(k) != payload["options"].get(k))
-        if differ or payload["test_min_detail"] != payloads[0]["test_min_detail"]:
-            raise SystemExit(f"{path} differs from {paths[0]} in {differ or 'its test set'}; "
-                             "only runs that differ in their seeds or variants can be merged")
+    options = [payload["options"] for payload in payloads]
+    keys = set().union(*options) - MERGE_FREE  # an option a file lacks counts as None
+    used = [keys - unused_options(o["variants"]) for o in options]
+    # each option is compared with (and the merged table takes) the first run that uses it
+    source = {k: i for i in reversed(range(len(paths))) for k in used[i]}
+    merged = {**options[0], **{k: options[i].get(k) for k, i in source.items()}}
+    for path, payload, own, uses in zip(paths, payloads, options, used, strict=True):
+        differ = {k: paths[source[k]] for k in sorted(uses) if own.get(k) != merged[k]}
+        if payload["test_min_detail"] != payloads[0]["test_min_detail"]:
+            differ = {"its test set": paths[0]}
+        if differ:
+            raise SystemExit(
+                f"{path} differs in {list(differ)} from {', '.join(dict.fromkeys(differ.values()))}"
+                "; only runs that differ in their seeds or variants (or in options their "
+                "variants do not use) can be merged")
     runs: dict[str, list[dict[str, Any]]] = {}
     seen: set[tuple[str, int]] = set()
     for path, payload in zip(paths, payloads, strict=True):
@@ -320,11 +338,11 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
         rows.sort(key=lambda row: row["seed"])
     order = {name: i for i, name in enumerate(ALL)}
     runs = dict(sorted(runs.items(), key=lambda item: order.get(item[0], len(ALL))))
-    args = argparse.Namespace(**{**first, "seeds": sorted({seed for _, seed in seen}),
+    args = argparse.Namespace(**{**merged, "seeds": sorted({seed for _, seed in seen}),
                                  "variants": list(runs)})
     control = next((p["control"] for p in payloads if p["control"]), "")
     context = {
-        "runs": runs, "backbone": payloads[0].get("backbone", first["backbone"]),
+        "runs": runs, "backbone": payloads[0].get("backbone", merged["backbone"]),
         "control": control, "test_count": payloads[0]["test_count"],
         "test_min_detail": payloads[0]["test_min_detail"],
         "seconds": sum(p.get("seconds", float("nan")) for p in payloads),
@@ -333,22 +351,39 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
     return args, context, [p["command"] for p in payloads]
 
 
+def paired_gain(rows: list[dict[str, Any]], reference: list[dict[str, Any]]
+                ) -> tuple[list[float], float | None, float | None]:
+    """The per-seed PSNR differences of ``rows`` to ``reference`` (seeds both have), their
+    mean and their std (``None`` when no seed is shared)."""
+    by_seed = {row["seed"]: row["psnr"] for row in reference}
+    gains = [row["psnr"] - by_seed[row["seed"]] for row in rows if row["seed"] in by_seed]
+    return (gains, *mean_std(gains)) if gains else ([], None, None)
+
+
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], list[list[str]]]:
-    """Per variant: mean ± std over seeds, and the gain over Net0 paired by seed."""
-    base = {row["seed"]: row["psnr"] for row in runs.get("Net0", [])}
+    """Per variant: mean ± std over seeds, the gain over Net0 paired by seed and, where the
+    widened control ran, each prior variant's gain over it paired by seed."""
     rows, summary = [], {}
     for name, seeds in runs.items():
         psnr_m, psnr_s = mean_std([r["psnr"] for r in seeds])
         ssim_m, _ = mean_std([r["ssim"] for r in seeds])
-        gains = [r["psnr"] - base[r["seed"]] for r in seeds if r["seed"] in base]
-        gain_m, gain_s = mean_std(gains) if gains and name != "Net0" else (None, None)
+        gains, gain_m, gain_s = paired_gain(seeds, runs.get("Net0", []))
+        if name == "Net0":
+            gain_m = gain_s = None
         secs = statistics.fmean(r["seconds"] + r["student_seconds"] for r in seeds)
         summary[name] = {"psnr_mean": psnr_m, "psnr_std": psnr_s, "ssim_mean": ssim_m,
                          "gain_mean": gain_m, "gain_std": gain_s, "params": seeds[0]["params"],
                          "seconds_mean": secs, "gains": gains}
-        gain = "" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"
+        cells = ["" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"]
+        if CONTROL in runs:
+            wide, wide_m, wide_s = paired_gain(seeds, runs[CONTROL])
+            if VARIANTS.get(name) is None:
+                wide_m = wide_s = None
+            summary[name].update(gain_vs_control_mean=wide_m, gain_vs_control_std=wide_s,
+                                 gains_vs_control=wide if wide_m is not None else [])
+            cells.append("" if wide_m is None else f"{wide_m:+.3f} ± {wide_s:.3f}")
         rows.append([name, *describe(name), f"{seeds[0]['params']:,}",
-                     f"{psnr_m:.3f} ± {psnr_s:.3f}", gain, f"{ssim_m:.4f}", f"{secs:.1f}"])
+                     f"{psnr_m:.3f} ± {psnr_s:.3f}", *cells, f"{ssim_m:.4f}", f"{secs:.1f}"])
     return summary, rows
 
 
@@ -359,7 +394,9 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
     summary, rows = summarise(runs)
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
-         "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)", "SSIM", "s / arm"], rows)
+         "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)",
+         *([f"gain vs {CONTROL} (paired)"] if CONTROL in runs else []), "SSIM", "s / arm"],
+        rows)
     names, steps = trajectory_rows(runs)
     if steps:
         table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "

@@ -49,6 +49,28 @@ def test_quality_ablation_without_hcl_gets_no_distillation():
         [("Net0", 0), ("Net0*", 0), ("Net3", 7), ("Net6", 7)]
 
 
+def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
+    quality = load("quality")
+
+    def rows(*psnrs):
+        return [{"seed": seed, "psnr": psnr, "ssim": 0.5, "seconds": 1.0, "student_seconds": 0.0,
+                 "params": 1} for seed, psnr in enumerate(psnrs)]
+
+    # seed 2 of Net6 has no control run: it is left out of the paired gain, not compared
+    runs = {"Net0": rows(20.0, 21.0), "Net6": rows(20.5, 21.1, 30.0),
+            "Net0-wide": rows(19.9, 21.2)}
+    summary, table = quality.summarise(runs)
+    assert summary["Net6"]["gains_vs_control"] == pytest.approx([0.6, -0.1])
+    assert summary["Net6"]["gain_vs_control_mean"] == pytest.approx(0.25)
+    assert summary["Net6"]["gain_mean"] == pytest.approx(0.3)
+    assert summary["Net0"]["gain_vs_control_mean"] is None
+    assert summary["Net0-wide"]["gain_vs_control_mean"] is None
+    assert summary["Net0-wide"]["gain_mean"] == pytest.approx(0.05)
+    assert table[1][-4:-2] == ["+0.300 ± 0.283", "+0.250 ± 0.495"]
+    # without the control the table has no such column
+    assert "gain_vs_control_mean" not in quality.summarise({"Net6": runs["Net6"]})[0]["Net6"]
+
+
 TINY_QUALITY = [
     "--variants", "Net0", "Net6-small", "--steps", "2", "--pretrain-steps", "2",
     "--student-steps", "1", "--batch", "2", "--crop", "32", "--length", "8",
@@ -103,15 +125,20 @@ def test_quality_script_pairs_arms_by_seed(tmp_path, joint_seed0):
 def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_seed0):
     """Each variant of a seed trains on the same batches whichever variants run beside it,
     so variants run in separate processes merge into the table of one joint run; scoring
-    the arms along the run (--eval-every) leaves their final scores unchanged."""
+    the arms along the run (--eval-every) leaves their final scores unchanged, and so do
+    the prior's options in a run without the prior, which may therefore differ."""
     quality, joint = load("quality"), joint_seed0[0]
     apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
     quality.main([*apart, "--variants", "Net6-small", "--tag", "sp"])
-    base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--tag", "base"])
-    parts = [str(tmp_path / "parts" / f"quality_unet_{t}.json") for t in ("sp", "base")]
+    base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--student-steps",
+                         "5", "--beta", "0.3", "--embedding-lr-scale", "2", "--tag", "base"])
+    parts = [str(tmp_path / "parts" / f"quality_unet_{t}.json") for t in ("base", "sp")]
     merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "merged"])
     assert list(merged["runs"]) == ["Net0", "Net6-small"]  # the table's order, not the files'
     assert merged["options"]["variants"] == ["Net0", "Net6-small"]
+    # the merged options are those of the run that uses them, not of the first file
+    assert [merged["options"][k] for k in ("student_steps", "beta", "embedding_lr_scale")] == \
+        [1, 0.1, 0.5]
     for name in ("Net0", "Net6-small"):
         for score in ("psnr", "ssim", "blurry_psnr"):
             assert merged["runs"][name][0][score] == joint["runs"][name][0][score]
@@ -124,7 +151,15 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     text = (tmp_path / "quality_unet_merged.md").read_text()
     assert "Test PSNR along each arm's run" in text and "| 1 |" in text
     with pytest.raises(SystemExit, match="two files"):
-        quality.main(["--merge", parts[1], parts[1], "--out", str(tmp_path), "--tag", "x"])
+        quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
+    # a run with the prior must agree on the options the prior uses
+    other = json.loads(Path(parts[1]).read_text())
+    other["options"]["student_steps"] = 2
+    other["runs"] = {"Net6-small": [{**other["runs"]["Net6-small"][0], "seed": 1}]}
+    Path(tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"\['student_steps'\] from .*quality_unet_sp.json"):
+        quality.main(["--merge", *parts, str(tmp_path / "other.json"), "--out", str(tmp_path),
+                      "--tag", "x"])
 
 
 def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
