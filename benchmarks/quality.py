@@ -28,7 +28,8 @@ Variants (Table 4 of the paper, plus two controls):
 Writes ``benchmarks/results/quality_<backbone>_<tag>.md`` and ``.json`` (with the exact
 command). Seeds, and variants, can run in parallel processes (``--seeds 0``, ``--seeds 1``,
 ``--variants Net0-wide``, ... with their own ``--tag``) and be merged into one table
-without training:
+without training (runs may differ in options their arms did not read, such as
+``--student-steps`` for the bare UNet):
 
     python benchmarks/quality.py --merge results/quality_unet_a.json results/quality_unet_b.json \
         --tag merged
@@ -149,14 +150,17 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every"}
 
 
-def unused_options(variants: list[str]) -> set[str]:
-    """Options that no arm of these variants reads, so a run of them merges with runs that
-    set them otherwise: an arm without the prior has no student, no prior loss (beta) and
-    no MLA/SAT; only arms with HCL pre-train the student (a test checks the rows equal)."""
-    priors = [VARIANTS[name] for name in variants if VARIANTS.get(name) is not None]
-    if not priors:
-        return {"student_steps", "beta", "embedding_lr_scale"}
-    return set() if any(prior.hcl for prior in priors) else {"student_steps"}
+def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
+    """Options that no arm of a result file read, so it merges with files that set them
+    otherwise: an arm without the prior has no prior loss (beta) and no MLA/SAT, and an arm
+    whose rows record no student pre-training did not read the student steps (Net0* of
+    files made before 2026-11-25 did). A test checks that the rows equal."""
+    unused = set()
+    if all(VARIANTS.get(name) is None for name in runs):
+        unused |= {"beta", "embedding_lr_scale"}
+    if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
+        unused.add("student_steps")
+    return unused
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -311,14 +315,14 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
         payload["test_min_detail"] = _test_min_detail(path, payload)
     options = [payload["options"] for payload in payloads]
     keys = set().union(*options) - MERGE_FREE  # an option a file lacks counts as None
-    used = [keys - unused_options(o["variants"]) for o in options]
+    used = [keys - unused_options(payload["runs"]) for payload in payloads]
     # each option is compared with (and the merged table takes) the first run that uses it
     source = {k: i for i in reversed(range(len(paths))) for k in used[i]}
     merged = {**options[0], **{k: options[i].get(k) for k, i in source.items()}}
     for path, payload, own, uses in zip(paths, payloads, options, used, strict=True):
         differ = {k: paths[source[k]] for k in sorted(uses) if own.get(k) != merged[k]}
         if payload["test_min_detail"] != payloads[0]["test_min_detail"]:
-            differ = {"its test set": paths[0]}
+            differ["its test set"] = paths[0]
         if differ:
             raise SystemExit(
                 f"{path} differs in {list(differ)} from {', '.join(dict.fromkeys(differ.values()))}"

@@ -152,6 +152,12 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert "Test PSNR along each arm's run" in text and "| 1 |" in text
     with pytest.raises(SystemExit, match="two files"):
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
+    # what a file used is read from its rows: Net0* of files made before it lost its
+    # student pre-training did use the student steps
+    assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
+    assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
+    assert quality.unused_options({"Net0-wide": [{"student_steps": 0}]}) == \
+        {"student_steps", "beta", "embedding_lr_scale"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2
