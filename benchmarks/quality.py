@@ -380,11 +380,11 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], li
                          "seconds_mean": secs, "gains": gains}
         cells = ["" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"]
         if CONTROL in runs:
-            wide, wide_m, wide_s = paired_gain(seeds, runs[CONTROL])
-            if VARIANTS.get(name) is None:
-                wide_m = wide_s = None
+            # only a prior variant is compared with the control widened to its size
+            wide, wide_m, wide_s = (paired_gain(seeds, runs[CONTROL])
+                                    if VARIANTS.get(name) is not None else ([], None, None))
             summary[name].update(gain_vs_control_mean=wide_m, gain_vs_control_std=wide_s,
-                                 gains_vs_control=wide if wide_m is not None else [])
+                                 gains_vs_control=wide)
             cells.append("" if wide_m is None else f"{wide_m:+.3f} ± {wide_s:.3f}")
         rows.append([name, *describe(name), f"{seeds[0]['params']:,}",
                      f"{psnr_m:.3f} ± {psnr_s:.3f}", *cells, f"{ssim_m:.4f}", f"{secs:.1f}"])
