@@ -126,7 +126,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def build_arms(
-    names: list[str], student_steps: int, control: Arm | None, embedding_lr_scale: float = 1.0
+    names: list[str], student_steps: int, control: Arm | None, embedding_lr_scale: float = 1.0,
+    student_lr_scale: float = 1.0,
 ) -> list[Arm]:
     arms = []
     for name in names:
@@ -138,7 +139,8 @@ def build_arms(
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
-            train={"embedding_lr_scale": embedding_lr_scale} if prior else {},
+            train={"embedding_lr_scale": embedding_lr_scale,
+                   "student_lr_scale": student_lr_scale} if prior else {},
         ))
     return arms
 
@@ -148,6 +150,9 @@ def build_arms(
 # along the run (which leaves the final scores unchanged; a test checks it)
 MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
               "eval_every"}
+# options added after result files were first written, with the value that gives the
+# behaviour of the runs made before them
+ADDED_LATER = {"student_lr_scale": 1.0}
 
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
@@ -157,7 +162,7 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     files made before 2026-11-25 did). A test checks that the rows equal."""
     unused = set()
     if all(VARIANTS.get(name) is None for name in runs):
-        unused |= {"beta", "embedding_lr_scale"}
+        unused |= {"beta", "embedding_lr_scale", "student_lr_scale"}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused
@@ -182,6 +187,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
                         help="learning-rate factor of MLA/SAT in the prior arms")
+    parser.add_argument("--student-lr-scale", type=float, default=1.0,
+                        help="learning-rate factor of the student in the prior arms' joint "
+                             "training (0 freezes it after its pre-training)")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--test-crop", type=int, default=128)
@@ -239,7 +247,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
                                      seed=seed)
-        arms = build_arms(args.variants, args.student_steps, control, args.embedding_lr_scale)
+        arms = build_arms(args.variants, args.student_steps, control, args.embedding_lr_scale,
+                          args.student_lr_scale)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
@@ -313,7 +322,7 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
     payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
     for path, payload in zip(paths, payloads, strict=True):
         payload["test_min_detail"] = _test_min_detail(path, payload)
-    options = [payload["options"] for payload in payloads]
+    options = [{**ADDED_LATER, **payload["options"]} for payload in payloads]
     keys = set().union(*options) - MERGE_FREE  # an option a file lacks counts as None
     used = [keys - unused_options(payload["runs"]) for payload in payloads]
     # each option is compared with (and the merged table takes) the first run that uses it
@@ -419,7 +428,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         + (f" ({args.pretrain_steps} shared base steps, then " if args.protocol == "finetune"
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
         f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
-        f"{args.embedding_lr_scale}), beta {args.beta}, no "
+        f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
+        f"beta {args.beta}, no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",
         f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "

@@ -234,6 +234,28 @@ def test_embedding_lr_scale_gives_the_embeddings_their_own_rate(teacher):
         config(embedding_lr_scale=0.0)
 
 
+def test_student_lr_scale_gives_the_student_its_own_rate_and_0_freezes_it(teacher):
+    model = small_wrapped(teacher)
+    student = {id(p) for p in model.sp_prior.learner.student.parameters()}
+    groups = Trainer(model, Pairs(4), config(steps=4, lr=1e-3, student_lr_scale=0.1)) \
+        .optimizer.param_groups
+    assert [{id(p) for p in g["params"]} == student for g in groups] == [False, False, True]
+    assert groups[2]["lr"] == pytest.approx(1e-4) and groups[0]["lr"] == pytest.approx(1e-3)
+
+    model = small_wrapped(teacher)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, Pairs(4), config(steps=2, lr=1e-3, student_lr_scale=0))
+    assert student.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])
+    trainer.fit()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("sp_prior.learner.student.") for k in changed)
+    assert any(k.startswith("sp_prior.embeddings.") for k in changed)
+    assert any(k.startswith("sp_prior.learner.") for k in changed)  # CLC still trains
+    with pytest.raises(ValueError, match="student_lr_scale must be >= 0"):
+        config(student_lr_scale=-1.0)
+
+
 def test_schedule_and_stream():
     f = WarmupCosine(total=10, warmup=2, floor=0.01)
     assert [f(0), f(1)] == [0.5, 1.0]

@@ -19,7 +19,7 @@ from .model_spec import ModelSpec, load_trained, resolve_checkpoint
 from .protocol import Arm, ArmResult, count_parameters, run_arms
 from .schedule import WarmupCosine, build_optimizer
 from .student import StudentResult, pretrain_student
-from .trainer import Trainer, TrainResult, freeze_backbone, seed_everything
+from .trainer import Trainer, TrainResult, freeze_backbone, freeze_student, seed_everything
 
 __all__ = [
     "BACKBONES",
@@ -46,6 +46,7 @@ __all__ = [
     "dist_info",
     "evaluate",
     "freeze_backbone",
+    "freeze_student",
     "init_distributed",
     "latest_checkpoint",
     "list_checkpoints",

@@ -25,6 +25,9 @@ class TrainConfig:
         embedding_lr_scale: learning-rate factor of the prior's embeddings (MLA and SAT,
             Eqs. 5-6), which start at zero so the wrapped network starts exactly as the
             backbone; a factor below 1 lets that modulation grow gently when fine-tuning.
+        student_lr_scale: learning-rate factor of the prior's student F_S (Sec. 3.2) in
+            joint training; 0 freezes it (its features stay those of its initialisation
+            or student pre-training, no gradient runs through it; CLC still trains).
         warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
@@ -59,6 +62,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     embedding_lr_scale: float = 1.0
+    student_lr_scale: float = 1.0
     warmup_steps: int = 0
     grad_clip: float | None = None
     amp: AmpMode = "auto"
@@ -97,6 +101,11 @@ class TrainConfig:
         if self.embedding_lr_scale <= 0:
             raise ValueError(
                 f"embedding_lr_scale must be positive, got {self.embedding_lr_scale}"
+            )
+        if self.student_lr_scale < 0:
+            raise ValueError(
+                f"student_lr_scale must be >= 0 (0 freezes the student), got "
+                f"{self.student_lr_scale}"
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")

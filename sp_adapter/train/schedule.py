@@ -29,6 +29,7 @@ class WarmupCosine:
 
 
 EMBEDDING_PREFIX = "sp_prior.embeddings."
+STUDENT_PREFIX = "sp_prior.learner.student."
 
 
 def build_optimizer(
@@ -39,16 +40,22 @@ def build_optimizer(
 
     ``params`` may be named (``model.named_parameters()``): the prior's embeddings
     (MLA and SAT, Eqs. 5-6, under ``sp_prior.embeddings.``) then form their own group
-    with learning rate ``config.lr * config.embedding_lr_scale``.
+    with learning rate ``config.lr * config.embedding_lr_scale``, and its student F_S
+    (under ``sp_prior.learner.student.``) one with ``config.lr * config.student_lr_scale``
+    (left out of the optimiser when that factor is 0).
     """
     named = [(n or "", p) for n, p in _pairs(params) if p.requires_grad]
-    if not named:
-        raise ValueError("no trainable parameters: everything is frozen")
-    embedding = [p for n, p in named if n.startswith(EMBEDDING_PREFIX)]
-    rest = [p for n, p in named if not n.startswith(EMBEDDING_PREFIX)]
+    scaled = {EMBEDDING_PREFIX: config.embedding_lr_scale}
+    if config.student_lr_scale != 1:  # at 1 the student stays in the first group, as before
+        scaled[STUDENT_PREFIX] = config.student_lr_scale
+    rest = [p for n, p in named if not n.startswith(tuple(scaled))]
     groups: list[dict] = [{"params": rest}] if rest else []
-    if embedding:
-        groups.append({"params": embedding, "lr": config.lr * config.embedding_lr_scale})
+    for prefix, scale in scaled.items():
+        own = [p for n, p in named if n.startswith(prefix)]
+        if own and scale > 0:
+            groups.append({"params": own, "lr": config.lr * scale})
+    if not groups:
+        raise ValueError("no trainable parameters: everything is frozen")
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )

@@ -48,7 +48,7 @@ from .data import BatchStream
 from .distributed import DistInfo, barrier, dist_info, gather_objects, mean_across, wrap_ddp
 from .evaluate import EvalResult, evaluate
 from .model_spec import ModelSpec
-from .schedule import build_optimizer
+from .schedule import STUDENT_PREFIX, build_optimizer
 
 LOG_NAME = "log.jsonl"
 RUN_NAME = "run.json"
@@ -85,6 +85,17 @@ def freeze_backbone(model: nn.Module) -> list[str]:
     frozen = []
     for name, p in base_model(model).named_parameters():
         if not name.startswith(PRIOR_ATTR + "."):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def freeze_student(model: nn.Module) -> list[str]:
+    """Turn off gradients of the prior's student F_S; returns their names (its batch-norm
+    statistics are frozen already, see :class:`~sp_adapter.student.TeacherInitStudent`)."""
+    frozen = []
+    for name, p in base_model(model).named_parameters():
+        if name.startswith(STUDENT_PREFIX):
             p.requires_grad_(False)
             frozen.append(name)
     return frozen
@@ -164,6 +175,8 @@ class Trainer:
             if not self.wrapped:
                 raise ValueError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
             freeze_backbone(inner)
+        if config.student_lr_scale == 0 and self.wrapped:
+            freeze_student(inner)
         self.optimizer, self.scheduler = build_optimizer(inner.named_parameters(), config)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(
