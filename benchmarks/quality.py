@@ -34,6 +34,9 @@ without training (runs may differ in options their arms did not read, such as
     python benchmarks/quality.py --merge results/quality_unet_a.json results/quality_unet_b.json \
         --tag merged
 
+``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
+prior variant trained with other options (``--student-lr-scale 0.1``, say).
+
 ``--eval-every N`` also scores each arm every N of its steps: a second table follows the
 gain along one run.
 """
@@ -207,7 +210,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                         help="no training: one table from the result files of runs that "
-                             "differ only in their seeds (seeds run in parallel processes)")
+                             "differ only in their seeds (seeds run in parallel processes) "
+                             "or variants; FILE#Net0,Net3 takes only those variants' rows")
     return parser.parse_args(argv)
 
 
@@ -315,11 +319,26 @@ def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
     return TEST_MIN_DETAIL if given is None else given
 
 
+def read_result(spec: str) -> dict[str, Any]:
+    """A result file's payload; ``PATH#Net0,Net0-wide`` keeps only the rows of those
+    variants (to pair a file's Net0 with another run's prior variants)."""
+    path, _, picked = spec.partition("#")
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    if picked:
+        names = picked.split(",")
+        missing = [name for name in names if name not in payload["runs"]]
+        if missing:
+            raise SystemExit(f"{path} has no rows of {missing}; its variants are "
+                             f"{list(payload['runs'])}")
+        payload["runs"] = {name: payload["runs"][name] for name in names}
+    return payload
+
+
 def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[str]]:
     """The options, rows and commands of result files that differ only in their seeds or
     variants (each variant of a seed comes from one file: its rows do not depend on which
     other variants ran beside it, as every arm trains on the same stream of batches)."""
-    payloads = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    payloads = [read_result(p) for p in paths]
     for path, payload in zip(paths, payloads, strict=True):
         payload["test_min_detail"] = _test_min_detail(path, payload)
     options = [{**ADDED_LATER, **payload["options"]} for payload in payloads]

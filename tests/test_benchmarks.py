@@ -131,14 +131,15 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
     quality.main([*apart, "--variants", "Net6-small", "--tag", "sp"])
     base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--student-steps",
-                         "5", "--beta", "0.3", "--embedding-lr-scale", "2", "--tag", "base"])
+                         "5", "--beta", "0.3", "--embedding-lr-scale", "2",
+                         "--student-lr-scale", "0", "--tag", "base"])
     parts = [str(tmp_path / "parts" / f"quality_unet_{t}.json") for t in ("base", "sp")]
     merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "merged"])
     assert list(merged["runs"]) == ["Net0", "Net6-small"]  # the table's order, not the files'
     assert merged["options"]["variants"] == ["Net0", "Net6-small"]
     # the merged options are those of the run that uses them, not of the first file
-    assert [merged["options"][k] for k in ("student_steps", "beta", "embedding_lr_scale")] == \
-        [1, 0.1, 0.5]
+    assert [merged["options"][k] for k in
+            ("student_steps", "beta", "embedding_lr_scale", "student_lr_scale")] == [1, 0.1, 0.5, 1]
     for name in ("Net0", "Net6-small"):
         for score in ("psnr", "ssim", "blurry_psnr"):
             assert merged["runs"][name][0][score] == joint["runs"][name][0][score]
@@ -157,7 +158,7 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
     assert quality.unused_options({"Net0-wide": [{"student_steps": 0}]}) == \
-        {"student_steps", "beta", "embedding_lr_scale"}
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2
@@ -166,6 +167,33 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     with pytest.raises(SystemExit, match=r"\['student_steps'\] from .*quality_unet_sp.json"):
         quality.main(["--merge", *parts, str(tmp_path / "other.json"), "--out", str(tmp_path),
                       "--tag", "x"])
+    # a file made before --student-lr-scale existed ran at x1, and merges as such
+    other["options"].pop("student_lr_scale")
+    other["options"]["student_steps"] = 1
+    Path(tmp_path / "other.json").write_text(json.dumps(other))
+    older = quality.main(["--merge", *parts, str(tmp_path / "other.json"), "--out",
+                          str(tmp_path), "--tag", "x"])
+    assert older["options"]["student_lr_scale"] == 1 and older["options"]["seeds"] == [0, 1]
+    other["options"]["student_lr_scale"] = 0.1
+    Path(tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match=r"\['student_lr_scale'\]"):
+        quality.main(["--merge", *parts, str(tmp_path / "other.json"), "--out", str(tmp_path),
+                      "--tag", "x"])
+    # FILE#variants takes only those rows: Net0 of one file pairs with another file's
+    # prior variant of the same seed, whose options the Net0 rows did not use
+    other["runs"]["Net6-small"][0]["seed"] = 0
+    Path(tmp_path / "other.json").write_text(json.dumps(other))
+    both = json.loads(Path(joint_seed0[1]).read_text())
+    picked = quality.main(["--merge", f"{joint_seed0[1]}#Net0", str(tmp_path / "other.json"),
+                           "--out", str(tmp_path), "--tag", "picked"])
+    assert list(picked["runs"]) == ["Net0", "Net6-small"]
+    assert picked["runs"]["Net0"] == both["runs"]["Net0"]
+    assert picked["options"]["student_lr_scale"] == 0.1
+    assert picked["summary"]["Net6-small"]["gain_mean"] == pytest.approx(
+        other["runs"]["Net6-small"][0]["psnr"] - both["runs"]["Net0"][0]["psnr"])
+    assert "#Net0" in picked["command"]
+    with pytest.raises(SystemExit, match=r"no rows of \['Net3'\]; its variants are"):
+        quality.main(["--merge", f"{joint_seed0[1]}#Net3", "--out", str(tmp_path), "--tag", "x"])
 
 
 def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):

@@ -96,11 +96,12 @@ def test_train_resume_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", "--run", str(run), "--crop", "32", "--batch", "2", "--length", "8",
               "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
-              "--embedding-lr-scale", "0.5", "--checkpoint-every", "2", "--val-limit", "2",
-              "--no-progress"]
+              "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
+              "2", "--val-limit", "2", "--no-progress"]
     assert main([*common, "--steps", "4"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["config"]["embedding_lr_scale"] == 0.5
+    assert saved["config"]["student_lr_scale"] == 0.25
     assert saved["model_spec"]["prior"]["student"] == "small"
     capsys.readouterr()
     assert main([*common, "--steps", "4"]) != 0  # a second run never overwrites the first
