@@ -38,7 +38,8 @@ without training (runs may differ in options their arms did not read, such as
 prior variant trained with other options (``--student-lr-scale 0.1``, say).
 
 ``--eval-every N`` also scores each arm every N of its steps: a second table follows the
-gain along one run.
+gain along one run, and each JSON row gets the mean reconstruction and prior (HCL) losses
+of the steps in between.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score every arm on the test set every N of its steps "
-                             "(a PSNR trajectory along one run; 0: at the end only)")
+                             "(a PSNR trajectory along one run, with the mean losses in "
+                             "between in the JSON rows; 0: at the end only)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
@@ -243,8 +245,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, alpha=0.0, perceptual="none",
-        beta=args.beta, device=args.device, progress=not args.no_progress, log_every=0,
-        val_every=args.eval_every,
+        beta=args.beta, device=args.device, progress=not args.no_progress,
+        val_every=args.eval_every, log_every=args.eval_every,
     )
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
@@ -262,6 +264,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = {"seed": seed, **r.summary()}
             if args.eval_every:
                 row["trajectory"] = trajectory(r.history)
+                row["losses"] = loss_trajectory(r.history)
             runs.setdefault(r.name, []).append(row)
         print(f"seed {seed}: " + ", ".join(f"{r.name} {r.evaluation.psnr:.3f}"
                                            for r in results if r.evaluation), flush=True)
@@ -275,6 +278,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
     """``[arm step, test PSNR]`` of every validation in an arm's history."""
     return [[entry["step"], entry["val_psnr"]] for entry in history if "val_psnr" in entry]
+
+
+def loss_trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
+    """``[arm step, reconstruction loss, prior (HCL, Eq. 4) loss]``, each the mean over the
+    training steps since the previous entry (the ones logged with ``--eval-every``)."""
+    return [[entry["step"], entry["reconstruction"], entry["prior"]]
+            for entry in history if "reconstruction" in entry]
 
 
 def trajectory_rows(

@@ -129,7 +129,7 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     the prior's options in a run without the prior, which may therefore differ."""
     quality, joint = load("quality"), joint_seed0[0]
     apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
-    quality.main([*apart, "--variants", "Net6-small", "--tag", "sp"])
+    sp = quality.main([*apart, "--variants", "Net6-small", "--eval-every", "1", "--tag", "sp"])
     base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--student-steps",
                          "5", "--beta", "0.3", "--embedding-lr-scale", "2",
                          "--student-lr-scale", "0", "--tag", "base"])
@@ -149,6 +149,11 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     trajectory = base["runs"]["Net0"][0]["trajectory"]
     assert [step for step, _ in trajectory] == [1, 2]
     assert trajectory[-1][1] == pytest.approx(base["runs"]["Net0"][0]["psnr"], abs=1e-9)
+    # and the mean losses in between: the prior (HCL) term only where there is a prior
+    for payload, name in ((base, "Net0"), (sp, "Net6-small")):
+        losses = payload["runs"][name][0]["losses"]
+        assert [step for step, *_ in losses] == [1, 2]
+        assert all(rec > 0 and (prior > 0) == (name != "Net0") for _, rec, prior in losses)
     text = (tmp_path / "quality_unet_merged.md").read_text()
     assert "Test PSNR along each arm's run" in text and "| 1 |" in text
     with pytest.raises(SystemExit, match="two files"):
