@@ -25,9 +25,10 @@ class TrainConfig:
         embedding_lr_scale: learning-rate factor of the prior's embeddings (MLA and SAT,
             Eqs. 5-6), which start at zero so the wrapped network starts exactly as the
             backbone; a factor below 1 lets that modulation grow gently when fine-tuning.
-        student_lr_scale: learning-rate factor of the prior's student F_S (Sec. 3.2) in
-            joint training; 0 freezes it (its features stay those of its initialisation
-            or student pre-training, no gradient runs through it; CLC still trains).
+        student_lr_scale: learning-rate factor of the prior's student F_S (Sec. 3.1) in
+            joint training; 0 freezes it (turns off its parameters' gradients, as
+            ``prior_only`` does for the backbone: its features stay those of its
+            initialisation or student pre-training; CLC, MLA and SAT still train).
         warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
