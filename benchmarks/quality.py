@@ -129,10 +129,16 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+# TrainConfig fields that the prior arms take from the command line (the bare arms do not)
+PRIOR_TRAIN_OPTIONS = ("embedding_lr_scale", "student_lr_scale")
+
+
 def build_arms(
-    names: list[str], student_steps: int, control: Arm | None, embedding_lr_scale: float = 1.0,
-    student_lr_scale: float = 1.0,
+    names: list[str], student_steps: int, control: Arm | None,
+    prior_train: dict[str, float] | None = None,
 ) -> list[Arm]:
+    """The arms of ``names``; ``prior_train`` (``PRIOR_TRAIN_OPTIONS``) reaches the prior
+    arms' own steps only."""
     arms = []
     for name in names:
         if name == CONTROL:
@@ -143,8 +149,7 @@ def build_arms(
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
-            train={"embedding_lr_scale": embedding_lr_scale,
-                   "student_lr_scale": student_lr_scale} if prior else {},
+            train=dict(prior_train or {}) if prior else {},
         ))
     return arms
 
@@ -166,7 +171,7 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     files made before 2026-11-25 did). A test checks that the rows equal."""
     unused = set()
     if all(VARIANTS.get(name) is None for name in runs):
-        unused |= {"beta", "embedding_lr_scale", "student_lr_scale"}
+        unused |= {"beta", *PRIOR_TRAIN_OPTIONS}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused
@@ -253,8 +258,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for seed in args.seeds:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
                                      seed=seed)
-        arms = build_arms(args.variants, args.student_steps, control, args.embedding_lr_scale,
-                          args.student_lr_scale)
+        arms = build_arms(args.variants, args.student_steps, control,
+                          {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS})
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,

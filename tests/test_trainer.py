@@ -243,6 +243,7 @@ def test_student_lr_scale_gives_the_student_its_own_rate_and_0_freezes_it(teache
     assert groups[2]["lr"] == pytest.approx(1e-4) and groups[0]["lr"] == pytest.approx(1e-3)
 
     model = small_wrapped(teacher)
+    student = {id(p) for p in model.sp_prior.learner.student.parameters()}
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = Trainer(model, Pairs(4), config(steps=2, lr=1e-3, student_lr_scale=0))
     assert student.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])

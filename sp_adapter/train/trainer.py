@@ -78,27 +78,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _freeze(model: nn.Module, selected: Callable[[str], bool]) -> list[str]:
+    """Turn off gradients of the parameters whose names are ``selected``; their names."""
+    frozen = []
+    for name, p in base_model(model).named_parameters():
+        if selected(name):
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
 def freeze_backbone(model: nn.Module) -> list[str]:
     """Turn off gradients of every parameter outside the prior; returns their names."""
     from ..hook import PRIOR_ATTR
 
-    frozen = []
-    for name, p in base_model(model).named_parameters():
-        if not name.startswith(PRIOR_ATTR + "."):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
+    return _freeze(model, lambda name: not name.startswith(PRIOR_ATTR + "."))
 
 
 def freeze_student(model: nn.Module) -> list[str]:
     """Turn off gradients of the prior's student F_S; returns their names (its batch-norm
     statistics are frozen already, see :class:`~sp_adapter.student.TeacherInitStudent`)."""
-    frozen = []
-    for name, p in base_model(model).named_parameters():
-        if name.startswith(STUDENT_PREFIX):
-            p.requires_grad_(False)
-            frozen.append(name)
-    return frozen
+    return _freeze(model, lambda name: name.startswith(STUDENT_PREFIX))
 
 
 def _to_float(out: Any) -> Any:
