@@ -336,8 +336,11 @@ def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
 
 def read_result(spec: str) -> dict[str, Any]:
     """A result file's payload; ``PATH#Net0,Net0-wide`` keeps only the rows of those
-    variants (to pair a file's Net0 with another run's prior variants)."""
-    path, _, picked = spec.partition("#")
+    variants (to pair a file's Net0 with another run's prior variants). A file whose own
+    name holds a ``#`` is taken whole."""
+    path, picked = spec, ""
+    if "#" in spec and not Path(spec).exists():
+        path, _, picked = spec.rpartition("#")
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
     if picked:
         names = picked.split(",")

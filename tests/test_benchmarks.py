@@ -199,6 +199,13 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert "#Net0" in picked["command"]
     with pytest.raises(SystemExit, match=r"no rows of \['Net3'\]; its variants are"):
         quality.main(["--merge", f"{joint_seed0[1]}#Net3", "--out", str(tmp_path), "--tag", "x"])
+    # a '#' in a file's own name is part of the name
+    hashed = tmp_path / "run#2.json"
+    hashed.write_text(Path(joint_seed0[1]).read_text())
+    whole = quality.main(["--merge", str(hashed), "--out", str(tmp_path), "--tag", "hashed"])
+    assert whole["runs"] == both["runs"]
+    assert list(quality.main(["--merge", f"{hashed}#Net0", "--out", str(tmp_path),
+                              "--tag", "hashed_net0"])["runs"]) == ["Net0"]
 
 
 def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
