@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..hook import PRIOR_ATTR
 from .config import TrainConfig
 
 
@@ -28,8 +29,8 @@ class WarmupCosine:
         return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-EMBEDDING_PREFIX = "sp_prior.embeddings."
-STUDENT_PREFIX = "sp_prior.learner.student."
+EMBEDDING_PREFIX = f"{PRIOR_ATTR}.embeddings."
+STUDENT_PREFIX = f"{PRIOR_ATTR}.learner.student."
 
 
 def build_optimizer(

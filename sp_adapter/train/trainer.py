@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..hook import PRIOR_ATTR
 from ..losses import LossTerms, TotalLoss, build_perceptual, full
 from ..wrap import base_model, get_hook, is_wrapped
 from .backbones import BackboneSpec, backbone_spec
@@ -90,8 +91,6 @@ def _freeze(model: nn.Module, selected: Callable[[str], bool]) -> list[str]:
 
 def freeze_backbone(model: nn.Module) -> list[str]:
     """Turn off gradients of every parameter outside the prior; returns their names."""
-    from ..hook import PRIOR_ATTR
-
     return _freeze(model, lambda name: not name.startswith(PRIOR_ATTR + "."))
 
 
