@@ -83,18 +83,45 @@ CONTROL = "Net0-wide"
 ALL = [*VARIANTS, CONTROL]
 
 
-def parse_options(items: list[str]) -> dict[str, Any]:
+def parse_options(items: list[str], flag: str = "--options") -> dict[str, Any]:
     """``key=value`` pairs; values parsed as JSON when possible (``num_res=1``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"--options expects key=value, got {item!r}")
+            raise SystemExit(f"{flag} expects key=value, got {item!r}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+# PriorConfig fields that define the Table 4 variants, so --prior-options may not set them
+VARIANT_SWITCHES = ("hcl", "clc", "mla", "fusion", "student")
+
+
+def parse_prior_options(items: list[str]) -> dict[str, Any]:
+    """``--prior-options``: PriorConfig fields set in every prior variant (``kernel_size=3``,
+    ``sigma_bound=4``); list values become tuples (``pool_sizes=[1,2]``)."""
+    options = parse_options(items, "--prior-options")
+    settable = sorted(set(PriorConfig.__dataclass_fields__) - {"teacher", *VARIANT_SWITCHES})
+    wrong = sorted(set(options) - set(settable))
+    if wrong:
+        raise SystemExit(f"--prior-options cannot set {wrong}: the variants set "
+                         f"{list(VARIANT_SWITCHES)} and the teacher is fixed; settable: {settable}")
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    try:
+        PriorConfig(**options)
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"--prior-options: {error}") from None
+    return options
+
+
+def variant_config(name: str, prior_options: dict[str, Any] | None = None) -> PriorConfig | None:
+    """The prior of variant ``name`` with ``prior_options`` applied (``None``: no prior)."""
+    prior = VARIANTS[name]
+    return replace(prior, **prior_options) if prior is not None and prior_options else prior
 
 
 def matched_width(target: int, blocks: int) -> tuple[int, int]:
@@ -136,16 +163,17 @@ PRIOR_TRAIN_OPTIONS = ("embedding_lr_scale", "student_lr_scale")
 def build_arms(
     names: list[str], student_steps: int, control: Arm | None,
     prior_train: dict[str, float] | None = None,
+    prior_options: dict[str, Any] | None = None,
 ) -> list[Arm]:
     """The arms of ``names``; ``prior_train`` (``PRIOR_TRAIN_OPTIONS``) reaches the prior
-    arms' own steps only."""
+    arms' own steps only, ``prior_options`` (``--prior-options``) their priors."""
     arms = []
     for name in names:
         if name == CONTROL:
             if control is not None:
                 arms.append(control)
             continue
-        prior = VARIANTS[name]
+        prior = variant_config(name, prior_options)
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
@@ -161,7 +189,7 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
-ADDED_LATER = {"student_lr_scale": 1.0}
+ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": []}
 
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
@@ -171,7 +199,7 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     files made before 2026-11-25 did). A test checks that the rows equal."""
     unused = set()
     if all(VARIANTS.get(name) is None for name in runs):
-        unused |= {"beta", *PRIOR_TRAIN_OPTIONS}
+        unused |= {"beta", "prior_options", *PRIOR_TRAIN_OPTIONS}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused
@@ -199,6 +227,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--student-lr-scale", type=float, default=1.0,
                         help="learning-rate factor of the student in the prior arms' joint "
                              "training (0 freezes it after its pre-training)")
+    parser.add_argument("--prior-options", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="PriorConfig fields set in every prior variant, e.g. "
+                             "kernel_size=3 sigma_bound=4 (not the Table 4 switches)")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--test-crop", type=int, default=128)
@@ -228,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     spec = backbone_spec(args.backbone)
     options = parse_options(args.options)
+    prior_options = parse_prior_options(args.prior_options)
     blur = blur_preset(args.blur)
     test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur,
                                 crops_per_photo=args.test_crops_per_photo, return_key=True,
@@ -242,7 +274,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             control_note = f"{CONTROL} skipped: width matching is implemented for the UNet only"
         else:
             torch.manual_seed(0)
-            target = count_parameters(wrap(spec.build(**options), teacher=teacher))
+            target = count_parameters(wrap(spec.build(**options), teacher=teacher,
+                                           config=variant_config("Net6", prior_options)))
             width, params = matched_width(target, options.get("blocks", 2))
             control = Arm(CONTROL, options={"width": width})
             control_note = (f"{CONTROL}: UNet width {width} ({params:,} parameters) against "
@@ -259,7 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
                                      seed=seed)
         arms = build_arms(args.variants, args.student_steps, control,
-                          {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS})
+                          {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
@@ -466,7 +499,9 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
         f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
-        f"beta {args.beta}, no "
+        f"beta {args.beta}, "
+        + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")
+        + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",
         f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
