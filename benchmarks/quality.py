@@ -37,6 +37,10 @@ without training (runs may differ in options their arms did not read, such as
 ``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
 prior variant trained with other options (``--student-lr-scale 0.1``, say).
 
+``--base-store DIR`` keeps each seed's shared base (the fine-tuning protocol's first
+steps, the same for every variant) and reads it back in later runs of the same settings:
+a second variant's run then costs its arm alone, with the same scores.
+
 ``--eval-every N`` also scores each arm every N of its steps: a second table follows the
 gain along one run, and each JSON row gets the mean reconstruction and prior (HCL) losses
 of the steps in between.
@@ -62,7 +66,14 @@ from sp_adapter.config import PriorConfig
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
-from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
+from sp_adapter.train import (
+    Arm,
+    BaseStore,
+    TrainConfig,
+    backbone_spec,
+    count_parameters,
+    run_arms,
+)
 from sp_adapter.train.report import markdown_table
 from sp_adapter.wrap import wrap
 
@@ -183,10 +194,11 @@ def build_arms(
 
 
 # options that may differ between runs merged into one table: where they write, how fast
-# they ran, which seeds and variants they trained, and whether they also scored the arms
-# along the run (which leaves the final scores unchanged; a test checks it)
+# they ran, which seeds and variants they trained, whether they also scored the arms
+# along the run and whether they read their shared bases from a store (both leave the
+# scores unchanged; tests check it)
 MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
-              "eval_every"}
+              "eval_every", "base_store"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": []}
@@ -241,6 +253,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also score every arm on the test set every N of its steps "
                              "(a PSNR trajectory along one run, with the mean losses in "
                              "between in the JSON rows; 0: at the end only)")
+    parser.add_argument("--base-store", default=None, metavar="DIR",
+                        help="finetune: keep each seed's shared base in DIR and read it "
+                             "from there in later runs of the same settings (other "
+                             "variants or prior options) instead of training it again; "
+                             "empty DIR after changing the training code")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
@@ -286,6 +303,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         beta=args.beta, device=args.device, progress=not args.no_progress,
         val_every=args.eval_every, log_every=args.eval_every,
     )
+    store = None
+    if args.base_store:  # what decides the training stream besides seed and batch size
+        store = BaseStore(Path(args.base_store), {
+            "dataset": "SyntheticBlurDataset/train", "crop": args.crop, "length": args.length,
+            "blur": args.blur})
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
@@ -296,7 +318,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
-            teacher=teacher, val_data=test if args.eval_every else None,
+            teacher=teacher, val_data=test if args.eval_every else None, base_store=store,
         )
         for r in results:
             row = {"seed": seed, **r.summary()}

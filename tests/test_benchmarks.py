@@ -49,6 +49,19 @@ def test_quality_ablation_without_hcl_gets_no_distillation():
         [("Net0", 0), ("Net0*", 0), ("Net3", 7), ("Net6", 7)]
 
 
+def test_quality_prior_options_reach_every_prior_variant_but_not_its_switches():
+    quality = load("quality")
+    options = quality.parse_prior_options(["kernel_size=3", "pool_sizes=[1,2]"])
+    arms = quality.build_arms(["Net0", "Net3", "Net6"], 0, None, None, options)
+    assert arms[0].prior is None
+    assert [(a.prior.kernel_size, a.prior.pool_sizes) for a in arms[1:]] == [(3, (1, 2))] * 2
+    assert (arms[1].prior.clc, arms[2].prior.clc) == (False, True)  # the variants' own switch
+    with pytest.raises(SystemExit, match=r"cannot set \['hcl'\].*settable: \['kernel_size'"):
+        quality.parse_prior_options(["hcl=false"])
+    with pytest.raises(SystemExit, match="sigma_bound must be > 0"):
+        quality.parse_prior_options(["sigma_bound=0"])
+
+
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     quality = load("quality")
 
@@ -126,13 +139,20 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     """Each variant of a seed trains on the same batches whichever variants run beside it,
     so variants run in separate processes merge into the table of one joint run; scoring
     the arms along the run (--eval-every) leaves their final scores unchanged, and so do
-    the prior's options in a run without the prior, which may therefore differ."""
+    the prior's options in a run without the prior, which may therefore differ, and a
+    shared base read from --base-store instead of trained again."""
     quality, joint = load("quality"), joint_seed0[0]
-    apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts")]
+    apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts"),
+             "--base-store", str(tmp_path / "bases")]
     sp = quality.main([*apart, "--variants", "Net6-small", "--eval-every", "1", "--tag", "sp"])
     base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--student-steps",
                          "5", "--beta", "0.3", "--embedding-lr-scale", "2",
-                         "--student-lr-scale", "0", "--tag", "base"])
+                         "--student-lr-scale", "0", "--prior-options", "kernel_size=3",
+                         "--tag", "base"])
+    # the second run read the base the first one stored
+    stored = list((tmp_path / "bases").glob("base-*.safetensors"))
+    assert len(stored) == 1 and "shared_from" not in sp["runs"]["Net6-small"][0]
+    assert base["runs"]["Net0"][0]["shared_from"] == str(stored[0])
     parts = [str(tmp_path / "parts" / f"quality_unet_{t}.json") for t in ("base", "sp")]
     merged = quality.main(["--merge", *parts, "--out", str(tmp_path), "--tag", "merged"])
     assert list(merged["runs"]) == ["Net0", "Net6-small"]  # the table's order, not the files'
@@ -163,7 +183,7 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
     assert quality.unused_options({"Net0-wide": [{"student_steps": 0}]}) == \
-        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale"}
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2

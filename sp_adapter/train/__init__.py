@@ -3,12 +3,14 @@
 * :class:`Trainer` + :class:`TrainConfig`: one training run (Eq. 7, Sec. 4.1), resumable,
   DDP-ready, with an optional teacher-feature cache.
 * :func:`evaluate` / :func:`deblur`: PSNR/SSIM on a dataset, images of any size.
-* :func:`run_arms`: base vs +SP (and ablations) at equal budget on identical batches.
+* :func:`run_arms`: base vs +SP (and ablations) at equal budget on identical batches;
+  :class:`BaseStore` keeps its shared bases between runs.
 * :func:`pretrain_student`: student-only distillation before joint training.
 * :class:`ModelSpec` / :func:`load_trained`: rebuild a trained network from its checkpoint.
 """
 
 from .backbones import BACKBONES, BackboneSpec, available_backbones, backbone_spec
+from .base_store import BaseStore
 from .cache import CacheMismatchError, TeacherFeatureCache
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_atomic
 from .config import TrainConfig
@@ -26,6 +28,7 @@ __all__ = [
     "Arm",
     "ArmResult",
     "BackboneSpec",
+    "BaseStore",
     "BatchStream",
     "CacheMismatchError",
     "DistInfo",

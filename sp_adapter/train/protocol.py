@@ -30,6 +30,7 @@ from ..config import PriorConfig
 from ..teacher import Teacher, load_teacher
 from ..wrap import wrap
 from .backbones import BackboneSpec, backbone_spec
+from .base_store import BaseStore
 from .config import TrainConfig
 from .data import SampleMemo
 from .evaluate import EvalResult, evaluate, score_inputs, with_input_scores
@@ -64,8 +65,9 @@ class Arm:
 @dataclass
 class ArmResult:
     """An arm's model, its score and its compute: ``seconds`` in its own training steps,
-    ``shared_seconds`` in the shared pre-training, ``student_seconds`` in student
-    pre-training, ``data_seconds`` waiting for its batches (not compute)."""
+    ``shared_seconds`` in the shared pre-training (``shared_from``: the stored base it was
+    read from, whose training took those seconds in an earlier run), ``student_seconds``
+    in student pre-training, ``data_seconds`` waiting for its batches (not compute)."""
 
     name: str
     model: nn.Module
@@ -75,6 +77,7 @@ class ArmResult:
     seconds: float
     shared_steps: int = 0
     shared_seconds: float = 0.0
+    shared_from: str | None = None
     student_steps: int = 0
     student_seconds: float = 0.0
     data_seconds: float = 0.0
@@ -88,6 +91,7 @@ class ArmResult:
             "name": self.name, "params": self.params, "steps": self.steps,
             "seconds": round(self.seconds, 3), "shared_steps": self.shared_steps,
             "shared_seconds": round(self.shared_seconds, 3),
+            **({"shared_from": self.shared_from} if self.shared_from else {}),
             "student_steps": self.student_steps,
             "student_seconds": round(self.student_seconds, 3),
             "data_seconds": round(self.data_seconds, 3),
@@ -126,6 +130,7 @@ def run_arms(
     share_samples: bool = True,
     keep_outputs: bool = False,
     val_data: Dataset | None = None,
+    base_store: BaseStore | None = None,
 ) -> list[ArmResult]:
     """Train and score every arm; see the module docstring.
 
@@ -143,6 +148,9 @@ def run_arms(
             shared pre-training); the scores are in ``ArmResult.history`` (``val_psnr``).
             When it is ``test_data`` itself, an arm's final validation is its test score
             (not computed twice; the same numbers).
+        base_store: keep the shared bases (finetune) on disk and take them from there
+            when an earlier run trained them (``ArmResult.shared_seconds`` is then the
+            seconds that training took, ``shared_from`` the file).
     """
     if protocol not in ("finetune", "scratch"):
         raise ValueError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
@@ -160,7 +168,9 @@ def run_arms(
     arm_data = train_data
     if share_samples and len(arms) > 1 and config.num_workers == 0:
         arm_data = SampleMemo(train_data)
-    pretrained: dict[str, tuple[dict[str, Any], float]] = {}
+    # backbone options -> (base weights, seconds its training took, the stored file it
+    # came from or None)
+    pretrained: dict[str, tuple[dict[str, Any], float, str | None]] = {}
     # with the test set as validation set, an arm's final validation is its test score
     reuses_validation = (val_data is not None and val_data is test_data and not keep_outputs
                          and config.val_batch_size == eval_batch_size)
@@ -168,22 +178,29 @@ def run_arms(
     results = []
     for arm in arms:
         arm_options = {**shared, **arm.options}
-        shared_seconds = 0.0
+        shared_seconds, shared_from = 0.0, None
         if protocol == "finetune" and pretrain_steps > 0:
             key = _options_key(arm_options)
+            base_config = replace(config, steps=pretrain_steps, data_start=0)
+            store_key = base_store.key(spec.name, arm_options, base_config) if base_store else {}
+            stored = base_store.load(store_key) if base_store and key not in pretrained else None
+            if stored is not None:
+                pretrained[key] = (stored.state, stored.seconds, str(stored.path))
             if key not in pretrained:
                 seed_everything(config.seed)
                 base = spec.build(**arm_options)
                 tag = "pretrain" if not arm.options else f"pretrain_{arm.name}"
                 trainer = Trainer(
-                    base, train_data, replace(config, steps=pretrain_steps, data_start=0),
+                    base, train_data, base_config,
                     run_dir=root / tag if root else None, backbone=spec,
                     model_spec=ModelSpec(spec.name, arm_options), name=tag,
                 )
                 result = trainer.fit()
                 state = {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
-                pretrained[key] = (state, result.seconds)
-            state, shared_seconds = pretrained[key]
+                pretrained[key] = (state, result.seconds, None)
+                if base_store is not None:
+                    base_store.save(store_key, state, result.seconds)
+            state, shared_seconds, shared_from = pretrained[key]
         seed_everything(config.seed)
         model = spec.build(**arm_options)
         if protocol == "finetune" and pretrain_steps > 0:
@@ -230,7 +247,7 @@ def run_arms(
         results.append(ArmResult(
             name=arm.name, model=trainer.module, spec=model_spec,
             params=count_parameters(trainer.module), steps=arm_steps, seconds=result.seconds,
-            shared_steps=pretrain_steps, shared_seconds=shared_seconds,
+            shared_steps=pretrain_steps, shared_seconds=shared_seconds, shared_from=shared_from,
             student_steps=arm.student_steps, student_seconds=student_seconds,
             data_seconds=result.data_seconds,
             evaluation=evaluation, history=result.history, outputs=outputs,
