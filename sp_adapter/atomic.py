@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions the written file gets: those of the file it replaces, else those
+    ``open()`` gives a new file (0o666 less the umask; the temporary file is 0o600)."""
+    if path.exists():
+        return stat.S_IMODE(path.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """A binary handle to a temporary file beside ``path``; on success it is flushed,
-    synced and renamed over ``path``; on failure it is removed and ``path`` is untouched."""
+    synced and renamed over ``path`` (with the permissions of the file it replaces, or of
+    a newly created file); on failure it is removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,6 +34,7 @@ def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+            os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
