@@ -62,7 +62,7 @@ from typing import Any
 import torch
 
 from sp_adapter.atomic import write_atomic
-from sp_adapter.config import PriorConfig
+from sp_adapter.config import PriorConfig, TeacherSpec
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
@@ -129,10 +129,27 @@ def parse_prior_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
-def variant_config(name: str, prior_options: dict[str, Any] | None = None) -> PriorConfig | None:
-    """The prior of variant ``name`` with ``prior_options`` applied (``None``: no prior)."""
+def teacher_spec(levels: list[int] | None = None) -> TeacherSpec:
+    """The built-in teacher with feature levels ``levels`` (``--teacher-levels``; timm's
+    ``out_indices``, finest first; ``None``: the default levels)."""
+    spec = PriorConfig().teacher
+    if levels is None:
+        return spec
+    try:
+        return replace(spec, out_indices=tuple(levels))
+    except ValueError as error:
+        raise SystemExit(f"--teacher-levels: {error}") from None
+
+
+def variant_config(
+    name: str, prior_options: dict[str, Any] | None = None, teacher: TeacherSpec | None = None,
+) -> PriorConfig | None:
+    """The prior of variant ``name`` with ``prior_options`` and the ``teacher`` applied
+    (``None``: no prior)."""
     prior = VARIANTS[name]
-    return replace(prior, **prior_options) if prior is not None and prior_options else prior
+    if prior is None:
+        return None
+    return replace(prior, **(prior_options or {}), **({"teacher": teacher} if teacher else {}))
 
 
 def matched_width(target: int, blocks: int) -> tuple[int, int]:
@@ -175,16 +192,18 @@ def build_arms(
     names: list[str], student_steps: int, control: Arm | None,
     prior_train: dict[str, float] | None = None,
     prior_options: dict[str, Any] | None = None,
+    teacher: TeacherSpec | None = None,
 ) -> list[Arm]:
     """The arms of ``names``; ``prior_train`` (``PRIOR_TRAIN_OPTIONS``) reaches the prior
-    arms' own steps only, ``prior_options`` (``--prior-options``) their priors."""
+    arms' own steps only, ``prior_options`` (``--prior-options``) and ``teacher``
+    (``--teacher-levels``) their priors."""
     arms = []
     for name in names:
         if name == CONTROL:
             if control is not None:
                 arms.append(control)
             continue
-        prior = variant_config(name, prior_options)
+        prior = variant_config(name, prior_options, teacher)
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
@@ -201,7 +220,8 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every", "base_store"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
-ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": []}
+ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [],
+               "teacher_levels": list(TeacherSpec().out_indices)}
 
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
@@ -211,7 +231,7 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     files made before 2026-11-25 did). A test checks that the rows equal."""
     unused = set()
     if all(VARIANTS.get(name) is None for name in runs):
-        unused |= {"beta", "prior_options", *PRIOR_TRAIN_OPTIONS}
+        unused |= {"beta", "prior_options", "teacher_levels", *PRIOR_TRAIN_OPTIONS}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused
@@ -242,6 +262,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prior-options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="PriorConfig fields set in every prior variant, e.g. "
                              "kernel_size=3 sigma_bound=4 (not the Table 4 switches)")
+    parser.add_argument("--teacher-levels", nargs="+", type=int,
+                        default=list(TeacherSpec().out_indices), metavar="INDEX",
+                        help="the teacher's feature levels, finest first (timm out_indices; "
+                             "for EfficientNet-Lite0 0-4 are reductions 2, 4, 8, 16, 32)")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--test-crop", type=int, default=128)
@@ -283,7 +307,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 min_detail=args.test_min_detail)
     needs_teacher = any(VARIANTS.get(n) is not None for n in args.variants) or \
         CONTROL in args.variants
-    teacher = load_teacher(PriorConfig().teacher) if needs_teacher else None
+    spec_of_teacher = teacher_spec(args.teacher_levels)
+    teacher = load_teacher(spec_of_teacher) if needs_teacher else None
 
     control, control_note = None, ""
     if CONTROL in args.variants:
@@ -292,7 +317,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             torch.manual_seed(0)
             target = count_parameters(wrap(spec.build(**options), teacher=teacher,
-                                           config=variant_config("Net6", prior_options)))
+                                           config=variant_config("Net6", prior_options,
+                                                                 spec_of_teacher)))
             width, params = matched_width(target, options.get("blocks", 2))
             control = Arm(CONTROL, options={"width": width})
             control_note = (f"{CONTROL}: UNet width {width} ({params:,} parameters) against "
@@ -314,7 +340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
                                      seed=seed)
         arms = build_arms(args.variants, args.student_steps, control,
-                          {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options)
+                          {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options,
+                          spec_of_teacher)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
@@ -523,6 +550,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
         f"beta {args.beta}, "
         + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")
+        + (f"teacher levels {args.teacher_levels}, "
+           if args.teacher_levels != ADDED_LATER["teacher_levels"] else "")
         + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",

@@ -14,6 +14,7 @@ command line and takes the short ``--run`` for its ``--run-path``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
@@ -100,6 +101,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-mla", action="store_true", help="no multi-level aggregation")
     p.add_argument("--fusion", default="sat", choices=["sat", "add", "concat"])
     p.add_argument("--student", default="teacher", choices=["teacher", "small"])
+    p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
+                   help="the teacher's feature levels, finest first (timm out_indices; the "
+                        "built-in teacher's 0-4 are reductions 2-32; default: 1 2 3)")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (the budget)")
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -127,7 +131,7 @@ def _train_parser(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import PriorConfig
+    from .config import PriorConfig, TeacherSpec
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
 
     info = init_distributed()
@@ -135,8 +139,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {"width": args.width} if args.width is not None else {}
     prior = None
     if args.prior:
+        teacher = TeacherSpec()
+        if args.teacher_levels is not None:
+            teacher = dataclasses.replace(teacher, out_indices=tuple(args.teacher_levels))
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
-                            mla=not args.no_mla, fusion=args.fusion).to_dict()
+                            mla=not args.no_mla, fusion=args.fusion, teacher=teacher).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,

@@ -32,6 +32,14 @@ class TeacherSpec:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
+    def __post_init__(self) -> None:
+        levels = list(self.out_indices)
+        if not levels or levels != sorted(set(levels)) or levels[0] < 0:
+            raise ValueError(
+                f"out_indices must be distinct feature levels >= 0, finest first (e.g. "
+                f"(1, 2, 3)), got {self.out_indices}"
+            )
+
 
 @dataclass(frozen=True)
 class PriorConfig:

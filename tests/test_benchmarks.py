@@ -84,6 +84,20 @@ def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     assert "gain_vs_control_mean" not in quality.summarise({"Net6": runs["Net6"]})[0]["Net6"]
 
 
+def test_quality_teacher_levels_reach_every_prior_variant():
+    quality = load("quality")
+    spec = quality.teacher_spec([0, 1, 2])
+    assert spec == quality.TeacherSpec(out_indices=(0, 1, 2))
+    assert quality.teacher_spec(None) == quality.TeacherSpec()
+    arms = quality.build_arms(["Net0", "Net3", "Net6"], 0, None, None, None, spec)
+    assert arms[0].prior is None
+    assert [a.prior.teacher.out_indices for a in arms[1:]] == [(0, 1, 2)] * 2
+    assert (arms[1].prior.clc, arms[2].prior.clc) == (False, True)
+    for wrong in ([2, 1], [1, 1, 2], [-1, 0]):
+        with pytest.raises(SystemExit, match="--teacher-levels: out_indices must be distinct"):
+            quality.teacher_spec(wrong)
+
+
 TINY_QUALITY = [
     "--variants", "Net0", "Net6-small", "--steps", "2", "--pretrain-steps", "2",
     "--student-steps", "1", "--batch", "2", "--crop", "32", "--length", "8",
@@ -183,7 +197,8 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
     assert quality.unused_options({"Net0-wide": [{"student_steps": 0}]}) == \
-        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options"}
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options",
+         "teacher_levels"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2
@@ -226,6 +241,37 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert whole["runs"] == both["runs"]
     assert list(quality.main(["--merge", f"{hashed}#Net0", "--out", str(tmp_path),
                               "--tag", "hashed_net0"])["runs"]) == ["Net0"]
+
+
+def test_quality_runs_with_other_teacher_levels_merge_only_where_no_prior_read_them(
+    tmp_path, joint_seed0
+):
+    """--teacher-levels gives every prior arm the teacher's features at those levels; a
+    result file made with other levels merges with it only through rows without a prior
+    (files made before the option existed count as the default levels)."""
+    quality = load("quality")
+    fine = quality.main([*TINY_QUALITY, "--seeds", "1", "--teacher-levels", "0", "1", "2",
+                         "--out", str(tmp_path), "--tag", "fine"])
+    default = json.loads(Path(joint_seed0[1]).read_text())
+    # the prior is built on the teacher's channels at those levels (16, 24, 40 against
+    # 24, 40, 112): the same UNet, a smaller prior
+    assert fine["runs"]["Net0"][0]["params"] == default["runs"]["Net0"][0]["params"]
+    assert fine["runs"]["Net6-small"][0]["params"] < default["runs"]["Net6-small"][0]["params"]
+    assert "teacher levels [0, 1, 2]" in (tmp_path / "quality_unet_fine.md").read_text()
+    assert "teacher levels" not in Path(joint_seed0[1]).with_suffix(".md").read_text()
+    fine_file = str(tmp_path / "quality_unet_fine.json")
+    with pytest.raises(SystemExit, match=r"\['teacher_levels'\]"):
+        quality.main(["--merge", joint_seed0[1], fine_file, "--out", str(tmp_path),
+                      "--tag", "x"])
+    default["options"].pop("teacher_levels")  # an older file: the default levels
+    Path(tmp_path / "older.json").write_text(json.dumps(default))
+    with pytest.raises(SystemExit, match=r"\['teacher_levels'\]"):
+        quality.main(["--merge", str(tmp_path / "older.json"), fine_file, "--out",
+                      str(tmp_path), "--tag", "x"])
+    merged = quality.main(["--merge", f"{tmp_path / 'older.json'}#Net0", fine_file,
+                           "--out", str(tmp_path), "--tag", "merged"])
+    assert merged["options"]["teacher_levels"] == [0, 1, 2]
+    assert merged["options"]["seeds"] == [0, 1]
 
 
 def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):

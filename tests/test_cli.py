@@ -97,9 +97,10 @@ def test_train_resume_and_eval(tmp_path, capsys):
     common = ["train", "--run", str(run), "--crop", "32", "--batch", "2", "--length", "8",
               "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
               "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
-              "2", "--val-limit", "2", "--no-progress"]
+              "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2", "--no-progress"]
     assert main([*common, "--steps", "4"]) == 0
     saved = json.loads((run / "run.json").read_text())
+    assert saved["model_spec"]["prior"]["teacher"]["out_indices"] == [0, 1, 2]
     assert saved["config"]["embedding_lr_scale"] == 0.5
     assert saved["config"]["student_lr_scale"] == 0.25
     assert saved["model_spec"]["prior"]["student"] == "small"
@@ -121,3 +122,10 @@ def test_train_resume_and_eval(tmp_path, capsys):
     blurry = re.search(r"blurry input: PSNR ([\d.]+) dB", out)
     assert psnr and blurry and "step 4" in out and "with prior" in out
     assert 5 < float(psnr.group(1)) < 60 and float(psnr.group(1)) != float(blurry.group(1))
+
+    # teacher levels that are not distinct and finest first are refused before training
+    capsys.readouterr()
+    assert main(["train", "--run", str(tmp_path / "wrong"), "--teacher-levels", "2", "1",
+                 "--no-progress"]) == 2
+    assert "out_indices must be distinct feature levels" in capsys.readouterr().err
+    assert not (tmp_path / "wrong").exists()

@@ -74,3 +74,10 @@ def test_teacher_follows_the_device_of_its_input(teacher):
     # CPU only here: the move is a no-op; the buffers are on the input's device afterwards
     feats = teacher(torch.rand(1, 3, 32, 32))
     assert feats[0].device == teacher.input_mean.device
+
+
+def test_teacher_levels_must_be_distinct_and_finest_first():
+    for wrong in ((), (2, 1), (1, 1, 2), (-1, 0)):
+        with pytest.raises(ValueError, match=r"out_indices must be distinct feature levels"):
+            TeacherSpec(out_indices=wrong)
+    assert TeacherSpec(out_indices=(0, 2)).out_indices == (0, 2)
