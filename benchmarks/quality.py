@@ -226,12 +226,16 @@ ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [],
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     """Options that no arm of a result file read, so it merges with files that set them
-    otherwise: an arm without the prior has no prior loss (beta) and no MLA/SAT, and an arm
-    whose rows record no student pre-training did not read the student steps (Net0* of
-    files made before 2026-11-25 did). A test checks that the rows equal."""
+    otherwise: an arm without the prior has no prior loss (beta) and no MLA/SAT (yet the
+    widened control is as wide as Net6 built with the file's prior options and teacher
+    levels), and an arm whose rows record no student pre-training did not read the
+    student steps (Net0* of files made before 2026-11-25 did). A test checks that the
+    rows equal."""
     unused = set()
     if all(VARIANTS.get(name) is None for name in runs):
-        unused |= {"beta", "prior_options", "teacher_levels", *PRIOR_TRAIN_OPTIONS}
+        unused |= {"beta", *PRIOR_TRAIN_OPTIONS}
+        if CONTROL not in runs:  # the control's width matches Net6 built with these
+            unused |= {"prior_options", "teacher_levels"}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused

@@ -196,9 +196,13 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     # student pre-training did use the student steps
     assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
-    assert quality.unused_options({"Net0-wide": [{"student_steps": 0}]}) == \
+    assert quality.unused_options({"Net0": [{"student_steps": 0}]}) == \
         {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options",
          "teacher_levels"}
+    # the control is widened to the size of Net6 built with the prior options and levels
+    assert quality.unused_options({"Net0": [{"student_steps": 0}],
+                                   "Net0-wide": [{"student_steps": 0}]}) == \
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2
