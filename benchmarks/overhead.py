@@ -109,12 +109,14 @@ class InlinedUNet(torch.nn.Module):
 
 
 def build_pair(
-    name: str, teacher, levels: list[str] | None = None, kernel_size: int = 1
+    name: str, teacher, levels: list[str] | None = None, kernel_size: int = 1,
+    teacher_spec: sp.TeacherSpec | None = None,
 ) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The backbone (seed 0) and a wrapped deep copy of it."""
+    """The backbone (seed 0) and a wrapped deep copy of it (``teacher`` built from
+    ``teacher_spec``, the default teacher when omitted)."""
     torch.manual_seed(0)
     base = BACKBONES[name].build()
-    config = sp.PriorConfig(kernel_size=kernel_size)
+    config = sp.PriorConfig(kernel_size=kernel_size, teacher=teacher_spec or sp.TeacherSpec())
     return base, sp.wrap(copy.deepcopy(base), levels, teacher=teacher, config=config)
 
 
@@ -235,8 +237,9 @@ def measure(
     name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool,
     teacher, levels: list[str] | None = None, kernel_size: int = 1, memory: bool = True,
     warmup: int = 2, train_repeats: int | None = None,
+    teacher_spec: sp.TeacherSpec | None = None,
 ) -> dict:
-    base, wrapped = build_pair(name, teacher, levels, kernel_size)
+    base, wrapped = build_pair(name, teacher, levels, kernel_size, teacher_spec)
     base, wrapped = base.to(device), wrapped.to(device)
     x = torch.rand(batch, 3, size, size, device=device)
     sharp = torch.rand_like(x)
@@ -247,6 +250,7 @@ def measure(
         "backbone": name,
         "levels": list(sp.get_prior(wrapped).levels),
         "kernel_size": kernel_size,
+        "teacher_levels": list(sp.get_prior(wrapped).config.teacher.out_indices),
         "size": size,
         "batch": batch,
         "device": str(device),
@@ -342,6 +346,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="level names (default: each adapter's default levels)")
     parser.add_argument("--kernel-size", type=int, nargs="+", default=[1],
                         help="kernel(s) of the CLC/MLA/SAT convolutions (PriorConfig.kernel_size)")
+    parser.add_argument("--teacher-levels", type=int, nargs="+", default=None, metavar="INDEX",
+                        help="the teacher's feature levels (TeacherSpec.out_indices; "
+                             "default 1 2 3)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "overhead"))
     args = parser.parse_args(argv)
@@ -349,12 +356,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     names = list(BACKBONES) if args.backbones == ["all"] else args.backbones
     device = torch.device(args.device)
-    teacher = sp.load_teacher(sp.TeacherSpec())
+    teacher_spec = sp.TeacherSpec()
+    if args.teacher_levels is not None:
+        try:
+            teacher_spec = sp.TeacherSpec(out_indices=tuple(args.teacher_levels))
+        except ValueError as error:
+            raise SystemExit(f"--teacher-levels: {error}") from None
+    teacher = sp.load_teacher(teacher_spec)
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor(),
+        "teacher_levels": list(teacher_spec.out_indices),
         "command": "python benchmarks/overhead.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
     }
@@ -393,7 +407,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         text = (
             f"# Overhead of the semantic prior\n\n`{meta['command']}`\n\n"
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
-            f"of the prior's convolutions; peak memory: {peak_kind}\n\n{table}\n\n"
+            f"of the prior's convolutions; teacher levels {meta['teacher_levels']}; peak "
+            f"memory: {peak_kind}\n\n{table}\n\n"
             f"{machinery_text}"
         )
         write_atomic(f"{out}.md", text.encode("utf-8"))
@@ -407,7 +422,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for kernel_size in args.kernel_size:
                 row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
                               teacher, args.levels, kernel_size, not args.no_memory,
-                              args.warmup, args.train_repeats)
+                              args.warmup, args.train_repeats, teacher_spec)
                 rows.append(row)
                 print(_table([row]).splitlines()[-1], flush=True)
                 save()

@@ -35,7 +35,10 @@ without training (runs may differ in options their arms did not read, such as
         --tag merged
 
 ``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
-prior variant trained with other options (``--student-lr-scale 0.1``, say).
+prior variant trained with other options (``--student-lr-scale 0.1``, say). Pair runs of
+one machine: rows are bit-identical only on the same CPU kernels (result files made
+since 2026-11-26 name them); on another machine Net0 of the same seeds and settings
+moved by +0.002 to +0.007 dB.
 
 ``--base-store DIR`` keeps each seed's shared base (the fine-tuning protocol's first
 steps, the same for every variant) and reads it back in later runs of the same settings:
@@ -362,8 +365,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "backbone": spec.name, "control": control_note,
             "test_count": len(test), "test_min_detail": test.min_detail,
             "seconds": time.perf_counter() - started,
-            "machine": f"{platform.machine()} {platform.system()}, torch {torch.__version__}, "
-                       f"{torch.get_num_threads()} threads"}
+            "machine": f"{platform.machine()} {platform.system()} "
+                       f"({torch.backends.cpu.get_cpu_capability()} kernels), "
+                       f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
 
 
 def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:

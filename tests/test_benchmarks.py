@@ -27,18 +27,21 @@ def test_overhead_script_writes_rows_and_memory(tmp_path):
     out = tmp_path / "overhead_k3.v1"  # a dot in the name is kept, not taken as a suffix
     rows = overhead.main(["--backbones", "UNet", "--sizes", "32", "--repeats", "1",
                           "--warmup", "0", "--train-repeats", "1", "--kernel-size", "3",
-                          "--levels", "level1", "level3", "--out", str(out)])
+                          "--levels", "level1", "level3", "--teacher-levels", "0", "1", "2",
+                          "--out", str(out)])
     saved = json.loads((tmp_path / "overhead_k3.v1.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     row = rows[0]
     assert row["levels"] == ["level1", "level3"] and row["kernel_size"] == 3
+    assert row["teacher_levels"] == saved["meta"]["teacher_levels"] == [0, 1, 2]
     assert row["infer_ratio"] > 0 and row["train_ratio"] > 0
     # the wrapped model allocates its prior's activations on top of the backbone's
     assert 0 < row["peak_mb_base"] < row["peak_mb_wrapped"]
     assert 0 < row["train_peak_mb_base"] < row["train_peak_mb_wrapped"]
     # hooks and the hand-inlined modulation were checked equal before being timed
     assert saved["hook_machinery"][0]["size"] == 32
-    assert "| UNet | level1 level3 | 3 | 32 |" in (tmp_path / "overhead_k3.v1.md").read_text()
+    text = (tmp_path / "overhead_k3.v1.md").read_text()
+    assert "| UNet | level1 level3 | 3 | 32 |" in text and "teacher levels [0, 1, 2]" in text
 
 
 def test_quality_ablation_without_hcl_gets_no_distillation():
