@@ -36,9 +36,9 @@ without training (runs may differ in options their arms did not read, such as
 
 ``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
 prior variant trained with other options (``--student-lr-scale 0.1``, say). Pair runs of
-one machine: rows are bit-identical only on the same CPU kernels (result files made
-since 2026-11-26 name them); on another machine Net0 of the same seeds and settings
-moved by +0.002 to +0.007 dB.
+one machine: rows are bit-identical only on the same CPU kernels (newer result files
+name them); on another machine Net0 of the same seeds and settings moved by +0.002 to
++0.007 dB.
 
 ``--base-store DIR`` keeps each seed's shared base (the fine-tuning protocol's first
 steps, the same for every variant) and reads it back in later runs of the same settings:
