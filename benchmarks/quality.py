@@ -123,7 +123,8 @@ def parse_prior_options(items: list[str]) -> dict[str, Any]:
     wrong = sorted(set(options) - set(settable))
     if wrong:
         raise SystemExit(f"--prior-options cannot set {wrong}: the variants set "
-                         f"{list(VARIANT_SWITCHES)} and the teacher is fixed; settable: {settable}")
+                         f"{list(VARIANT_SWITCHES)} and --teacher-levels the teacher; "
+                         f"settable: {settable}")
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     try:
         PriorConfig(**options)

@@ -14,7 +14,6 @@ command line and takes the short ``--run`` for its ``--run-path``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
@@ -139,9 +138,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {"width": args.width} if args.width is not None else {}
     prior = None
     if args.prior:
-        teacher = TeacherSpec()
-        if args.teacher_levels is not None:
-            teacher = dataclasses.replace(teacher, out_indices=tuple(args.teacher_levels))
+        teacher = TeacherSpec() if args.teacher_levels is None else \
+            TeacherSpec(out_indices=tuple(args.teacher_levels))
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
                             mla=not args.no_mla, fusion=args.fusion, teacher=teacher).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
