@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 import sp_adapter as sp
 from sp_adapter.atomic import write_atomic
+from sp_adapter.config import teacher_at_levels
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -356,12 +357,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     names = list(BACKBONES) if args.backbones == ["all"] else args.backbones
     device = torch.device(args.device)
-    teacher_spec = sp.TeacherSpec()
-    if args.teacher_levels is not None:
-        try:
-            teacher_spec = sp.TeacherSpec(out_indices=tuple(args.teacher_levels))
-        except ValueError as error:
-            raise SystemExit(f"--teacher-levels: {error}") from None
+    try:
+        teacher_spec = teacher_at_levels(args.teacher_levels)
+    except ValueError as error:
+        raise SystemExit(f"--teacher-levels: {error}") from None
     teacher = sp.load_teacher(teacher_spec)
     meta = {
         "torch": torch.__version__,

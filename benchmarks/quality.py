@@ -65,7 +65,7 @@ from typing import Any
 import torch
 
 from sp_adapter.atomic import write_atomic
-from sp_adapter.config import PriorConfig, TeacherSpec
+from sp_adapter.config import PriorConfig, TeacherSpec, teacher_at_levels
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
@@ -136,11 +136,8 @@ def parse_prior_options(items: list[str]) -> dict[str, Any]:
 def teacher_spec(levels: list[int] | None = None) -> TeacherSpec:
     """The built-in teacher with feature levels ``levels`` (``--teacher-levels``; timm's
     ``out_indices``, finest first; ``None``: the default levels)."""
-    spec = PriorConfig().teacher
-    if levels is None:
-        return spec
     try:
-        return replace(spec, out_indices=tuple(levels))
+        return teacher_at_levels(levels)
     except ValueError as error:
         raise SystemExit(f"--teacher-levels: {error}") from None
 

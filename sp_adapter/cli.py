@@ -130,7 +130,7 @@ def _train_parser(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import PriorConfig, TeacherSpec
+    from .config import PriorConfig, teacher_at_levels
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
 
     info = init_distributed()
@@ -138,10 +138,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {"width": args.width} if args.width is not None else {}
     prior = None
     if args.prior:
-        teacher = TeacherSpec() if args.teacher_levels is None else \
-            TeacherSpec(out_indices=tuple(args.teacher_levels))
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
-                            mla=not args.no_mla, fusion=args.fusion, teacher=teacher).to_dict()
+                            mla=not args.no_mla, fusion=args.fusion,
+                            teacher=teacher_at_levels(args.teacher_levels)).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,

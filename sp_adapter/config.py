@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -39,6 +40,12 @@ class TeacherSpec:
                 f"out_indices must be distinct feature levels >= 0, finest first (e.g. "
                 f"(1, 2, 3)), got {self.out_indices}"
             )
+
+
+def teacher_at_levels(levels: Sequence[int] | None = None) -> TeacherSpec:
+    """The built-in teacher with feature levels ``levels`` (timm's ``out_indices``, finest
+    first; ``None``: the default levels). Wrong levels raise ``ValueError``."""
+    return TeacherSpec() if levels is None else TeacherSpec(out_indices=tuple(levels))
 
 
 @dataclass(frozen=True)
