@@ -77,10 +77,12 @@ from sp_adapter.train import (
     count_parameters,
     run_arms,
 )
+from sp_adapter.train.evaluate import evaluate
 from sp_adapter.train.report import markdown_table
 from sp_adapter.wrap import wrap
 
 RESULTS = Path(__file__).parent / "results"
+PROBE_SEED = 999_983  # --train-probe's crops and kernels: no training seed draws them
 
 VARIANTS: dict[str, PriorConfig | None] = {
     "Net0": None,
@@ -215,10 +217,11 @@ def build_arms(
 
 # options that may differ between runs merged into one table: where they write, how fast
 # they ran, which seeds and variants they trained, whether they also scored the arms
-# along the run and whether they read their shared bases from a store (both leave the
-# scores unchanged; tests check it)
+# along the run or on training photos, whether they read their shared bases from a store
+# and how many DataLoader workers made their batches (these leave the scores unchanged;
+# tests check it)
 MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
-              "eval_every", "base_store"}
+              "eval_every", "base_store", "workers", "train_probe"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [],
@@ -278,6 +281,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test-min-detail", type=float, default=None,
                         help="least detail of a test crop (default: the dataset's, "
                              "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
+    parser.add_argument("--train-probe", type=int, default=0, metavar="K",
+                        help="also score each arm on K fixed crops of the training photos "
+                             "(fresh kernels): the gap to the test score shows how much an "
+                             "arm fits the photos it trained on")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score every arm on the test set every N of its steps "
                              "(a PSNR trajectory along one run, with the mean losses in "
@@ -288,6 +295,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "variants or prior options) instead of training it again; "
                              "empty DIR after changing the training code")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers per process (GPU runs: synthesising the "
+                             "blurred crops on the main thread starves the GPU)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
@@ -310,6 +320,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur,
                                 crops_per_photo=args.test_crops_per_photo, return_key=True,
                                 min_detail=args.test_min_detail)
+    probe = None
+    if args.train_probe:  # the same crops for every seed and arm
+        probe = SyntheticBlurDataset("train", crop=args.test_crop, length=args.train_probe,
+                                     blur=blur, seed=PROBE_SEED, return_key=True,
+                                     min_detail=test.min_detail)
     needs_teacher = any(VARIANTS.get(n) is not None for n in args.variants) or \
         CONTROL in args.variants
     spec_of_teacher = teacher_spec(args.teacher_levels)
@@ -331,7 +346,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, alpha=0.0, perceptual="none",
-        beta=args.beta, device=args.device, progress=not args.no_progress,
+        beta=args.beta, device=args.device, num_workers=args.workers,
+        progress=not args.no_progress,
         val_every=args.eval_every, log_every=args.eval_every,
     )
     store = None
@@ -354,6 +370,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for r in results:
             row = {"seed": seed, **r.summary()}
+            if probe is not None:
+                row["train_probe_psnr"] = evaluate(
+                    r.model, probe, spec, device=next(r.model.parameters()).device).psnr
             if args.eval_every:
                 row["trajectory"] = trajectory(r.history)
                 row["losses"] = loss_trajectory(r.history)
@@ -363,9 +382,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": runs, "backbone": spec.name, "control": control_note,
             "test_count": len(test), "test_min_detail": test.min_detail,
             "seconds": time.perf_counter() - started,
-            "machine": f"{platform.machine()} {platform.system()} "
-                       f"({torch.backends.cpu.get_cpu_capability()} kernels), "
-                       f"torch {torch.__version__}, {torch.get_num_threads()} threads"}
+            "machine": machine(args.device)}
+
+
+def machine(device: str) -> str:
+    """The processor (and its kernels), torch, threads, and the GPU where one trained."""
+    text = (f"{platform.machine()} {platform.system()} "
+            f"({torch.backends.cpu.get_cpu_capability()} kernels), "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if device != "cpu" and torch.cuda.is_available():
+        index = torch.device(device).index if device.startswith("cuda:") else None
+        text += f", {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
+    return text
 
 
 def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
@@ -489,12 +517,13 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
     return args, context, [p["command"] for p in payloads]
 
 
-def paired_gain(rows: list[dict[str, Any]], reference: list[dict[str, Any]]
-                ) -> tuple[list[float], float | None, float | None]:
-    """The per-seed PSNR differences of ``rows`` to ``reference`` (seeds both have), their
-    mean and their std (``None`` when no seed is shared)."""
-    by_seed = {row["seed"]: row["psnr"] for row in reference}
-    gains = [row["psnr"] - by_seed[row["seed"]] for row in rows if row["seed"] in by_seed]
+def paired_gain(rows: list[dict[str, Any]], reference: list[dict[str, Any]],
+                score: str = "psnr") -> tuple[list[float], float | None, float | None]:
+    """The per-seed differences of ``score`` of ``rows`` to ``reference`` (seeds both have
+    scored), their mean and their std (``None`` when no seed is shared)."""
+    by_seed = {row["seed"]: row[score] for row in reference if score in row}
+    gains = [row[score] - by_seed[row["seed"]] for row in rows
+             if score in row and row["seed"] in by_seed]
     return (gains, *mean_std(gains)) if gains else ([], None, None)
 
 
@@ -512,6 +541,14 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], li
         summary[name] = {"psnr_mean": psnr_m, "psnr_std": psnr_s, "ssim_mean": ssim_m,
                          "gain_mean": gain_m, "gain_std": gain_s, "params": seeds[0]["params"],
                          "seconds_mean": secs, "gains": gains}
+        probed = [r["train_probe_psnr"] for r in seeds if "train_probe_psnr" in r]
+        probe_gains, probe_m, probe_s = paired_gain(seeds, runs.get("Net0", []),
+                                                    "train_probe_psnr")
+        if probed:
+            summary[name].update(train_probe_psnr_mean=statistics.fmean(probed),
+                                 train_probe_gains=probe_gains)
+            if name != "Net0" and probe_gains:
+                summary[name].update(train_probe_gain_mean=probe_m, train_probe_gain_std=probe_s)
         cells = ["" if gain_m is None else f"{gain_m:+.3f} ± {gain_s:.3f}"]
         if CONTROL in runs:
             # only a prior variant is compared with the control widened to its size
@@ -520,9 +557,19 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], li
             summary[name].update(gain_vs_control_mean=wide_m, gain_vs_control_std=wide_s,
                                  gains_vs_control=wide)
             cells.append("" if wide_m is None else f"{wide_m:+.3f} ± {wide_s:.3f}")
+        if probing(runs):
+            cell = f"{statistics.fmean(probed):.3f}" if probed else ""
+            if probed and name != "Net0" and probe_gains:
+                cell += f" ({probe_m:+.3f} ± {probe_s:.3f})"
+            cells.append(cell)
         rows.append([name, *describe(name), f"{seeds[0]['params']:,}",
                      f"{psnr_m:.3f} ± {psnr_s:.3f}", *cells, f"{ssim_m:.4f}", f"{secs:.1f}"])
     return summary, rows
+
+
+def probing(runs: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether any row was also scored on training photos (``--train-probe``)."""
+    return any("train_probe_psnr" in row for rows in runs.values() for row in rows)
 
 
 def report(args: argparse.Namespace, context: dict[str, Any], command: str,
@@ -533,8 +580,15 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
          "PSNR (dB), mean ± std over seeds", "gain vs Net0 (paired)",
-         *([f"gain vs {CONTROL} (paired)"] if CONTROL in runs else []), "SSIM", "s / arm"],
+         *([f"gain vs {CONTROL} (paired)"] if CONTROL in runs else []),
+         *(["training photos: PSNR (gain vs Net0)"] if probing(runs) else []), "SSIM",
+         "s / arm"],
         rows)
+    if probing(runs):
+        table += ("\n\n\"Training photos\": the PSNR on fixed crops of the training photos "
+                  "with fresh kernels (`--train-probe`), mean over seeds, and in brackets its "
+                  "gain over Net0 paired by seed. A variant that gains more there than on the "
+                  "test photos fits the photos it trained on rather than deblurring better.")
     names, steps = trajectory_rows(runs)
     if steps:
         table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "

@@ -85,6 +85,17 @@ def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     assert table[1][-4:-2] == ["+0.300 ± 0.283", "+0.250 ± 0.495"]
     # without the control the table has no such column
     assert "gain_vs_control_mean" not in quality.summarise({"Net6": runs["Net6"]})[0]["Net6"]
+    # the training-photo probe pairs by seed too, over the seeds scored on both
+    for row, probe in zip(runs["Net0"], (18.0, 19.0), strict=True):
+        row["train_probe_psnr"] = probe
+    for row, probe in zip(runs["Net6"], (19.0, 19.5), strict=False):
+        row["train_probe_psnr"] = probe
+    summary, table = quality.summarise(runs)
+    assert summary["Net6"]["train_probe_gains"] == pytest.approx([1.0, 0.5])
+    assert summary["Net6"]["train_probe_gain_mean"] == pytest.approx(0.75)
+    assert summary["Net0"]["train_probe_psnr_mean"] == pytest.approx(18.5)
+    assert table[1][-3] == "19.250 (+0.750 ± 0.354)" and table[0][-3] == "18.500"
+    assert table[2][-3] == ""  # the control was not probed
 
 
 def test_quality_teacher_levels_reach_every_prior_variant():
@@ -156,12 +167,15 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     """Each variant of a seed trains on the same batches whichever variants run beside it,
     so variants run in separate processes merge into the table of one joint run; scoring
     the arms along the run (--eval-every) leaves their final scores unchanged, and so do
-    the prior's options in a run without the prior, which may therefore differ, and a
-    shared base read from --base-store instead of trained again."""
+    the prior's options in a run without the prior, which may therefore differ, a shared
+    base read from --base-store instead of trained again, and DataLoader workers (the
+    base, the student pre-training and the arm of the first run read batches through 2)
+    and scoring the arms on training photos as well (--train-probe)."""
     quality, joint = load("quality"), joint_seed0[0]
     apart = [*TINY_QUALITY, "--seeds", "0", "--out", str(tmp_path / "parts"),
              "--base-store", str(tmp_path / "bases")]
-    sp = quality.main([*apart, "--variants", "Net6-small", "--eval-every", "1", "--tag", "sp"])
+    sp = quality.main([*apart, "--variants", "Net6-small", "--eval-every", "1", "--workers", "2",
+                       "--train-probe", "3", "--tag", "sp"])
     base = quality.main([*apart, "--variants", "Net0", "--eval-every", "1", "--student-steps",
                          "5", "--beta", "0.3", "--embedding-lr-scale", "2",
                          "--student-lr-scale", "0", "--prior-options", "kernel_size=3",
@@ -193,6 +207,14 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
         assert all(rec > 0 and (prior > 0) == (name != "Net0") for _, rec, prior in losses)
     text = (tmp_path / "quality_unet_merged.md").read_text()
     assert "Test PSNR along each arm's run" in text and "| 1 |" in text
+    # the training-photo probe: its own score, the gap to the test score where it ran
+    probed = merged["runs"]["Net6-small"][0]
+    assert 5 < probed["train_probe_psnr"] < 60 and probed["train_probe_psnr"] != probed["psnr"]
+    assert merged["summary"]["Net6-small"]["train_probe_psnr_mean"] == probed["train_probe_psnr"]
+    assert "train_probe_psnr_mean" not in merged["summary"]["Net0"]  # Net0 ran without it
+    assert "train_probe_gain_mean" not in merged["summary"]["Net6-small"]
+    assert "training photos: PSNR (gain vs Net0)" in text
+    assert f"| {probed['train_probe_psnr']:.3f} |" in text
     with pytest.raises(SystemExit, match="two files"):
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
     # what a file used is read from its rows: Net0* of files made before it lost its

@@ -26,9 +26,11 @@ from .config import TrainConfig
 
 # TrainConfig fields that do not change a base's weights: the base trains no validation
 # (the protocol gives its validation set to the arms only) and has no prior (whose loss
-# weight and learning-rate factors are therefore unused)
+# weight and learning-rate factors are therefore unused), and the batches are the same
+# whatever the number of DataLoader workers
 NOT_IN_KEY = ("progress", "val_every", "val_batch_size", "log_every", "checkpoint_every",
-              "keep_checkpoints", "beta", "embedding_lr_scale", "student_lr_scale")
+              "keep_checkpoints", "beta", "embedding_lr_scale", "student_lr_scale",
+              "num_workers")
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,11 @@ from .backbones import BackboneSpec, backbone_spec
 from .base_store import BaseStore
 from .config import TrainConfig
 from .data import SampleMemo
+from .distributed import DistInfo
 from .evaluate import EvalResult, evaluate, score_inputs, with_input_scores
 from .model_spec import ModelSpec
 from .student import pretrain_student
-from .trainer import Trainer, seed_everything
+from .trainer import Trainer, resolve_device, seed_everything
 
 ProtocolKind = Literal["finetune", "scratch"]
 
@@ -214,8 +215,9 @@ def run_arms(
                 raise ValueError(f"arm {arm.name!r}: student_steps needs a prior")
             student = pretrain_student(
                 model, arm_data, arm.student_steps, batch_size=config.batch_size,
-                lr=config.lr, seed=config.seed, data_start=pretrain_steps,
-                progress=config.progress,
+                lr=config.lr, seed=config.seed, device=resolve_device(config.device, DistInfo()),
+                data_start=pretrain_steps, progress=config.progress,
+                num_workers=config.num_workers,
             )
             student_seconds = student.seconds
         model_spec = ModelSpec(spec.name, arm_options,

@@ -40,12 +40,13 @@ def pretrain_student(
     device: torch.device | str = "cpu",
     data_start: int = 0,
     progress: bool = True,
+    num_workers: int = 0,
 ) -> StudentResult:
     """Train the prior learner of wrapped ``model`` on ``steps`` batches of ``dataset``.
 
     AdamW with a constant ``lr``; the data stream is the one :class:`Trainer` uses
-    (same seed, same batches from ``data_start``). The embeddings (MLA/SAT) and the
-    backbone are untouched.
+    (same seed, same batches from ``data_start``; ``num_workers`` DataLoader workers).
+    The embeddings (MLA/SAT) and the backbone are untouched.
     """
     hook = get_hook(model)
     if hook.teacher is None:
@@ -59,7 +60,9 @@ def pretrain_student(
     learner = prior.learner.to(device)
     params = [p for p in learner.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999))
-    stream = BatchStream(dataset, batch_size, DistInfo(), seed=seed)
+    device = torch.device(device)
+    stream = BatchStream(dataset, batch_size, DistInfo(), seed=seed, num_workers=num_workers,
+                         pin_memory=device.type == "cuda")
     batches = stream.batches(data_start)
     losses: list[float] = []
     was_training = learner.training
@@ -67,13 +70,14 @@ def pretrain_student(
     elapsed = 0.0
     for _ in tqdm(range(steps), desc="student", unit="step", disable=not progress):
         batch = next(batches)
-        blurry, sharp = batch[0].to(device), batch[1].to(device)
+        blurry = batch[0].to(device, non_blocking=True)
+        sharp = batch[1].to(device, non_blocking=True)
         start = time.perf_counter()
         loss = hcl_loss(learner(blurry), hook.teacher(sharp), prior.config.pool_sizes)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        losses.append(float(loss.detach()))  # waits for the device: the step is timed whole
         elapsed += time.perf_counter() - start
-        losses.append(float(loss.detach()))
     learner.train(was_training)
     return StudentResult(steps=steps, seconds=elapsed, losses=losses)
