@@ -224,7 +224,7 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every", "base_store", "workers", "train_probe"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
-ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [],
+ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
                "teacher_levels": list(TeacherSpec().out_indices)}
 
 
@@ -276,6 +276,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "for EfficientNet-Lite0 0-4 are reductions 2, 4, 8, 16, 32)")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
+    parser.add_argument("--augment", action="store_true",
+                        help="training crops also rescaled (0.5-1) and turned by multiples "
+                             "of 90 degrees (SyntheticBlurDataset(augment=True))")
     parser.add_argument("--test-crop", type=int, default=128)
     parser.add_argument("--test-crops-per-photo", type=int, default=16)
     parser.add_argument("--test-min-detail", type=float, default=None,
@@ -354,12 +357,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.base_store:  # what decides the training stream besides seed and batch size
         store = BaseStore(Path(args.base_store), {
             "dataset": "SyntheticBlurDataset/train", "crop": args.crop, "length": args.length,
-            "blur": args.blur})
+            "blur": args.blur, **({"augment": True} if args.augment else {})})
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
-                                     seed=seed)
+                                     seed=seed, augment=args.augment)
         arms = build_arms(args.variants, args.student_steps, control,
                           {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options,
                           spec_of_teacher)
@@ -606,7 +609,9 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         f"- Protocol: {args.protocol}"
         + (f" ({args.pretrain_steps} shared base steps, then " if args.protocol == "finetune"
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
-        f"crops {args.crop} px, {args.blur} blur, lr {args.lr} (MLA/SAT x"
+        f"crops {args.crop} px"
+        + (" (rescaled 0.5-1 and turned by 90 degree steps)" if args.augment else "")
+        + f", {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
         f"beta {args.beta}, "
         + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")

@@ -319,3 +319,27 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
     assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
     assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net6-small"][0]["psnr"]
     assert demo["arms"]["sp"]["psnr"] != demo["arms"]["base"]["psnr"]  # the arms differ
+
+
+def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(
+    tmp_path, joint_seed0
+):
+    """--augment rescales and turns the training crops: other batches, so other scores,
+    and a file made with it merges only with files made with it (older files count as
+    made without)."""
+    quality = load("quality")
+    augmented = quality.main([*TINY_QUALITY, "--seeds", "0", "--augment", "--out",
+                              str(tmp_path), "--tag", "augmented"])
+    joint = joint_seed0[0]
+    assert augmented["options"]["augment"] is True
+    assert augmented["runs"]["Net0"][0]["psnr"] != joint["runs"]["Net0"][0]["psnr"]
+    assert "rescaled 0.5-1" in (tmp_path / "quality_unet_augmented.md").read_text()
+    with pytest.raises(SystemExit, match=r"\['augment'\]"):
+        quality.main(["--merge", joint_seed0[1], str(tmp_path / "quality_unet_augmented.json"),
+                      "--out", str(tmp_path), "--tag", "x"])
+    older = json.loads(Path(joint_seed0[1]).read_text())
+    older["options"].pop("augment")
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    merged = quality.main(["--merge", str(tmp_path / "older.json"), "--out", str(tmp_path),
+                           "--tag", "older"])
+    assert merged["options"]["augment"] is False

@@ -9,6 +9,7 @@ import types
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sp_adapter.data import photos
 from sp_adapter.data.blur import MILD, SEVERE, blur_image, camera_shake_kernel
@@ -20,7 +21,7 @@ from sp_adapter.data.photos import (
     photo_array,
     photo_names,
 )
-from sp_adapter.data.synthetic import TEST_MIN_DETAIL, SyntheticBlurDataset, detail
+from sp_adapter.data.synthetic import MIN_SCALE, TEST_MIN_DETAIL, SyntheticBlurDataset, detail
 
 SKIMAGE_PHOTOS = {
     "astronaut",
@@ -228,6 +229,44 @@ def test_train_pairs_share_crop_and_flips() -> None:
         assert torch.equal(got_sharp, sharp)
         torch.testing.assert_close(got_blurry, blurry, atol=1e-6, rtol=0)
     assert flipped > 0
+
+
+def test_augmented_train_pairs_are_rescaled_and_rotated_together() -> None:
+    """augment=True: each sample's region comes from a source region up to 1/MIN_SCALE
+    times larger, shrunk before the blur, and the pair turns by the same multiple of 90
+    degrees; rebuilt here from the sample's documented generator."""
+    ds = SyntheticBlurDataset("train", crop=48, length=16, blur=MILD, seed=11, augment=True)
+    plain = SyntheticBlurDataset("train", crop=48, length=16, blur=MILD, seed=11)
+    sizes, turned = set(), 0
+    for index in range(8):
+        name, _, rng = ds._sample_plan(index)
+        image = photo_array(name)
+        size = min(round(ds.region / rng.uniform(MIN_SCALE, 1.0)), *image.shape[:2])
+        sizes.add(size)
+        top = int(rng.integers(image.shape[0] - size + 1))
+        left = int(rng.integers(image.shape[1] - size + 1))
+        source = image[top : top + size, left : left + size]
+        region = torch.from_numpy(source.transpose(2, 0, 1).astype(np.float32) / 255)
+        region = F.interpolate(region[None], size=(ds.region, ds.region), mode="bilinear",
+                               antialias=True, align_corners=False)[0].clamp(0, 1)
+        blurred = blur_image(region, camera_shake_kernel(rng, MILD))
+        m = MILD.margin
+        blurry, sharp = blurred[:, m : m + 48, m : m + 48], region[:, m : m + 48, m : m + 48]
+        dims = [d for d, f in zip((-1, -2), rng.random(2) < 0.5, strict=True) if f]
+        if dims:
+            blurry, sharp = blurry.flip(dims), sharp.flip(dims)
+        turns = int(rng.integers(4))
+        turned += turns > 0
+        blurry, sharp = blurry.rot90(turns, (1, 2)), sharp.rot90(turns, (1, 2))
+        got_blurry, got_sharp = ds[index]
+        assert got_sharp.shape == (3, 48, 48) and got_sharp.is_contiguous()
+        torch.testing.assert_close(got_sharp, sharp, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got_blurry, blurry, atol=1e-5, rtol=0)
+        assert not torch.equal(got_sharp, plain[index][1])
+    assert len(sizes) > 1 and max(sizes) > ds.region and turned > 0
+    assert ds[3][1].min() >= 0 and ds[3][1].max() <= 1
+    with pytest.raises(ValueError, match="training split"):
+        SyntheticBlurDataset("test", augment=True)
 
 
 def test_dataset_argument_errors() -> None:

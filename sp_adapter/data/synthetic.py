@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
@@ -31,6 +32,9 @@ TEST_MIN_DETAIL = 0.005
 """Least :func:`detail` of a test crop: flat sky and walls (about 0.002) are redrawn."""
 
 _MAX_DRAWS = 100
+
+MIN_SCALE = 0.5
+"""Smallest rescale factor of ``augment=True``: a region up to twice the side is shrunk."""
 
 
 def detail(sharp: np.ndarray) -> float:
@@ -79,6 +83,10 @@ class SyntheticBlurDataset(Dataset):
         min_detail: least :func:`detail` of a sharp crop; positions below it are redrawn
             (at most 100 draws, then an error). ``None``: :data:`TEST_MIN_DETAIL` for the
             test split, 0 (every crop) for training.
+        augment: training split only: also rescale each sample's photo region by a random
+            factor in [:data:`MIN_SCALE`, 1] (antialiased, before the blur) and rotate the
+            pair by a random multiple of 90 degrees, so that few photos give more varied
+            crops. Off by default (earlier results used flips alone).
     """
 
     def __init__(
@@ -91,9 +99,13 @@ class SyntheticBlurDataset(Dataset):
         crops_per_photo: int = 16,
         return_key: bool = False,
         min_detail: float | None = None,
+        augment: bool = False,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if augment and split != "train":
+            raise ValueError("augment=True is for the training split; the test set is fixed")
+        self.augment = augment
         if crop < 1:
             raise ValueError(f"crop must be positive, got {crop}")
         if seed < 0:
@@ -154,14 +166,18 @@ class SyntheticBlurDataset(Dataset):
         rng = np.random.default_rng([self.seed, _TEST_STREAM, p, j])
         return self.photos[p], f"{self.photos[p]}/{j:02d}", rng
 
-    def _draw_region(self, image: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
-        """A ``region``-sized patch whose centre crop has at least ``min_detail``."""
+    def _draw_region(self, image: np.ndarray, name: str, rng: np.random.Generator,
+                     size: int | None = None) -> np.ndarray:
+        """A ``size``-sized patch (default ``region``) whose centre crop (``crop`` scaled
+        like the patch) has at least ``min_detail``."""
         h, w = image.shape[:2]
-        m, c = self.blur.margin, self.crop
+        size = self.region if size is None else size
+        m = round(self.blur.margin * size / self.region)
+        c = size - 2 * m
         for _ in range(_MAX_DRAWS):
-            top = int(rng.integers(h - self.region + 1))
-            left = int(rng.integers(w - self.region + 1))
-            patch = image[top : top + self.region, left : left + self.region]
+            top = int(rng.integers(h - size + 1))
+            left = int(rng.integers(w - size + 1))
+            patch = image[top : top + size, left : left + size]
             if self.min_detail <= 0 or detail(patch[m : m + c, m : m + c]) >= self.min_detail:
                 return patch
         raise RuntimeError(
@@ -174,8 +190,17 @@ class SyntheticBlurDataset(Dataset):
             raise IndexError(f"index {index} out of range for {self.length} samples")
         index %= self.length
         name, key, rng = self._sample_plan(index)
-        patch = self._draw_region(photo_array(name), name, rng)
+        image = photo_array(name)
+        size = self.region
+        if self.augment:  # a larger source region, shrunk to the region below
+            scale = rng.uniform(MIN_SCALE, 1.0)
+            size = min(round(self.region / scale), *image.shape[:2])
+        patch = self._draw_region(image, name, rng, size)
         region = torch.from_numpy(patch.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        if size != self.region:
+            region = F.interpolate(region[None], size=(self.region, self.region),
+                                   mode="bilinear", antialias=True, align_corners=False)[0]
+            region = region.clamp(0, 1)
         kernel = camera_shake_kernel(rng, self.blur)
         blurred = blur_image(region, kernel, noise_sigma=self.blur.noise_sigma, rng=rng)
         m, c = self.blur.margin, self.crop
@@ -185,6 +210,10 @@ class SyntheticBlurDataset(Dataset):
             flips = [d for d, flip in zip((-1, -2), rng.random(2) < 0.5, strict=True) if flip]
             if flips:
                 blurry, sharp = blurry.flip(flips), sharp.flip(flips)
+            if self.augment:
+                turns = int(rng.integers(4))
+                blurry, sharp = blurry.rot90(turns, (1, 2)), sharp.rot90(turns, (1, 2))
+                blurry, sharp = blurry.contiguous(), sharp.contiguous()
         if self.return_key:
             return blurry, sharp, key
         return blurry, sharp
