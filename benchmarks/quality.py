@@ -46,7 +46,12 @@ a second variant's run then costs its arm alone, with the same scores.
 
 ``--eval-every N`` also scores each arm every N of its steps: a second table follows the
 gain along one run, and each JSON row gets the mean reconstruction and prior (HCL) losses
-of the steps in between.
+of the steps in between. ``--train-probe K`` also scores each arm on K fixed crops of the
+training photos (fresh kernels), with each variant's gain there over Net0: set against the
+test gain, it shows how much of a gain is the training photos' own.
+
+On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
+crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU.
 """
 
 from __future__ import annotations
@@ -286,8 +291,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
     parser.add_argument("--train-probe", type=int, default=0, metavar="K",
                         help="also score each arm on K fixed crops of the training photos "
-                             "(fresh kernels): the gap to the test score shows how much an "
-                             "arm fits the photos it trained on")
+                             "(fresh kernels): a prior that gains more there than on the "
+                             "test photos fits the photos it trained on")
     parser.add_argument("--eval-every", type=int, default=0,
                         help="also score every arm on the test set every N of its steps "
                              "(a PSNR trajectory along one run, with the mean losses in "

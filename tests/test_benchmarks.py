@@ -343,3 +343,25 @@ def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(
     merged = quality.main(["--merge", str(tmp_path / "older.json"), "--out", str(tmp_path),
                            "--tag", "older"])
     assert merged["options"]["augment"] is False
+
+
+def test_gpu_scratch_sizes_the_run_to_the_time_and_merges_it(tmp_path):
+    """gpu_scratch.py (here on the CPU, at a tiny size): a calibration run of every
+    (variant, seed) process, then the main run with the step count that fits, merged."""
+    gpu_scratch = load("gpu_scratch")
+    tiny = ["--crop", "32", "--batch", "2", "--length", "8", "--test-crop", "32",
+            "--test-crops-per-photo", "1", "--options", "width=8", "--device", "cpu"]
+    record = gpu_scratch.main(["--out", str(tmp_path), "--seconds", "900", "--seeds", "0",
+                               "--variants", "Net0", "Net6-small", "--calibration-steps", "2",
+                               "--max-steps", "200", "--workers", "0", "--", *tiny])
+    steps = record["steps"]
+    assert steps == 200  # the cap: tiny steps leave time for far more
+    assert [j["returncode"] for j in record["calibration"] + record["main"]] == [0] * 4
+    assert all(per_step > 0 and fixed >= 0 for fixed, per_step in record["costs"].values())
+    merged = json.loads((tmp_path / f"quality_unet_scratch_gpu_{steps}.json").read_text())
+    assert merged["options"]["protocol"] == "scratch"
+    assert [row["steps"] for rows in merged["runs"].values() for row in rows] == [200, 200]
+    assert merged["runs"]["Net6-small"][0]["student_steps"] == 50  # a quarter of the steps
+    assert json.loads((tmp_path / "driver.json").read_text())["steps"] == steps
+    with pytest.raises(SystemExit, match=r"\['--steps'\] are set by this script"):
+        gpu_scratch.main(["--out", str(tmp_path), "--seconds", "1", "--", "--steps", "5"])
