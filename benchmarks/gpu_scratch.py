@@ -70,8 +70,8 @@ def launch(args: argparse.Namespace, passed: list[str], variant: str, seed: int,
         "--workers", str(args.workers), "--threads", "1", "--no-progress",
         "--out", str(folder), "--tag", tag, *passed,
     ]
-    log = open(folder / f"{tag}.log", "w", encoding="utf-8")  # noqa: SIM115 - the child's
-    return command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with open(folder / f"{tag}.log", "w", encoding="utf-8") as log:  # the child keeps its copy
+        return command, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_all(args: argparse.Namespace, passed: list[str], steps: int, folder: Path,
