@@ -29,17 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parallel import split_passed, wait_all
+
 QUALITY = Path(__file__).with_name("quality.py")
 SET_HERE = {"--steps", "--student-steps", "--seeds", "--variants", "--protocol", "--out",
             "--tag", "--merge"}
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    passed: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, passed = argv[:cut], argv[cut + 1:]
+    own, passed = split_passed(argv, SET_HERE)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for every file of the run")
     parser.add_argument("--seconds", type=float, required=True,
@@ -54,10 +52,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--max-steps", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     parser.add_argument("--tag", default="scratch_gpu")
-    args = parser.parse_args(argv)
-    clash = sorted(SET_HERE & {a.split("=")[0] for a in passed})
-    if clash:
-        raise SystemExit(f"{clash} are set by this script; pass the others after --")
+    args = parser.parse_args(own)
     return args, passed
 
 
@@ -80,7 +75,6 @@ def run_all(args: argparse.Namespace, passed: list[str], steps: int, folder: Pat
     exit status and result file. Processes still running at ``deadline`` are killed."""
     folder.mkdir(parents=True, exist_ok=True)
     extra = ["--eval-every", str(eval_every)] if eval_every else []
-    started = time.monotonic()
     jobs = []
     for variant in args.variants:
         for seed in args.seeds:
@@ -89,20 +83,8 @@ def run_all(args: argparse.Namespace, passed: list[str], steps: int, folder: Pat
                                       tag)
             jobs.append({"variant": variant, "seed": seed, "tag": tag, "process": process,
                          "command": command})
-    running = list(jobs)
-    while running:
-        time.sleep(0.5)
-        late = time.monotonic() > deadline
-        for job in list(running):
-            process = job["process"]
-            if process.poll() is None and late:
-                process.kill()
-                process.wait()
-            if process.poll() is not None:
-                job["wall"] = round(time.monotonic() - started, 1)
-                running.remove(job)
+    wait_all(jobs, deadline)
     for job in jobs:
-        job["returncode"] = job.pop("process").returncode
         path = folder / f"quality_{backbone(passed)}_{job['tag']}.json"
         job["file"] = str(path) if path.exists() else None
     return jobs

@@ -230,6 +230,7 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
+               "train_photos": None,
                "teacher_levels": list(TeacherSpec().out_indices)}
 
 
@@ -284,6 +285,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--augment", action="store_true",
                         help="training crops also rescaled (0.5-1) and turned by multiples "
                              "of 90 degrees (SyntheticBlurDataset(augment=True))")
+    parser.add_argument("--train-photos", nargs="+", default=None, metavar="NAME",
+                        help="the photos the arms train on (default: the built-in training "
+                             "photos); training or extra greyscale photos, never test "
+                             "photos (SyntheticBlurDataset(photos=...)); the --train-probe "
+                             "crops stay on the built-in training photos")
     parser.add_argument("--test-crop", type=int, default=128)
     parser.add_argument("--test-crops-per-photo", type=int, default=16)
     parser.add_argument("--test-min-detail", type=float, default=None,
@@ -362,12 +368,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.base_store:  # what decides the training stream besides seed and batch size
         store = BaseStore(Path(args.base_store), {
             "dataset": "SyntheticBlurDataset/train", "crop": args.crop, "length": args.length,
-            "blur": args.blur, **({"augment": True} if args.augment else {})})
+            "blur": args.blur, **({"augment": True} if args.augment else {}),
+            **({"photos": args.train_photos} if args.train_photos else {})})
     runs: dict[str, list[dict[str, Any]]] = {}
     started = time.perf_counter()
     for seed in args.seeds:
         train = SyntheticBlurDataset("train", crop=args.crop, length=args.length, blur=blur,
-                                     seed=seed, augment=args.augment)
+                                     seed=seed, augment=args.augment,
+                                     photos=args.train_photos)
         arms = build_arms(args.variants, args.student_steps, control,
                           {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options,
                           spec_of_teacher)
@@ -616,6 +624,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
            else " (") + f"{args.steps} steps per arm on identical batches); batch {args.batch}, "
         f"crops {args.crop} px"
         + (" (rescaled 0.5-1 and turned by 90 degree steps)" if args.augment else "")
+        + (f" of the photos {', '.join(args.train_photos)}" if args.train_photos else "")
         + f", {args.blur} blur, lr {args.lr} (MLA/SAT x"
         f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
         f"beta {args.beta}, "

@@ -55,16 +55,22 @@ def _add_dataset(p: argparse.ArgumentParser, default_crop: int) -> None:
 
 def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: str, seed: int,
              length: int | None = None, keys: bool = False, training: bool = False,
-             crops_per_photo: int = 16):
+             crops_per_photo: int = 16, augment: bool = False,
+             photos: list[str] | None = None):
     """A training set (random crops, flips, new samples per epoch) or an evaluation set
-    (whole images or the fixed synthetic test crops, in a fixed order, with keys)."""
+    (whole images or the fixed synthetic test crops, in a fixed order, with keys).
+    ``augment`` and ``photos`` choose the built-in training set's crops and photos."""
     from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
 
+    if name != "synthetic" and (augment or photos):
+        raise SystemExit("error: --augment and --photos are for --dataset synthetic (the "
+                         "built-in photos)")
     if name == "synthetic":
         if split == "train":
             return SyntheticBlurDataset("train", crop=crop or 128, length=length,
                                         blur=blur_preset(blur), seed=seed,
-                                        return_key=keys or not training)
+                                        return_key=keys or not training,
+                                        augment=augment, photos=photos)
         return SyntheticBlurDataset("test", crop=crop or 128, blur=blur_preset(blur),
                                     crops_per_photo=crops_per_photo, return_key=True)
     if root is None:
@@ -86,6 +92,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--length", type=int, default=1000, help="synthetic samples per epoch")
     p.add_argument("--fixed-samples", action="store_true",
                    help="repeat the same samples every epoch (needed by --cache-teacher)")
+    p.add_argument("--augment", action="store_true",
+                   help="synthetic: also rescale (0.5-1) and turn the training crops")
+    p.add_argument("--photos", nargs="+", default=None, metavar="NAME",
+                   help="synthetic: train on these photos (built-in training photos or the "
+                        "extra greyscale ones: camera coins brick grass gravel moon)")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images")
     p.add_argument("--backbone", default="unet", help="unet, mimo-unet, mprnet, mssnet, ...")
     p.add_argument("--width", type=int, default=None, help="UNet width")
@@ -154,7 +165,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     train = _dataset(args.dataset, args.root, "train", args.crop, args.blur, args.seed,
-                     length=args.length, keys=args.cache_teacher, training=True)
+                     length=args.length, keys=args.cache_teacher, training=True,
+                     augment=args.augment, photos=args.photos)
     val = _dataset(args.dataset, args.root, "test", None, args.blur, 0)
     if args.val_limit is not None:
         val = torch.utils.data.Subset(val, range(min(args.val_limit, len(val))))

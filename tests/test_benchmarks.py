@@ -15,6 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(name: str):
+    if str(BENCHMARKS) not in sys.path:  # the scripts import their sibling modules
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -365,3 +367,72 @@ def test_gpu_scratch_sizes_the_run_to_the_time_and_merges_it(tmp_path):
     assert json.loads((tmp_path / "driver.json").read_text())["steps"] == steps
     with pytest.raises(SystemExit, match=r"\['--steps'\] are set by this script"):
         gpu_scratch.main(["--out", str(tmp_path), "--seconds", "1", "--", "--steps", "5"])
+
+
+def test_quality_train_photos_choose_the_training_set_and_merge_only_with_their_kind(
+        tmp_path, joint_seed0):
+    """--train-photos trains the arms on the named photos only: other batches, so other
+    scores, a protocol line that names them, and no merging with the default set's runs."""
+    quality = load("quality")
+    joint = json.loads(Path(joint_seed0[1]).read_text())
+    grey = quality.main([*TINY_QUALITY, "--seeds", "0", "--train-photos", "camera", "moon",
+                         "--out", str(tmp_path), "--tag", "grey"])
+    assert grey["options"]["train_photos"] == ["camera", "moon"]
+    assert grey["runs"]["Net0"][0]["psnr"] != joint["runs"]["Net0"][0]["psnr"]
+    assert "of the photos camera, moon" in (tmp_path / "quality_unet_grey.md").read_text()
+    with pytest.raises(SystemExit, match=r"\['train_photos'\]"):
+        quality.main(["--merge", joint_seed0[1], str(tmp_path / "quality_unet_grey.json"),
+                      "--out", str(tmp_path), "--tag", "mixed"])
+    with pytest.raises(ValueError, match="test photos"):
+        quality.main([*TINY_QUALITY, "--seeds", "0", "--train-photos", "coffee",
+                       "--out", str(tmp_path), "--tag", "leak"])
+
+
+def test_gpu_sweep_pairs_each_setting_with_its_own_net0(tmp_path):
+    """gpu_sweep.py (here on the CPU, at a tiny size): one process per (setting, seed),
+    each setting's gains are its prior arm minus the Net0 of its own result file, and a
+    setting whose processes fail is reported as unfinished, not dropped."""
+    gpu_sweep = load("gpu_sweep")
+    settings = tmp_path / "settings.txt"
+    settings.write_text("# a comment\nreference: --seeds 0 1\n\nbroken: --teacher-levels 0 1\n"
+                        "lr: --lr 1e-3  # one seed\n")
+    tiny = [arg for arg in TINY_QUALITY if arg != "Net6-small"]
+    tiny[tiny.index("Net0") + 1:tiny.index("Net0") + 1] = ["Net0*"]
+    record = gpu_sweep.main(["--out", str(tmp_path / "out"), "--settings", str(settings),
+                             "--seconds", "600", "--", *tiny, "--teacher-levels", "0", "1",
+                             "2", "--train-probe", "2", "--device", "cpu", "--threads", "1"])
+    assert [(j["setting"], j["seed"]) for j in record["jobs"]] == [
+        ("reference", 0), ("reference", 1), ("broken", 0), ("lr", 0)]
+    assert [j["returncode"] == 0 for j in record["jobs"]] == [True, True, False, True]
+    rows = {row["setting"]: row for row in record["rows"]}
+    assert rows["broken"]["finished"] == "0/1" and rows["broken"]["seeds"] == 0
+    for setting, jobs in (("reference", record["jobs"][:2]), ("lr", record["jobs"][3:])):
+        expected_test, expected_probe = [], []
+        for job in jobs:
+            runs = json.loads(Path(job["file"]).read_text())["runs"]
+            net0, prior = runs["Net0"][0], runs["Net0*"][0]
+            expected_test.append(prior["psnr"] - net0["psnr"])
+            expected_probe.append(prior["train_probe_psnr"] - net0["train_probe_psnr"])
+        assert rows[setting]["variant"] == "Net0*"
+        assert rows[setting]["test_gains"] == pytest.approx(expected_test)
+        assert rows[setting]["probe_gains"] == pytest.approx(expected_probe)
+    lr_run = json.loads(Path(record["jobs"][3]["file"]).read_text())
+    assert lr_run["options"]["lr"] == 1e-3  # the setting's arguments override the common
+    text = (tmp_path / "out" / "sweep.md").read_text()
+    assert "| broken | `--teacher-levels 0 1` |  | 0 | 0/1 |" in text
+    assert "ValueError" in (tmp_path / "out" / "parts" / "broken_seed0.log").read_text()
+
+
+@pytest.mark.parametrize("line, message", [
+    ("no colon here", "expected 'name: arguments'"),
+    ("bad name!: --lr 1", "expected 'name: arguments'"),
+    ("a: --lr 1\na: --lr 2", "named twice"),
+    ("a: --out /tmp/x", r"\['--out'\] are set by this script"),
+    ("# only a comment", "names no setting"),
+])
+def test_gpu_sweep_settings_files_are_checked(tmp_path, line, message):
+    gpu_sweep = load("gpu_sweep")
+    path = tmp_path / "settings.txt"
+    path.write_text(line + "\n")
+    with pytest.raises(SystemExit, match=message):
+        gpu_sweep.read_settings(path)

@@ -129,3 +129,25 @@ def test_train_resume_and_eval(tmp_path, capsys):
                  "--no-progress"]) == 2
     assert "out_indices must be distinct feature levels" in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()
+
+
+def test_train_on_named_photos_with_augmented_crops(tmp_path, capsys):
+    """train --photos/--augment: the built-in set of those photos, rescaled and turned;
+    a test photo, or the options with a folder dataset, are refused before training."""
+    from sp_adapter.cli import _dataset
+
+    data = _dataset("synthetic", None, "train", 32, "mild", 0, length=4, training=True,
+                    augment=True, photos=["camera", "moon"])
+    assert data.photos == ("camera", "moon") and data.augment
+    run = tmp_path / "grey"
+    common = ["train", "--crop", "32", "--batch", "2", "--length", "4", "--width", "8",
+              "--no-prior", "--alpha", "0", "--perceptual", "none", "--steps", "2",
+              "--val-limit", "1", "--no-progress"]
+    assert main([*common, "--run", str(run), "--photos", "camera", "moon", "--augment"]) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    assert main([*common, "--run", str(tmp_path / "leak"), "--photos", "coffee"]) == 2
+    assert "never used for training" in capsys.readouterr().err
+    assert not (tmp_path / "leak").exists()
+    with pytest.raises(SystemExit, match="for --dataset synthetic"):
+        main([*common, "--run", str(tmp_path / "folder"), "--dataset", "gopro", "--root",
+              str(tmp_path), "--photos", "camera"])

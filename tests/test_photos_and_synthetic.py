@@ -290,3 +290,51 @@ def test_broken_optional_package_counts_as_absent(monkeypatch, fresh_photo_cache
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # its import fails
     assert "china" not in available_photos()
     assert "astronaut" in available_photos()
+
+
+def test_grey_extra_photos_load_as_three_equal_channels_outside_the_default_split() -> None:
+    from sp_adapter.data.photos import GREY_PHOTOS, extra_photos
+
+    assert extra_photos() == GREY_PHOTOS  # all bundled in scikit-image's wheel
+    assert not set(GREY_PHOTOS) & set(available_photos())  # the default split is unchanged
+    for name in GREY_PHOTOS:
+        image = photo_array(name)
+        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
+        assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+        assert image.std() > 10  # a photo, not a flat field
+
+
+def test_a_training_set_of_named_photos_draws_from_them_alone() -> None:
+    """photos=: every sample comes from a named photo (a grey one has equal channels; the
+    default set's colour photos do not), and the same seed gives another stream than the
+    default set's."""
+    grey = SyntheticBlurDataset("train", crop=48, length=12, blur=MILD, seed=5,
+                                photos=("camera", "gravel"))
+    default = SyntheticBlurDataset("train", crop=48, length=12, blur=MILD, seed=5)
+    assert grey.photos == ("camera", "gravel")
+    for index in range(len(grey)):
+        _, sharp = grey[index]
+        torch.testing.assert_close(sharp[0], sharp[1], atol=0, rtol=0)
+    colour = [not torch.equal(s[0], s[1]) for _, s in (default[i] for i in range(len(default)))]
+    assert any(colour)
+    mixed = SyntheticBlurDataset("train", crop=48, length=64, blur=MILD, seed=5,
+                                 photos=("astronaut", "moon"))
+    channels_equal = [torch.equal(s[0], s[1]) for _, s in (mixed[i] for i in range(64))]
+    assert 0 < sum(channels_equal) < 64  # both photos are drawn
+
+
+@pytest.mark.parametrize("photos_arg, error, message", [
+    (("coffee",), ValueError, "test photos and are never used for training"),
+    (("astronaut", "nope"), ValueError, r"\['nope'\] are not training photos.*camera"),
+    (("moon", "moon"), ValueError, "each once"),
+    ((), ValueError, "at least one photo"),
+    ("camera", TypeError, "sequence of names"),
+])
+def test_named_training_photos_are_checked(photos_arg, error, message) -> None:
+    with pytest.raises(error, match=message):
+        SyntheticBlurDataset("train", crop=48, photos=photos_arg)
+
+
+def test_named_photos_are_for_the_training_split_only() -> None:
+    with pytest.raises(ValueError, match="training split"):
+        SyntheticBlurDataset("test", photos=("camera",))

@@ -21,8 +21,10 @@ from .paired import (
     realblur_pairs,
 )
 from .photos import (
+    GREY_PHOTOS,
     TEST_PHOTOS,
     available_photos,
+    extra_photos,
     list_photos,
     load_photo,
     photo_array,
@@ -33,6 +35,7 @@ from .synthetic import SyntheticBlurDataset
 __all__ = [
     "MILD",
     "PRESETS",
+    "GREY_PHOTOS",
     "SEVERE",
     "TEST_PHOTOS",
     "BlurConfig",
@@ -45,6 +48,7 @@ __all__ = [
     "blur_image",
     "blur_preset",
     "camera_shake_kernel",
+    "extra_photos",
     "gopro_pairs",
     "hide_pairs",
     "list_photos",

@@ -9,6 +9,11 @@ Sources, in this order:
 * scikit-learn (a dependency): ``china``, ``flower`` (``load_sample_image``).
 * matplotlib (a dependency): ``grace_hopper`` (``cbook.get_sample_data``).
 
+Extra training photos, greyscale (given as three equal channels), outside the default
+split and used only where named (``SyntheticBlurDataset(photos=...)``):
+:data:`GREY_PHOTOS` = ``camera``, ``coins``, ``brick``, ``grass``, ``gravel``, ``moon``
+(scikit-image, bundled).
+
 The split is fixed by name: :data:`TEST_PHOTOS` = ``chelsea``, ``coffee``, ``rocket``,
 ``china`` (four natural scenes: fur, an indoor still life, an outdoor scene with sky, a
 building among trees); the other seven photos are for training. All eleven are required
@@ -27,8 +32,10 @@ import numpy as np
 import torch
 
 __all__ = [
+    "GREY_PHOTOS",
     "TEST_PHOTOS",
     "available_photos",
+    "extra_photos",
     "list_photos",
     "load_photo",
     "photo_array",
@@ -48,6 +55,16 @@ _SKIMAGE: dict[str, tuple[str, str]] = {
     "immunohistochemistry": ("ihc.png", "immunohistochemistry"),
     "retina": ("retina.jpg", "retina"),
 }
+# Greyscale skimage photos of natural scenes and textures: extra training photos only.
+_SKIMAGE_GREY: dict[str, tuple[str, str]] = {
+    "camera": ("camera.png", "camera"),
+    "coins": ("coins.png", "coins"),
+    "brick": ("brick.png", "brick"),
+    "grass": ("grass.png", "grass"),
+    "gravel": ("gravel.png", "gravel"),
+    "moon": ("moon.png", "moon"),
+}
+GREY_PHOTOS: tuple[str, ...] = tuple(_SKIMAGE_GREY)
 _SKLEARN: dict[str, str] = {"china": "china.jpg", "flower": "flower.jpg"}
 _MATPLOTLIB: dict[str, str] = {"grace_hopper": "grace_hopper.jpg"}
 
@@ -75,7 +92,7 @@ def _importable(module: str) -> bool:
 def _load_skimage(name: str) -> np.ndarray:
     import skimage.data
 
-    image = getattr(skimage.data, _SKIMAGE[name][1])()
+    image = getattr(skimage.data, {**_SKIMAGE, **_SKIMAGE_GREY}[name][1])()
     return image[0] if isinstance(image, tuple) else image  # stereo: (left, right, disp)
 
 
@@ -94,8 +111,9 @@ def _load_matplotlib(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _sources() -> dict[str, Callable[[str], np.ndarray]]:
-    """Loaders of the photos available here, in a fixed order."""
+def _sources(extra: bool = False) -> dict[str, Callable[[str], np.ndarray]]:
+    """Loaders of the photos available here, in a fixed order (``extra``: the greyscale
+    extra training photos too, after the others)."""
     found: dict[str, Callable[[str], np.ndarray]] = {}
     for name, (filename, _) in _SKIMAGE.items():
         if _skimage_bundled(filename):
@@ -104,12 +122,22 @@ def _sources() -> dict[str, Callable[[str], np.ndarray]]:
         found.update(dict.fromkeys(_SKLEARN, _load_sklearn))
     if _importable("matplotlib.cbook"):
         found.update(dict.fromkeys(_MATPLOTLIB, _load_matplotlib))
+    if extra:
+        for name, (filename, _) in _SKIMAGE_GREY.items():
+            if _skimage_bundled(filename):
+                found[name] = _load_skimage
     return found
 
 
 def available_photos() -> tuple[str, ...]:
     """Names of every photo that loads offline on this installation, in a fixed order."""
     return tuple(_sources())
+
+
+def extra_photos() -> tuple[str, ...]:
+    """Names of the extra (greyscale) training photos that load offline here: outside the
+    default split, used only where a training set names them."""
+    return tuple(name for name in _sources(extra=True) if name in _SKIMAGE_GREY)
 
 
 def list_photos() -> dict[str, str]:
@@ -140,12 +168,13 @@ def photo_names(split: str) -> tuple[str, ...]:
     return tuple(n for n, s in names.items() if s == "train")
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=32)
 def photo_array(name: str) -> np.ndarray:
-    """Photo ``name`` as a cached, read-only ``(H, W, 3)`` uint8 RGB array."""
-    sources = _sources()
+    """Photo ``name`` as a cached, read-only ``(H, W, 3)`` uint8 RGB array (a greyscale
+    photo as three equal channels)."""
+    sources = _sources(extra=True)
     if name not in sources:
-        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB)
+        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB) + list(_SKIMAGE_GREY)
         hint = "" if name in known else f"; known names: {known}"
         raise KeyError(
             f"photo {name!r} is not available offline here (available: {list(sources)}){hint}"

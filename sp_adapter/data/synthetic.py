@@ -16,13 +16,15 @@ floating-point rounding of the FFT).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from .blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
-from .photos import photo_array, photo_names
+from .photos import TEST_PHOTOS, extra_photos, photo_array, photo_names
 
 __all__ = ["TEST_MIN_DETAIL", "SyntheticBlurDataset", "detail"]
 
@@ -52,6 +54,26 @@ def detail(sharp: np.ndarray) -> float:
     rows = np.abs(np.diff(grey, axis=0)).mean()
     cols = np.abs(np.diff(grey, axis=1)).mean()
     return float(rows + cols) / 2.0
+
+
+def _training_photos(split: str, photos: Sequence[str]) -> tuple[str, ...]:
+    """``photos`` checked as a training set: named, distinct, available, none a test photo."""
+    if split != "train":
+        raise ValueError("photos is for the training split; the test photos are fixed")
+    if isinstance(photos, str):
+        raise TypeError(f"photos must be a sequence of names, got the string {photos!r}")
+    names = tuple(photos)
+    allowed = photo_names("train") + extra_photos()
+    tested = [n for n in names if n in TEST_PHOTOS]
+    if tested:
+        raise ValueError(f"{tested} are test photos and are never used for training")
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(f"photos {unknown} are not training photos available here; "
+                         f"choose among {list(allowed)}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"photos must name at least one photo, each once; got {list(names)}")
+    return names
 
 
 class SyntheticBlurDataset(Dataset):
@@ -87,6 +109,10 @@ class SyntheticBlurDataset(Dataset):
             factor in [:data:`MIN_SCALE`, 1] (antialiased, before the blur) and rotate the
             pair by a random multiple of 90 degrees, so that few photos give more varied
             crops. Off by default (earlier results used flips alone).
+        photos: training split only: the photos to draw from, each a training photo
+            (:func:`~sp_adapter.data.photos.photo_names` ``("train")``) or an extra one
+            (:func:`~sp_adapter.data.photos.extra_photos`); never a test photo. Default:
+            the training photos.
     """
 
     def __init__(
@@ -100,6 +126,7 @@ class SyntheticBlurDataset(Dataset):
         return_key: bool = False,
         min_detail: float | None = None,
         augment: bool = False,
+        photos: Sequence[str] | None = None,
     ) -> None:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -126,7 +153,7 @@ class SyntheticBlurDataset(Dataset):
         self.seed = seed
         self.return_key = return_key
         self.epoch = 0
-        self.photos = photo_names(split)
+        self.photos = photo_names(split) if photos is None else _training_photos(split, photos)
         if not self.photos:
             raise RuntimeError(f"no {split} photos are available offline")
         self.region = crop + 2 * blur.margin
