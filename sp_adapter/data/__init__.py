@@ -33,9 +33,9 @@ from .photos import (
 from .synthetic import SyntheticBlurDataset
 
 __all__ = [
+    "GREY_PHOTOS",
     "MILD",
     "PRESETS",
-    "GREY_PHOTOS",
     "SEVERE",
     "TEST_PHOTOS",
     "BlurConfig",
