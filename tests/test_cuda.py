@@ -12,9 +12,8 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from pairs import Pairs
 from torch import nn
-from torch.utils.data import Dataset
 
 import sp_adapter
 from sp_adapter.backbones.unet import UNet
@@ -43,21 +42,6 @@ def exact_cuda_math():
 def gpu_teacher(teacher):
     """A copy of the session's teacher (which other tests use on the CPU)."""
     return copy.deepcopy(teacher)
-
-
-class Pairs(Dataset):
-    """``n`` fixed (blurry, sharp, key) pairs of smooth random images."""
-
-    def __init__(self, n: int = 8, size: int = 32, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.sharp = F.avg_pool2d(torch.rand(n, 3, size, size, generator=g), 3, 1, 1)
-        self.blurry = F.avg_pool2d(self.sharp, 7, 1, 3, count_include_pad=False)
-
-    def __len__(self) -> int:
-        return len(self.sharp)
-
-    def __getitem__(self, i: int):
-        return self.blurry[i], self.sharp[i], f"s{i}"
 
 
 def config(**kw) -> TrainConfig:
@@ -114,7 +98,7 @@ def test_wrapped_model_and_prior_loss_on_cuda_match_the_cpu(gpu_teacher):
 def test_amp_training_on_cuda_learns_and_resumes(gpu_teacher, tmp_path, amp):
     if amp == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bfloat16")
-    data, val = Pairs(8), Pairs(3, seed=1)
+    data, val = Pairs(8, keys=True), Pairs(3, seed=1, keys=True)
     cfg = config(steps=6, amp=amp, checkpoint_every=2, val_every=3)
 
     straight = Trainer(active_wrapped(gpu_teacher), data, cfg, run_dir=tmp_path / "a",
@@ -167,9 +151,9 @@ def test_amp_training_on_cuda_learns_and_resumes(gpu_teacher, tmp_path, amp):
 
 def test_teacher_cache_on_cuda_gives_the_same_training(gpu_teacher):
     cfg = config(steps=4, new_samples_each_epoch=False, amp="off")
-    plain = Trainer(active_wrapped(gpu_teacher), Pairs(8), cfg)
+    plain = Trainer(active_wrapped(gpu_teacher), Pairs(8, keys=True), cfg)
     plain.fit()
-    cached = Trainer(active_wrapped(gpu_teacher), Pairs(8),
+    cached = Trainer(active_wrapped(gpu_teacher), Pairs(8, keys=True),
                      config(steps=4, new_samples_each_epoch=False, amp="off", cache_teacher=True))
     cached.fit()
     assert (cached.cache.misses, cached.cache.hits) == (8, 8)
@@ -181,7 +165,7 @@ def test_teacher_cache_on_cuda_gives_the_same_training(gpu_teacher):
 
 def test_student_pretraining_runs_on_the_training_device(gpu_teacher, monkeypatch):
     model = active_wrapped(gpu_teacher)
-    result = pretrain_student(model, Pairs(8), 4, batch_size=4, lr=1e-3, device="cuda",
+    result = pretrain_student(model, Pairs(8, keys=True), 4, batch_size=4, lr=1e-3, device="cuda",
                               progress=False, num_workers=2)
     learner = sp_adapter.get_prior(model).learner
     assert all(p.device.type == "cuda" for p in learner.parameters())
@@ -196,7 +180,7 @@ def test_student_pretraining_runs_on_the_training_device(gpu_teacher, monkeypatc
 
     monkeypatch.setattr(protocol_module, "pretrain_student", spy)
     arms = [Arm("base"), Arm("sp", prior=sp_adapter.PriorConfig(), student_steps=2)]
-    base, sp = run_arms(arms, Pairs(8), Pairs(2, seed=1), config(steps=2),
+    base, sp = run_arms(arms, Pairs(8, keys=True), Pairs(2, seed=1, keys=True), config(steps=2),
                         teacher=gpu_teacher, options={"width": 8, "blocks": 1},
                         pretrain_steps=2, arm_steps=2)
     assert devices == ["cuda"] and sp.student_seconds > 0
@@ -207,7 +191,7 @@ def test_student_pretraining_runs_on_the_training_device(gpu_teacher, monkeypatc
 
 def test_evaluation_and_tiled_inference_on_cuda_match_the_cpu(gpu_teacher):
     net = active_wrapped(gpu_teacher)
-    data = Pairs(3, size=48, seed=2)
+    data = Pairs(3, size=48, seed=2, keys=True)
     cpu = evaluate(net, data, device="cpu")
     gpu = evaluate(net.cuda(), data, device="cuda")
     assert gpu.psnr == pytest.approx(cpu.psnr, abs=1e-3)
