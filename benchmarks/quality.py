@@ -51,7 +51,8 @@ training photos (fresh kernels), with each variant's gain there over Net0: set a
 test gain, it shows how much of a gain is the training photos' own.
 
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
-crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU.
+crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
+``benchmarks/gpu_sweep.py`` every setting of a settings file (a screen of this protocol).
 """
 
 from __future__ import annotations

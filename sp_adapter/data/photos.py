@@ -65,6 +65,7 @@ _SKIMAGE_GREY: dict[str, tuple[str, str]] = {
     "moon": ("moon.png", "moon"),
 }
 GREY_PHOTOS: tuple[str, ...] = tuple(_SKIMAGE_GREY)
+_SKIMAGE_ALL = {**_SKIMAGE, **_SKIMAGE_GREY}
 _SKLEARN: dict[str, str] = {"china": "china.jpg", "flower": "flower.jpg"}
 _MATPLOTLIB: dict[str, str] = {"grace_hopper": "grace_hopper.jpg"}
 
@@ -92,7 +93,7 @@ def _importable(module: str) -> bool:
 def _load_skimage(name: str) -> np.ndarray:
     import skimage.data
 
-    image = getattr(skimage.data, {**_SKIMAGE, **_SKIMAGE_GREY}[name][1])()
+    image = getattr(skimage.data, _SKIMAGE_ALL[name][1])()
     return image[0] if isinstance(image, tuple) else image  # stereo: (left, right, disp)
 
 
@@ -111,21 +112,22 @@ def _load_matplotlib(name: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def _bundled_skimage(table: dict[str, tuple[str, str]]) -> list[str]:
+    """The names of ``table`` whose files are bundled in scikit-image, in its order."""
+    return [name for name, (filename, _) in table.items() if _skimage_bundled(filename)]
+
+
 def _sources(extra: bool = False) -> dict[str, Callable[[str], np.ndarray]]:
     """Loaders of the photos available here, in a fixed order (``extra``: the greyscale
     extra training photos too, after the others)."""
-    found: dict[str, Callable[[str], np.ndarray]] = {}
-    for name, (filename, _) in _SKIMAGE.items():
-        if _skimage_bundled(filename):
-            found[name] = _load_skimage
+    found: dict[str, Callable[[str], np.ndarray]] = dict.fromkeys(
+        _bundled_skimage(_SKIMAGE), _load_skimage)
     if _importable("sklearn.datasets"):
         found.update(dict.fromkeys(_SKLEARN, _load_sklearn))
     if _importable("matplotlib.cbook"):
         found.update(dict.fromkeys(_MATPLOTLIB, _load_matplotlib))
     if extra:
-        for name, (filename, _) in _SKIMAGE_GREY.items():
-            if _skimage_bundled(filename):
-                found[name] = _load_skimage
+        found.update(dict.fromkeys(_bundled_skimage(_SKIMAGE_GREY), _load_skimage))
     return found
 
 
@@ -137,7 +139,7 @@ def available_photos() -> tuple[str, ...]:
 def extra_photos() -> tuple[str, ...]:
     """Names of the extra (greyscale) training photos that load offline here: outside the
     default split, used only where a training set names them."""
-    return tuple(name for name in _sources(extra=True) if name in _SKIMAGE_GREY)
+    return tuple(_bundled_skimage(_SKIMAGE_GREY))
 
 
 def list_photos() -> dict[str, str]:
@@ -174,7 +176,7 @@ def photo_array(name: str) -> np.ndarray:
     photo as three equal channels)."""
     sources = _sources(extra=True)
     if name not in sources:
-        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB) + list(_SKIMAGE_GREY)
+        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB) + list(GREY_PHOTOS)
         hint = "" if name in known else f"; known names: {known}"
         raise KeyError(
             f"photo {name!r} is not available offline here (available: {list(sources)}){hint}"
