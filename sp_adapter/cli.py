@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .config import WHEEL_TEACHERS
+from .config import WHEEL_TEACHERS, TeacherSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -33,6 +33,11 @@ def _command_line(argv: Sequence[str] | None) -> str:
 
 
 # -- argument groups shared by sub-commands --------------------------------------------
+def _add_teacher(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--teacher", default=default, choices=list(WHEEL_TEACHERS.values()),
+                   help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -117,9 +122,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                    help="the teacher's feature levels, finest first (timm out_indices; the "
                         "built-in teacher's 0-4 are reductions 2-32; default: 1 2 3)")
-    p.add_argument("--teacher", default="tf_efficientnet_lite0",
-                   choices=list(WHEEL_TEACHERS.values()),
-                   help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
+    _add_teacher(p, TeacherSpec().arch)
     p.add_argument("--steps", type=int, default=1000, help="optimiser steps (the budget)")
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--lr", type=float, default=2e-4)
@@ -331,8 +334,7 @@ def _demo_parser(sub) -> None:
     p.add_argument("--student", default=d.student, choices=["teacher", "small"])
     p.add_argument("--student-steps", type=int, default=d.student_steps,
                    help="HCL pre-training steps of the student (none with --no-hcl)")
-    p.add_argument("--teacher", default=d.teacher, choices=list(WHEEL_TEACHERS.values()),
-                   help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
+    _add_teacher(p, d.teacher)
     p.add_argument("--teacher-levels", nargs="+", type=int, default=d.teacher_levels,
                    metavar="INDEX", help="the teacher's feature levels, finest first")
     hcl = p.add_mutually_exclusive_group()

@@ -107,7 +107,7 @@ class DemoConfig:
     width: int = 16
     student: Literal["teacher", "small"] = "teacher"
     student_steps: int = 100
-    teacher: str = "tf_efficientnet_lite0"
+    teacher: str = TeacherSpec.arch
     teacher_levels: tuple[int, ...] | None = (0, 1, 2)
     hcl: bool = False
     embedding_lr_scale: float = 1.0
