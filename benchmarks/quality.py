@@ -50,6 +50,11 @@ of the steps in between. ``--train-probe K`` also scores each arm on K fixed cro
 training photos (fresh kernels), with each variant's gain there over Net0: set against the
 test gain, it shows how much of a gain is the training photos' own.
 
+Every table is followed by the gain per test photo (each row keeps its per-photo PSNR),
+so a mean gain carried by one or two photos shows. ``--test-crop`` and
+``--test-crops-per-photo`` choose the test set; runs of the same seeds and training
+options train bit-identical arms, so two test sets score the same models.
+
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
 ``benchmarks/gpu_sweep.py`` every setting of a settings file (a screen of this protocol).
@@ -393,6 +398,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for r in results:
             row = {"seed": seed, **r.summary()}
+            if r.evaluation is not None:
+                row["photo_psnr"] = photo_means(r.evaluation.per_image)
             if probe is not None:
                 row["train_probe_psnr"] = evaluate(
                     r.model, probe, spec, device=next(r.model.parameters()).device).psnr
@@ -417,6 +424,36 @@ def machine(device: str) -> str:
         index = torch.device(device).index if device.startswith("cuda:") else None
         text += f", {torch.cuda.get_device_name(index)} (CUDA {torch.version.cuda})"
     return text
+
+
+def photo_means(per_image: list[dict[str, Any]], score: str = "psnr") -> dict[str, float]:
+    """Mean ``score`` per test photo, from per-image rows keyed ``"photo/crop"``."""
+    by_photo: dict[str, list[float]] = {}
+    for row in per_image:
+        by_photo.setdefault(str(row["key"]).split("/")[0], []).append(float(row[score]))
+    return {photo: statistics.fmean(values) for photo, values in by_photo.items()}
+
+
+def photo_rows(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    """Per test photo: Net0's PSNR (mean over seeds) and every other variant's gain over it,
+    paired by seed (mean ± std). Both empty when the rows carry no per-photo scores."""
+    base = {row["seed"]: row["photo_psnr"] for row in runs.get("Net0", [])
+            if "photo_psnr" in row}
+    if not base:
+        return [], []
+    others = [name for name in runs if name != "Net0"]
+    photos = list(next(iter(base.values())))
+    out = []
+    for photo in photos:
+        mean, _ = mean_std([scores[photo] for scores in base.values()])
+        cells = [photo, f"{mean:.3f}"]
+        for name in others:
+            paired = [row["photo_psnr"][photo] - base[row["seed"]][photo]
+                      for row in runs[name] if "photo_psnr" in row and row["seed"] in base]
+            gain, spread = mean_std(paired) if paired else (None, None)
+            cells.append("" if gain is None else f"{gain:+.3f} ± {spread:.3f}")
+        out.append(cells)
+    return others, out
 
 
 def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
@@ -612,6 +649,11 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
                   "with fresh kernels (`--train-probe`), mean over seeds, and in brackets its "
                   "gain over Net0 paired by seed. A variant that gains more there than on the "
                   "test photos fits the photos it trained on rather than deblurring better.")
+    others, photos = photo_rows(runs)
+    if photos:
+        table += ("\n\nPer test photo: Net0's PSNR (mean over seeds) and each variant's gain "
+                  "over it, paired by seed (mean ± std).\n\n"
+                  + markdown_table(["test photo", "Net0", *others], photos))
     names, steps = trajectory_rows(runs)
     if steps:
         table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "

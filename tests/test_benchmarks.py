@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sp_adapter.data import TEST_PHOTOS
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,6 +149,17 @@ def test_quality_script_pairs_arms_by_seed(tmp_path, joint_seed0):
     assert runs["Net6-small"][0]["student_steps"] == 1
     text = (tmp_path / "quality_unet_tiny_0.5.md").read_text()
     assert "MLA/SAT x0.5" in text and "| Net6-small |" in text
+    # one crop per test photo: each photo's score is that crop's, and the per-photo gain
+    # is paired by seed like the mean
+    for name in ("Net0", "Net6-small"):
+        assert list(runs[name][0]["photo_psnr"]) == list(TEST_PHOTOS)
+        for row in runs[name]:
+            assert sum(row["photo_psnr"].values()) / 4 == pytest.approx(row["psnr"])
+    coffee = [sp["photo_psnr"]["coffee"] - base["photo_psnr"]["coffee"]
+              for base, sp in zip(runs["Net0"], runs["Net6-small"], strict=True)]
+    gain, spread = quality.mean_std(coffee)
+    base, _ = quality.mean_std([row["photo_psnr"]["coffee"] for row in runs["Net0"]])
+    assert f"| coffee | {base:.3f} | {gain:+.3f} ± {spread:.3f} |" in text
 
     # the same seeds run one per process (seed 0: the shared run), then merged: the same
     # table, bit for bit
