@@ -158,8 +158,8 @@ def test_quality_script_pairs_arms_by_seed(tmp_path, joint_seed0):
     coffee = [sp["photo_psnr"]["coffee"] - base["photo_psnr"]["coffee"]
               for base, sp in zip(runs["Net0"], runs["Net6-small"], strict=True)]
     gain, spread = quality.mean_std(coffee)
-    base, _ = quality.mean_std([row["photo_psnr"]["coffee"] for row in runs["Net0"]])
-    assert f"| coffee | {base:.3f} | {gain:+.3f} ± {spread:.3f} |" in text
+    net0_coffee, _ = quality.mean_std([row["photo_psnr"]["coffee"] for row in runs["Net0"]])
+    assert f"| coffee | {net0_coffee:.3f} | {gain:+.3f} ± {spread:.3f} |" in text
 
     # the same seeds run one per process (seed 0: the shared run), then merged: the same
     # table, bit for bit
