@@ -437,20 +437,21 @@ def photo_means(per_image: list[dict[str, Any]], score: str = "psnr") -> dict[st
 def photo_rows(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
     """Per test photo: Net0's PSNR (mean over seeds) and every other variant's gain over it,
     paired by seed (mean ± std). Both empty when the rows carry no per-photo scores."""
-    base = {row["seed"]: row["photo_psnr"] for row in runs.get("Net0", [])
-            if "photo_psnr" in row}
+    def of_photo(rows: list[dict[str, Any]], photo: str) -> list[dict[str, Any]]:
+        return [{"seed": row["seed"], "psnr": row["photo_psnr"][photo]}
+                for row in rows if "photo_psnr" in row]
+
+    base = [row for row in runs.get("Net0", []) if "photo_psnr" in row]
     if not base:
         return [], []
     others = [name for name in runs if name != "Net0"]
-    photos = list(next(iter(base.values())))
     out = []
-    for photo in photos:
-        mean, _ = mean_std([scores[photo] for scores in base.values()])
+    for photo in base[0]["photo_psnr"]:
+        reference = of_photo(base, photo)
+        mean, _ = mean_std([row["psnr"] for row in reference])
         cells = [photo, f"{mean:.3f}"]
         for name in others:
-            paired = [row["photo_psnr"][photo] - base[row["seed"]][photo]
-                      for row in runs[name] if "photo_psnr" in row and row["seed"] in base]
-            gain, spread = mean_std(paired) if paired else (None, None)
+            _, gain, spread = paired_gain(of_photo(runs[name], photo), reference)
             cells.append("" if gain is None else f"{gain:+.3f} ± {spread:.3f}")
         out.append(cells)
     return others, out
