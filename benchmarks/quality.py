@@ -52,8 +52,10 @@ test gain, it shows how much of a gain is the training photos' own.
 
 Every table is followed by the gain per test photo (each row keeps its per-photo PSNR),
 so a mean gain carried by one or two photos shows. ``--test-crop`` and
-``--test-crops-per-photo`` choose the test set; runs of the same seeds and training
-options train bit-identical arms, so two test sets score the same models.
+``--test-crops-per-photo`` choose the test set (``--test-crop whole``: the whole test
+photos less the blur margin, as deblurring benchmarks score full images, with
+``--test-crops-per-photo`` kernels each); runs of the same seeds and training options
+train bit-identical arms, so two test sets score the same models.
 
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
@@ -260,6 +262,20 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     return unused
 
 
+def test_crop(text: str) -> int | None:
+    """``--test-crop``: a crop side in px, or ``whole`` (None: whole test photos)."""
+    if text == "whole":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a crop side in px or 'whole', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a crop side must be positive, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="unet")
@@ -302,7 +318,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "photos); training or extra greyscale photos, never test "
                              "photos (SyntheticBlurDataset(photos=...)); the --train-probe "
                              "crops stay on the built-in training photos")
-    parser.add_argument("--test-crop", type=int, default=128)
+    parser.add_argument("--test-crop", type=test_crop, default=128,
+                        help="side of the square test crops in px, or 'whole': the whole "
+                             "test photos less the blur margin, scored one at a time")
     parser.add_argument("--test-crops-per-photo", type=int, default=16)
     parser.add_argument("--test-min-detail", type=float, default=None,
                         help="least detail of a test crop (default: the dataset's, "
@@ -347,6 +365,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 crops_per_photo=args.test_crops_per_photo, return_key=True,
                                 min_detail=args.test_min_detail)
     probe = None
+    if args.train_probe and args.test_crop is None:
+        raise SystemExit("--train-probe scores crops of the training photos and needs a "
+                         "--test-crop size, not 'whole'")
     if args.train_probe:  # the same crops for every seed and arm
         probe = SyntheticBlurDataset("train", crop=args.test_crop, length=args.train_probe,
                                      blur=blur, seed=PROBE_SEED, return_key=True,
@@ -370,11 +391,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             control_note = (f"{CONTROL}: UNet width {width} ({params:,} parameters) against "
                             f"{target:,} for Net6")
 
+    eval_batch = 8 if args.test_crop else 1  # whole photos differ in size
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, alpha=0.0, perceptual="none",
         beta=args.beta, device=args.device, num_workers=args.workers,
         progress=not args.no_progress,
         val_every=args.eval_every, log_every=args.eval_every,
+        val_batch_size=eval_batch,
     )
     store = None
     if args.base_store:  # what decides the training stream besides seed and batch size
@@ -395,6 +418,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
             teacher=teacher, val_data=test if args.eval_every else None, base_store=store,
+            eval_batch_size=eval_batch,
         )
         for r in results:
             row = {"seed": seed, **r.summary()}
@@ -685,8 +709,12 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",
-        f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
-        f"{context['test_min_detail']} (blurry input PSNR {blurry}).",
+        (f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
+         f"{context['test_min_detail']} (blurry input PSNR {blurry})." if args.test_crop else
+         f"- Test: the 4 test photos whole, less the blur margin, "
+         f"{args.test_crops_per_photo} kernel{'s' if args.test_crops_per_photo > 1 else ''} "
+         f"each ({context['test_count']} images; blurry "
+         f"input PSNR {blurry})."),
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {context['control']}" if context["control"] else "",

@@ -480,3 +480,21 @@ def test_gpu_sweep_settings_files_are_checked(tmp_path, line, message):
     path.write_text(line + "\n")
     with pytest.raises(SystemExit, match=message):
         gpu_sweep.read_settings(path)
+
+
+def test_quality_scores_whole_test_photos_one_at_a_time(tmp_path):
+    quality = load("quality")
+    assert quality.test_crop("whole") is None and quality.test_crop("96") == 96
+    for wrong in ("0", "big"):
+        with pytest.raises(Exception, match="crop side"):
+            quality.test_crop(wrong)
+    whole = [a if a != "32" or TINY_QUALITY[i - 1] != "--test-crop" else "whole"
+             for i, a in enumerate(TINY_QUALITY)]
+    payload = quality.main([*whole, "--variants", "Net0", "--seeds", "0", "--eval-every", "1",
+                            "--out", str(tmp_path), "--tag", "whole"])
+    row = payload["runs"]["Net0"][0]
+    assert row["test_count"] == len(TEST_PHOTOS)
+    assert sorted(row["photo_psnr"]) == sorted(TEST_PHOTOS)
+    assert "the 4 test photos whole" in (tmp_path / "quality_unet_whole.md").read_text()
+    with pytest.raises(SystemExit, match="needs a --test-crop size"):
+        quality.main([*whole, "--train-probe", "2", "--out", str(tmp_path)])

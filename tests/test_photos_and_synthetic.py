@@ -140,6 +140,28 @@ def test_test_crops_have_valid_borders() -> None:
     assert torch.equal(sharp, photo[:, top + m : top + m + 64, left + m : left + m + 64])
 
 
+def test_whole_test_photos_are_the_photos_less_the_margin_blurred_by_fixed_kernels() -> None:
+    ds = SyntheticBlurDataset("test", crop=None, crops_per_photo=2, blur=MILD, return_key=True)
+    again = SyntheticBlurDataset("test", crop=None, crops_per_photo=2, blur=MILD)
+    assert len(ds) == 2 * len(TEST_PHOTOS)
+    m = MILD.margin
+    for index, name in ((0, "chelsea"), (3, "coffee")):
+        photo = load_photo(name)
+        blurry, sharp, key = ds[index]
+        assert key == f"{name}/{index % 2:02d}"
+        assert sharp.shape == (3, photo.shape[1] - 2 * m, photo.shape[2] - 2 * m)
+        assert torch.equal(sharp, photo[:, m:-m, m:-m])
+        _, _, rng = ds._sample_plan(index)  # the kernel is the sample's first draw
+        expected = blur_image(photo, camera_shake_kernel(rng, MILD))[:, m:-m, m:-m]
+        torch.testing.assert_close(blurry, expected, atol=1e-5, rtol=0)
+        assert torch.equal(blurry, again[index][0])
+    # two kernels of one photo differ; test photos differ in size
+    assert not torch.equal(ds[2][0], ds[3][0])
+    assert ds[0][1].shape != ds[2][1].shape
+    with pytest.raises(ValueError, match="test split"):
+        SyntheticBlurDataset("train", crop=None)
+
+
 def test_detail_of_known_patterns() -> None:
     flat = np.full((8, 8, 3), 128, np.uint8)
     checker = ((np.indices((8, 8)).sum(0) % 2) * 255).astype(np.uint8)[..., None].repeat(3, 2)

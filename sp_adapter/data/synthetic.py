@@ -94,9 +94,16 @@ class SyntheticBlurDataset(Dataset):
     ``crops_per_photo=16``, ``min_detail=TEST_MIN_DETAIL`` and a given blur preset;
     changing any of them changes it.
 
+    Whole test photos (``split="test", crop=None``): each sample is a whole test photo less
+    the blur margin on every side (the deblurring benchmarks' protocol of scoring full
+    images, e.g. 570x370 for ``coffee`` with the mild preset), blurred with its own fixed
+    kernel; ``crops_per_photo`` kernels per photo. Samples of different photos differ in
+    size, so evaluate them one at a time (``batch_size=1``); ``min_detail`` is not used.
+
     Args:
         split: ``"train"`` or ``"test"``.
-        crop: side of the square crops, in pixels.
+        crop: side of the square crops, in pixels; ``None`` (test split only): whole
+            photos.
         length: samples per epoch (train only; default 1000). Not accepted for test.
         blur: kernel size range and noise level (:data:`~sp_adapter.data.blur.SEVERE`).
         seed: base seed of every generator.
@@ -118,7 +125,7 @@ class SyntheticBlurDataset(Dataset):
     def __init__(
         self,
         split: str = "train",
-        crop: int = 128,
+        crop: int | None = 128,
         length: int | None = None,
         blur: BlurConfig = SEVERE,
         seed: int = 0,
@@ -133,7 +140,10 @@ class SyntheticBlurDataset(Dataset):
         if augment and split != "train":
             raise ValueError("augment=True is for the training split; the test set is fixed")
         self.augment = augment
-        if crop < 1:
+        if crop is None and split != "test":
+            raise ValueError("crop=None (whole photos) is for the test split; training "
+                             "batches need one crop size, e.g. crop=128")
+        if crop is not None and crop < 1:
             raise ValueError(f"crop must be positive, got {crop}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
@@ -156,10 +166,13 @@ class SyntheticBlurDataset(Dataset):
         self.photos = photo_names(split) if photos is None else _training_photos(split, photos)
         if not self.photos:
             raise RuntimeError(f"no {split} photos are available offline")
-        self.region = crop + 2 * blur.margin
+        self.region = None if crop is None else crop + 2 * blur.margin
         for name in self.photos:
             h, w = photo_array(name).shape[:2]
-            if min(h, w) < self.region:
+            if crop is None and min(h, w) <= 2 * blur.margin:
+                raise ValueError(f"photo {name!r} is {h}x{w}, no larger than the "
+                                 f"{blur.margin} px blur margin on each side")
+            if crop is not None and min(h, w) < self.region:
                 raise ValueError(
                     f"photo {name!r} is {h}x{w}, smaller than the {self.region} px region "
                     f"needed for crop={crop} plus a {blur.margin} px blur margin on each side"
@@ -218,6 +231,8 @@ class SyntheticBlurDataset(Dataset):
         index %= self.length
         name, key, rng = self._sample_plan(index)
         image = photo_array(name)
+        if self.crop is None:
+            return self._whole(image, key, rng)
         size = self.region
         if self.augment:  # a larger source region, shrunk to the region below
             scale = rng.uniform(MIN_SCALE, 1.0)
@@ -241,6 +256,18 @@ class SyntheticBlurDataset(Dataset):
                 turns = int(rng.integers(4))
                 blurry, sharp = blurry.rot90(turns, (1, 2)), sharp.rot90(turns, (1, 2))
                 blurry, sharp = blurry.contiguous(), sharp.contiguous()
+        if self.return_key:
+            return blurry, sharp, key
+        return blurry, sharp
+
+    def _whole(self, image: np.ndarray, key: str, rng: np.random.Generator):
+        """Test sample of ``crop=None``: the whole photo blurred, less the margin."""
+        region = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
+        kernel = camera_shake_kernel(rng, self.blur)
+        blurred = blur_image(region, kernel, noise_sigma=self.blur.noise_sigma, rng=rng)
+        m, (h, w) = self.blur.margin, image.shape[:2]
+        blurry = blurred[:, m : h - m, m : w - m].contiguous()
+        sharp = region[:, m : h - m, m : w - m].contiguous()
         if self.return_key:
             return blurry, sharp, key
         return blurry, sharp
