@@ -64,10 +64,11 @@ def _add_dataset(p: argparse.ArgumentParser, default_crop: int) -> None:
 def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: str, seed: int,
              length: int | None = None, keys: bool = False, training: bool = False,
              crops_per_photo: int = 16, augment: bool = False,
-             photos: list[str] | None = None):
+             photos: list[str] | None = None, whole: bool = False):
     """A training set (random crops, flips, new samples per epoch) or an evaluation set
     (whole images or the fixed synthetic test crops, in a fixed order, with keys).
-    ``augment`` and ``photos`` choose the built-in training set's crops and photos."""
+    ``augment`` and ``photos`` choose the built-in training set's crops and photos;
+    ``whole`` makes the built-in test set the whole test photos instead of crops."""
     from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
 
     if name != "synthetic" and (augment or photos):
@@ -79,7 +80,8 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
                                         blur=blur_preset(blur), seed=seed,
                                         return_key=keys or not training,
                                         augment=augment, photos=photos)
-        return SyntheticBlurDataset("test", crop=crop or 128, blur=blur_preset(blur),
+        return SyntheticBlurDataset("test", crop=None if whole else crop or 128,
+                                    blur=blur_preset(blur),
                                     crops_per_photo=crops_per_photo, return_key=True)
     if root is None:
         raise SystemExit(f"error: --dataset {name} needs --root (the dataset folder)")
@@ -209,6 +211,9 @@ def _eval_parser(sub) -> None:
     _add_model_source(p)
     _add_dataset(p, default_crop=128)
     p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--whole", action="store_true",
+                   help="synthetic test split: score the whole test photos (less the blur "
+                        "margin, 16 kernels each) instead of crops, one image per batch")
     p.add_argument("--limit", type=int, default=None, help="score the first N images")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile side")
     p.add_argument("--batch", type=int, default=None, help="batch (default 8 synthetic, else 1)")
@@ -232,8 +237,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, DistInfo())
     model, spec, info = load_trained(args.run_dir or args.checkpoint)
     model.to(device)
-    data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0)
-    batch = args.batch or (8 if args.dataset == "synthetic" else 1)
+    if args.whole and (args.dataset != "synthetic" or args.split != "test"):
+        raise SystemExit("error: --whole is for --dataset synthetic --split test (the "
+                         "folder datasets are scored on whole images already)")
+    data = _dataset(args.dataset, args.root, args.split, None if args.whole else args.crop,
+                    args.blur, 0, whole=args.whole)
+    batch = args.batch or (8 if args.dataset == "synthetic" and not args.whole else 1)
     lpips, note = _lpips_or_note(device)
     lpips_values: list[float] = []
 

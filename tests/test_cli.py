@@ -147,6 +147,13 @@ def test_train_resume_and_eval(tmp_path, capsys):
     blurry = re.search(r"blurry input: PSNR ([\d.]+) dB", out)
     assert psnr and blurry and "step 4" in out and "with prior" in out
     assert 5 < float(psnr.group(1)) < 60 and float(psnr.group(1)) != float(blurry.group(1))
+    # the whole test photos: another test set, the first two images are chelsea's
+    assert main(["eval", "--run", str(run), "--limit", "2", "--whole", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    whole = re.search(r"deblurred:\s+PSNR ([\d.]+) dB", out)
+    assert whole and "2 images" in out and float(whole.group(1)) != float(psnr.group(1))
+    with pytest.raises(SystemExit, match="--whole is for --dataset synthetic --split test"):
+        main(["eval", "--run", str(run), "--whole", "--split", "train", "--no-progress"])
 
     # teacher levels that are not distinct and finest first are refused before training
     capsys.readouterr()
