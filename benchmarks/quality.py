@@ -79,7 +79,7 @@ import torch
 
 from sp_adapter.atomic import write_atomic
 from sp_adapter.config import WHEEL_TEACHERS, PriorConfig, TeacherSpec, teacher_at_levels
-from sp_adapter.data import SyntheticBlurDataset, blur_preset
+from sp_adapter.data import TEST_PHOTOS, SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 from sp_adapter.teacher import load_teacher
 from sp_adapter.train import (
@@ -711,7 +711,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         "with HCL (Net0* has none).",
         (f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
          f"{context['test_min_detail']} (blurry input PSNR {blurry})." if args.test_crop else
-         f"- Test: the 4 test photos whole, less the blur margin, "
+         f"- Test: the {len(TEST_PHOTOS)} test photos whole, less the blur margin, "
          f"{args.test_crops_per_photo} kernel{'s' if args.test_crops_per_photo > 1 else ''} "
          f"each ({context['test_count']} images; blurry "
          f"input PSNR {blurry})."),
