@@ -2,16 +2,19 @@
 
 One :class:`SemanticPriorEmbedding` per chosen decoder level. It turns the priors into
 modulation maps at the PRIOR's resolution (cheap) and resizes those maps bilinearly to
-the decoder level; the element-wise modulation is then applied at the decoder's
-resolution. Every fusion is written as ``h + delta`` with ``delta`` exactly zero at
-initialisation, so a freshly wrapped network is bit-exact with the original.
+the decoder level, aligned pixel for pixel with the image (:func:`crop_to_site`); the
+element-wise modulation is then applied at the decoder's resolution. Every fusion is
+written as ``h + delta`` with ``delta`` exactly zero at initialisation, so a freshly
+wrapped network is bit-exact with the original.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import PriorConfig
@@ -94,10 +97,34 @@ class ConcatFusion(nn.Module):
         return h + self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
 
 
+def _map_size(map_side: int, reduction: int, image_side: int, site_side: int) -> int:
+    """Side the maps take at the site's resolution: the map covers ``map_side *
+    reduction`` image pixels (the padded image), the site one pixel per ``s`` image pixels,
+    ``s`` the power of two nearest ``image_side / site_side`` (a network that pads its
+    input internally has a site a little larger than the image over ``s``). A site whose
+    reduction is no power of two gets the maps stretched over it, as without alignment."""
+    ratio = image_side / site_side
+    s = 2.0 ** round(math.log2(ratio))
+    if abs(ratio / s - 1) > 0.25:
+        return site_side
+    return max(1, round(map_side * reduction / s))
+
+
 def crop_to_site(
-    maps: Sequence[torch.Tensor], size: Sequence[int], region: Region | None = None
+    maps: Sequence[torch.Tensor],
+    size: Sequence[int],
+    region: Region | None = None,
+    image_size: Sequence[int] | None = None,
+    reduction: int | None = None,
 ) -> list[torch.Tensor]:
     """Resize whole-image maps to a site of spatial ``size``.
+
+    With ``image_size`` (the blurry image's ``(H, W)``) and ``reduction`` (image pixels
+    per map pixel), the maps are scaled by ``reduction / s`` (``s``: the site's reduction)
+    and their top-left part taken (edge-padded if short), so map and site cover the same
+    image pixels even when the image is no multiple of the reductions: the prior learner
+    pads its input to one, and a network may pad its own. Without them, the maps are
+    stretched over the site (exact only for sizes that divide evenly).
 
     With a ``region`` the site sees only that box of the image (a module run on patches):
     the maps are resized to the whole-image size the site would have, then cropped.
@@ -111,8 +138,16 @@ def crop_to_site(
         left = min(round(region.left * full_w), full_w - w)
     # one interpolation call for all maps (they share the prior's resolution)
     sizes = [m.shape[1] for m in maps]
-    joined = resize(torch.cat(list(maps), 1) if len(maps) > 1 else maps[0], (full_h, full_w))
-    if region is not None:
+    joined = torch.cat(list(maps), 1) if len(maps) > 1 else maps[0]
+    target = (full_h, full_w)
+    if image_size is not None and reduction is not None:
+        target = (_map_size(joined.shape[-2], reduction, int(image_size[0]), full_h),
+                  _map_size(joined.shape[-1], reduction, int(image_size[1]), full_w))
+    joined = resize(joined, target)
+    short_h, short_w = max(0, full_h - target[0]), max(0, full_w - target[1])
+    if short_h or short_w:
+        joined = F.pad(joined, (0, short_w, 0, short_h), mode="replicate")
+    if joined.shape[-2:] != (h, w):
         joined = joined[..., top : top + h, left : left + w]
     return list(torch.split(joined, sizes, 1)) if len(maps) > 1 else [joined]
 
@@ -124,13 +159,21 @@ class SemanticPriorEmbedding(nn.Module):
         prior_channels: channels of every prior level.
         prior_level: which prior feeds this decoder level.
         channels: channels of the decoder tensor that is modulated.
+        reduction: image pixels per pixel of that prior (aligns the maps with the site;
+            ``None``: the maps are stretched over the site).
         config: the switches (``mla``, ``fusion``, ``kernel_size``, ``sigma_bound``).
     """
 
     def __init__(
-        self, prior_channels: Sequence[int], prior_level: int, channels: int, config: PriorConfig
+        self,
+        prior_channels: Sequence[int],
+        prior_level: int,
+        channels: int,
+        config: PriorConfig,
+        reduction: int | None = None,
     ) -> None:
         super().__init__()
+        self.reduction = reduction
         if not 0 <= prior_level < len(prior_channels):
             raise ValueError(
                 f"prior_level {prior_level} is out of range: the prior has "
@@ -159,7 +202,10 @@ class SemanticPriorEmbedding(nn.Module):
         g: torch.Tensor,
         maps: Sequence[torch.Tensor],
         region: Region | None = None,
+        image_size: Sequence[int] | None = None,
     ) -> torch.Tensor:
-        """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``."""
-        site_maps = [m.to(h.dtype) for m in crop_to_site(maps, h.shape[-2:], region)]
+        """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``;
+        ``image_size``, the blurry image's ``(H, W)``, aligns the maps with the site."""
+        site_maps = [m.to(h.dtype) for m in
+                     crop_to_site(maps, h.shape[-2:], region, image_size, self.reduction)]
         return self.fusion.apply(h, g, site_maps)

@@ -247,7 +247,7 @@ class SPEHook:
         maps = state.maps.get(name)
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
-        return embedding(h, g, maps, region)
+        return embedding(h, g, maps, region, state.image_shape[-2:])
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

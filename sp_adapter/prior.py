@@ -48,7 +48,8 @@ class SemanticPrior(nn.Module):
         self.learner: PriorLearner = build_prior_learner(config, channels, reductions, teacher)
         self.embeddings = nn.ModuleDict(
             {
-                name: SemanticPriorEmbedding(channels, level.prior_level, level.channels, config)
+                name: SemanticPriorEmbedding(channels, level.prior_level, level.channels, config,
+                                             reduction=self.reductions[level.prior_level])
                 for name, level in levels.items()
             }
         )

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import PriorConfig
+from .inference import pad_to_multiple
 from .student import SmallStudent, TeacherInitStudent
 from .teacher import Teacher
 
@@ -87,6 +88,12 @@ class PriorLearner(nn.Module):
         )
 
     def forward(self, blurry: torch.Tensor) -> list[torch.Tensor]:
+        """The priors of ``blurry``, computed on it padded (bottom and right, reflected) to
+        a multiple of the deepest reduction: level ``i`` then covers the padded image at
+        exactly ``reductions[i]`` pixels per prior pixel, so the CLC's upsampling between
+        levels and the resize to each decoder level stay aligned with the image whatever
+        its size (:func:`~sp_adapter.embedding.crop_to_site`)."""
+        blurry, _ = pad_to_multiple(blurry, max(self.reductions))
         m = self.student(blurry)
         if len(m) != len(self.channels):
             raise RuntimeError(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BUILTIN_TEACHER_WEIGHTS, WHEEL_TEACHERS, TeacherSpec, teacher_at_levels
+from .inference import pad_to_multiple
 
 
 class TeacherWeightsError(RuntimeError):
@@ -233,7 +234,10 @@ class Teacher(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Standardised features ``f_gt^1..L`` of a sharp batch in [0, 1], float32."""
+        """Standardised features ``f_gt^1..L`` of a sharp batch in [0, 1], float32, of the
+        batch padded as the prior learner pads the blurry one (to a multiple of the deepest
+        reduction), so targets and priors cover the same pixels at any image size."""
+        x, _ = pad_to_multiple(x, max(self.reductions))
         return [
             (f - m) / s for f, (m, s) in zip(self.raw_features(x), self.statistics(), strict=True)
         ]

@@ -109,3 +109,26 @@ def test_spe_resizes_maps_to_the_decoder_level_and_crops_regions():
     bottom = crop_to_site(maps, (8, 16), Region(0.5, 0.0, 0.5, 1.0))
     whole = crop_to_site(maps, (16, 16))
     assert torch.equal(bottom[0], whole[0][..., 8:, :])
+
+
+def test_maps_are_aligned_with_sites_of_networks_that_pad():
+    """Maps of an image padded to a multiple of their reduction, on a site of a network
+    that padded the image to another multiple: each site pixel gets the map value of the
+    image pixels it covers (a linear ramp makes misalignment visible)."""
+    ramp = torch.arange(12, dtype=torch.float32).view(1, 1, 1, 12).expand(1, 1, 12, 12)
+    # image 90 px high and wide, padded to 96 for maps of reduction 8 (12 x 12); the network
+    # pads it to 92 (a multiple of 4), so its reduction-4 site is 23 x 23
+    (aligned,) = crop_to_site([ramp], (23, 23), image_size=(90, 90), reduction=8)
+    (stretched,) = crop_to_site([ramp], (23, 23))
+    exact = F.interpolate(ramp, size=(24, 24), mode="bilinear", align_corners=False)
+    assert torch.equal(aligned, exact[..., :23, :23])
+    assert (stretched - aligned).abs().max() > 0.2  # stretching 12 to 23 shifts the far side
+    # sides that divide evenly: the same as stretching, bit for bit
+    (even,) = crop_to_site([ramp], (24, 24), image_size=(96, 96), reduction=8)
+    assert torch.equal(even, crop_to_site([ramp], (24, 24))[0])
+    # a site larger than the maps cover is edge-padded; regions crop the aligned maps
+    (wide,) = crop_to_site([ramp], (25, 25), image_size=(98, 98), reduction=8)
+    assert torch.equal(wide[..., :24, :24], exact)
+    assert torch.equal(wide[0, 0, 24, :24], exact[0, 0, 23])
+    (bottom,) = crop_to_site([ramp], (12, 24), Region(0.5, 0.0, 0.5, 1.0), (96, 96), 8)
+    assert torch.equal(bottom, exact[..., 12:, :])

@@ -254,3 +254,50 @@ def test_unwrap_of_plain_model_and_missing_teacher_are_errors(pair):
     net(pair[0])
     with pytest.raises(RuntimeError, match="no teacher"):
         sp.prior_loss(net, pair[1])
+
+
+def _trained_looking_prior(model: torch.nn.Module) -> None:
+    """Non-zero CLC and SAT weights, as after training (at init they are exactly zero)."""
+    g = torch.Generator().manual_seed(5)
+    for name, p in sp.get_prior(model).named_parameters():
+        if "student" not in name:
+            p.data = 0.3 * torch.randn(p.shape, generator=g)
+
+
+@pytest.mark.parametrize("levels", [None, [0, 1, 2]])
+def test_prior_is_aligned_with_images_of_any_size(teacher, levels, one_thread):
+    """An image whose sides are no multiple of the prior's deepest reduction (16 for the
+    default teacher levels 1-3, 8 for 0-2) is deblurred as if the user had padded it
+    (reflect, bottom and right) to one: the prior learner pads its input so, the UNet pads
+    its own to a multiple of 4, and the maps are resized to each decoder level aligned
+    with the image. Before this alignment such sides shifted the modulation everywhere
+    in the image (by a few grey levels in a trained model)."""
+    from sp_adapter.config import TeacherSpec
+    from sp_adapter.teacher import Teacher, build_feature_model
+
+    deepest = 16
+    if levels is not None:
+        spec = TeacherSpec(out_indices=tuple(levels))
+        t = Teacher(build_feature_model(spec), name=spec.arch)
+        t.calibrate([F.avg_pool2d(torch.rand(1, 3, 64, 64), 5, 1, 2)[0]])
+        deepest = 8
+    else:
+        t = teacher
+    model = sp.wrap(_unet(), teacher=t).eval()
+    _trained_looking_prior(model)
+    g = torch.Generator().manual_seed(2)
+    image = F.avg_pool2d(torch.rand(1, 3, 110, 141, generator=g), 5, 1, 2)
+    with torch.no_grad():
+        for h, w in ((110, 141), (106, 130), (96, 131)):
+            x = image[..., :h, :w]
+            padded = F.pad(x, (0, -w % deepest, 0, -h % deepest), mode="reflect")
+            out, ref = model(x), model(padded)[..., :h, :w]
+            # away from the bottom and right, where the UNet's own padding may differ
+            diff = (out - ref)[..., : h - 32, : w - 32].abs().max()
+            assert diff < 1e-4, (h, w, float(diff))
+        # the teacher's targets cover the same pixels as the priors: the image padded
+        model(image)
+        assert sp.prior_loss(model, image).isfinite()
+        padded = F.pad(image, (0, -141 % deepest, 0, -110 % deepest), mode="reflect")
+        for a, b in zip(t(image), t(padded), strict=True):
+            assert torch.equal(a, b)
