@@ -159,9 +159,9 @@ class SemanticPriorEmbedding(nn.Module):
         prior_channels: channels of every prior level.
         prior_level: which prior feeds this decoder level.
         channels: channels of the decoder tensor that is modulated.
+        config: the switches (``mla``, ``fusion``, ``kernel_size``, ``sigma_bound``).
         reduction: image pixels per pixel of that prior (aligns the maps with the site;
             ``None``: the maps are stretched over the site).
-        config: the switches (``mla``, ``fusion``, ``kernel_size``, ``sigma_bound``).
     """
 
     def __init__(
