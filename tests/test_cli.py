@@ -183,3 +183,21 @@ def test_train_on_named_photos_with_augmented_crops(tmp_path, capsys):
     with pytest.raises(SystemExit, match="for --dataset synthetic"):
         main([*common, "--run", str(tmp_path / "folder"), "--dataset", "gopro", "--root",
               str(tmp_path), "--photos", "camera"])
+
+
+def test_prior_pictures_show_the_image_pixels_not_the_padding():
+    """A 90 px image is padded to 96 for a reduction-8 prior: its last prior pixel covers
+    6 image pixels and 2 of padding, so the picture is that level enlarged 8x and cropped,
+    not the 12 prior pixels stretched over 90."""
+    import torch
+
+    from sp_adapter.train.report import prior_map_images
+
+    level = torch.arange(12.0).view(1, 1, 12).expand(2, 12, 12)  # a ramp along the width
+    (aligned,) = prior_map_images([level], (90, 90), reductions=[8])
+    (stretched,) = prior_map_images([level], (90, 90))
+    assert aligned.shape == stretched.shape == (90, 90, 3)
+    # image column 85 lies in prior pixel 10 (80-87), which the stretched picture misplaces
+    assert np.array_equal(aligned[0, 85], aligned[0, 80]) and not np.array_equal(
+        aligned[0, 85], aligned[0, 88])
+    assert not np.array_equal(aligned, stretched)

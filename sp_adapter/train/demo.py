@@ -176,7 +176,8 @@ def write_pictures(
         panels = [to_uint8(blurry), to_uint8(base.outputs[index]),
                   to_uint8(sp.outputs[index]), to_uint8(sharp)]
         save_png(grid(panels, ["blurry", "base", "+SP", "sharp"]), out / "images" / name)
-        maps = prior_map_images([p[0] for p in priors], tuple(blurry.shape[-2:]))
+        maps = prior_map_images([p[0] for p in priors], tuple(blurry.shape[-2:]),
+                                prior.reductions)
         labels = ["blurry"] + [f"f_pri^{k + 1}" for k in range(len(maps))]
         save_png(grid([panels[0], *maps], labels), out / "priors" / name)
         names.append(name)

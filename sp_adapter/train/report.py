@@ -42,14 +42,24 @@ def normalise(map2d: np.ndarray) -> np.ndarray:
     return (map2d - lo) / (hi - lo)
 
 
-def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int]) -> list[np.ndarray]:
+def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int],
+                     reductions: Sequence[int] | None = None) -> list[np.ndarray]:
     """Fig. 6-style pictures of one image's priors: the mean over channels of each level
     ``f_pri^i`` (``C x h x w``), min-max normalised, colour-mapped, enlarged to ``size``
-    (nearest neighbour, so the prior's own resolution stays visible)."""
+    (nearest neighbour, so the prior's own resolution stays visible).
+
+    With ``reductions`` (image pixels per prior pixel of each level), each level is
+    enlarged by its reduction and cropped to ``size``: the prior learner pads images
+    that are no multiple of its reductions, and its last pixels cover that padding."""
     out = []
-    for level in priors:
+    for i, level in enumerate(priors):
         mean = level.detach().float().mean(0, keepdim=True)[None]
-        big = torch.nn.functional.interpolate(mean, size=size, mode="nearest")[0, 0]
+        if reductions is None:
+            big = torch.nn.functional.interpolate(mean, size=size, mode="nearest")[0, 0]
+        else:
+            r = int(reductions[i])
+            big = torch.nn.functional.interpolate(mean, scale_factor=r, mode="nearest")[0, 0]
+            big = big[: size[0], : size[1]]
         out.append(colormap(normalise(big.cpu().numpy())))
     return out
 
