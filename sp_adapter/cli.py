@@ -240,8 +240,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
         raise SystemExit("error: --whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
-    data = _dataset(args.dataset, args.root, args.split, None if args.whole else args.crop,
-                    args.blur, 0, whole=args.whole)
+    data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0,
+                    whole=args.whole)
     batch = args.batch or (8 if args.dataset == "synthetic" and not args.whole else 1)
     lpips, note = _lpips_or_note(device)
     lpips_values: list[float] = []

@@ -232,7 +232,8 @@ class SyntheticBlurDataset(Dataset):
         name, key, rng = self._sample_plan(index)
         image = photo_array(name)
         if self.crop is None:
-            return self._whole(image, key, rng)
+            blurry, sharp = self._whole(image, rng)
+            return (blurry, sharp, key) if self.return_key else (blurry, sharp)
         size = self.region
         if self.augment:  # a larger source region, shrunk to the region below
             scale = rng.uniform(MIN_SCALE, 1.0)
@@ -260,14 +261,13 @@ class SyntheticBlurDataset(Dataset):
             return blurry, sharp, key
         return blurry, sharp
 
-    def _whole(self, image: np.ndarray, key: str, rng: np.random.Generator):
-        """Test sample of ``crop=None``: the whole photo blurred, less the margin."""
+    def _whole(self, image: np.ndarray,
+               rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test pair of ``crop=None``: the whole photo blurred, less the margin."""
         region = torch.from_numpy(image.transpose(2, 0, 1).astype(np.float32) / 255.0)
         kernel = camera_shake_kernel(rng, self.blur)
         blurred = blur_image(region, kernel, noise_sigma=self.blur.noise_sigma, rng=rng)
         m, (h, w) = self.blur.margin, image.shape[:2]
         blurry = blurred[:, m : h - m, m : w - m].contiguous()
         sharp = region[:, m : h - m, m : w - m].contiguous()
-        if self.return_key:
-            return blurry, sharp, key
         return blurry, sharp
