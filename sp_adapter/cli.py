@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .config import WHEEL_TEACHERS, TeacherSpec
+from .config import WHEEL_TEACHERS, PriorConfig, TeacherSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -120,6 +120,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-clc", action="store_true", help="no cross-level connection")
     p.add_argument("--no-mla", action="store_true", help="no multi-level aggregation")
     p.add_argument("--fusion", default="sat", choices=["sat", "add", "concat"])
+    p.add_argument("--prior-kernel-size", type=int, default=PriorConfig().kernel_size,
+                   help="kernel of the prior's CLC, MLA and SAT convolutions (odd; "
+                        "default %(default)s)")
     p.add_argument("--student", default="teacher", choices=["teacher", "small"])
     p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                    help="the teacher's feature levels, finest first (timm out_indices; the "
@@ -162,7 +165,7 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import PriorConfig, teacher_at_levels
+    from .config import teacher_at_levels
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
 
     info = init_distributed()
@@ -172,6 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.prior:
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
                             mla=not args.no_mla, fusion=args.fusion,
+                            kernel_size=args.prior_kernel_size,
                             teacher=teacher_at_levels(args.teacher_levels,
                                                       args.teacher)).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)
@@ -351,6 +355,9 @@ def _demo_parser(sub) -> None:
                      help="distil the prior from the teacher (Table 4 Net6)")
     hcl.add_argument("--no-hcl", dest="hcl", action="store_false",
                      help="no distillation (Table 4 Net0*)")
+    p.add_argument("--prior-kernel-size", type=int, default=d.prior_kernel_size,
+                   help="kernel of the prior's CLC, MLA and SAT convolutions (odd; "
+                        "default %(default)s)")
     p.add_argument("--embedding-lr-scale", type=float, default=d.embedding_lr_scale,
                    help="learning-rate factor of MLA/SAT in the +SP arm")
     p.add_argument("--grids", type=int, default=None, help="pictures for the first N test crops")
@@ -369,7 +376,7 @@ def cmd_demo(args: argparse.Namespace, command: str) -> int:
         student=args.student, student_steps=args.student_steps,
         teacher=args.teacher,
         teacher_levels=tuple(args.teacher_levels) if args.teacher_levels else None,
-        hcl=args.hcl,
+        hcl=args.hcl, prior_kernel_size=args.prior_kernel_size,
         embedding_lr_scale=args.embedding_lr_scale, grids=args.grids,
         seed=args.seed, device=args.device, progress=not args.no_progress,
     )

