@@ -55,7 +55,9 @@ so a mean gain carried by one or two photos shows. ``--test-crop`` and
 ``--test-crops-per-photo`` choose the test set (``--test-crop whole``: the whole test
 photos less the blur margin, as deblurring benchmarks score full images, with
 ``--test-crops-per-photo`` kernels each); runs of the same seeds and training options
-train bit-identical arms, so two test sets score the same models.
+train bit-identical arms, so two test sets score the same models. ``--test-seed`` draws
+other crops and kernels of the same test photos: a setting chosen by its score on the
+test set of seed 0 is checked on a draw that took no part in choosing it.
 
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
@@ -240,7 +242,7 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
-               "train_photos": None,
+               "train_photos": None, "test_seed": 0,
                "teacher_levels": list(TeacherSpec().out_indices),
                "teacher": TeacherSpec().arch}
 
@@ -322,6 +324,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="side of the square test crops in px, or 'whole': the whole "
                              "test photos less the blur margin, scored one at a time")
     parser.add_argument("--test-crops-per-photo", type=int, default=16)
+    parser.add_argument("--test-seed", type=int, default=0,
+                        help="seed of the test set's crops and kernels (default 0, the "
+                             "benchmark test set; another seed draws a fresh test set of "
+                             "the same photos, to check a setting chosen on seed 0)")
     parser.add_argument("--test-min-detail", type=float, default=None,
                         help="least detail of a test crop (default: the dataset's, "
                              "0.005; 0 keeps flat crops, the test set before 2026-11-24)")
@@ -361,7 +367,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     options = parse_options(args.options)
     prior_options = parse_prior_options(args.prior_options)
     blur = blur_preset(args.blur)
-    test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur,
+    test = SyntheticBlurDataset("test", crop=args.test_crop, blur=blur, seed=args.test_seed,
                                 crops_per_photo=args.test_crops_per_photo, return_key=True,
                                 min_detail=args.test_min_detail)
     probe = None
@@ -550,6 +556,8 @@ def read_result(spec: str) -> dict[str, Any]:
             raise SystemExit(f"{path} has no rows of {missing}; its variants are "
                              f"{list(payload['runs'])}")
         payload["runs"] = {name: payload["runs"][name] for name in names}
+        if CONTROL not in names:  # its note on the control's width goes with its rows
+            payload["control"] = ""
     return payload
 
 
@@ -710,11 +718,13 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",
         (f"- Test: {context['test_count']} crops of {args.test_crop} px with detail >= "
-         f"{context['test_min_detail']} (blurry input PSNR {blurry})." if args.test_crop else
+         f"{context['test_min_detail']} (blurry input PSNR {blurry})" if args.test_crop else
          f"- Test: the {len(TEST_PHOTOS)} test photos whole, less the blur margin, "
          f"{args.test_crops_per_photo} kernel{'s' if args.test_crops_per_photo > 1 else ''} "
          f"each ({context['test_count']} images; blurry "
-         f"input PSNR {blurry})."),
+         f"input PSNR {blurry})")
+        + (f"; drawn with test seed {args.test_seed}, not the benchmark test set's 0."
+           if args.test_seed else "."),
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {context['control']}" if context["control"] else "",

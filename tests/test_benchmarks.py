@@ -271,14 +271,25 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     other["runs"]["Net6-small"][0]["seed"] = 0
     Path(tmp_path / "other.json").write_text(json.dumps(other))
     both = json.loads(Path(joint_seed0[1]).read_text())
-    picked = quality.main(["--merge", f"{joint_seed0[1]}#Net0", str(tmp_path / "other.json"),
+    # a file that ran the widened control: its note on the control's width is left out
+    # with the control's rows
+    with_control = tmp_path / "with_control.json"
+    with_control.write_text(json.dumps({**both, "control": "Net0-wide: UNet width 9"}))
+    picked = quality.main(["--merge", f"{with_control}#Net0", str(tmp_path / "other.json"),
                            "--out", str(tmp_path), "--tag", "picked"])
+    assert "UNet width 9" not in (tmp_path / "quality_unet_picked.md").read_text()
     assert list(picked["runs"]) == ["Net0", "Net6-small"]
     assert picked["runs"]["Net0"] == both["runs"]["Net0"]
     assert picked["options"]["student_lr_scale"] == 0.1
     assert picked["summary"]["Net6-small"]["gain_mean"] == pytest.approx(
         other["runs"]["Net6-small"][0]["psnr"] - both["runs"]["Net0"][0]["psnr"])
     assert "#Net0" in picked["command"]
+    kept = quality.main(["--merge", f"{with_control}#Net0,Net6-small", "--out", str(tmp_path),
+                         "--tag", "kept"])
+    assert list(kept["runs"]) == ["Net0", "Net6-small"]
+    assert "UNet width 9" not in (tmp_path / "quality_unet_kept.md").read_text()
+    quality.main(["--merge", str(with_control), "--out", str(tmp_path), "--tag", "whole"])
+    assert "- Net0-wide: UNet width 9" in (tmp_path / "quality_unet_whole.md").read_text()
     with pytest.raises(SystemExit, match=r"no rows of \['Net3'\]; its variants are"):
         quality.main(["--merge", f"{joint_seed0[1]}#Net3", "--out", str(tmp_path), "--tag", "x"])
     # a '#' in a file's own name is part of the name
@@ -333,7 +344,7 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
                 "--length", "8", "--test-crop", "32", "--test-crops-per-photo", "1",
                 "--embedding-lr-scale", "0.5", "--width", "8", "--grids", "0",
                 "--blur", "severe", "--lr", "2e-4", "--hcl", "--teacher-levels", "1", "2", "3",
-                "--no-progress"]) == 0
+                "--prior-kernel-size", "1", "--no-progress"]) == 0
     demo = json.loads((out / "results.json").read_text())
     assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
     assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net6-small"][0]["psnr"]
@@ -342,8 +353,8 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
 
 def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
     """At its default options (only the budget and sizes made tiny) the demo trains the
-    short severe-blur benchmark's Net0 and Net0* at teacher levels 0-2 (no student
-    pre-training), and its report says so."""
+    short severe-blur benchmark's Net0 and Net0* at teacher levels 0-2 with 3x3 prior
+    convolutions (no student pre-training), and its report says so."""
     from sp_adapter.cli import main as cli
 
     tiny = ["--batch", "2", "--crop", "32", "--length", "8", "--test-crop", "32",
@@ -351,8 +362,8 @@ def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
     bench = load("quality").main([
         *tiny, "--variants", "Net0", "Net0*", "--steps", "2", "--pretrain-steps", "2",
         "--student-steps", "3", "--blur", "severe", "--lr", "1e-3",
-        "--teacher-levels", "0", "1", "2", "--options", "width=8", "--seeds", "0",
-        "--out", str(tmp_path), "--tag", "star"])
+        "--teacher-levels", "0", "1", "2", "--prior-options", "kernel_size=3",
+        "--options", "width=8", "--seeds", "0", "--out", str(tmp_path), "--tag", "star"])
     out = tmp_path / "report"
     assert cli(["demo", "--out", str(out), "--steps", "4", "--width", "8", "--grids", "0",
                 *tiny]) == 0
@@ -364,6 +375,7 @@ def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
     readme = (out / "README.md").read_text()
     assert ("teacher tf_efficientnet_lite0 at levels [0, 1, 2], CLC + MLA + SAT without the "
             "HCL distillation") in readme
+    assert "3x3 convolutions in CLC, MLA and SAT" in readme
     assert "synthetic severe camera-shake blur" in readme
 
 
@@ -498,3 +510,29 @@ def test_quality_scores_whole_test_photos_one_at_a_time(tmp_path):
     assert "the 4 test photos whole" in (tmp_path / "quality_unet_whole.md").read_text()
     with pytest.raises(SystemExit, match="needs a --test-crop size"):
         quality.main([*whole, "--train-probe", "2", "--out", str(tmp_path)])
+
+
+def test_quality_test_seed_draws_another_test_set_that_merges_only_with_its_own(
+    tmp_path, joint_seed0
+):
+    """--test-seed scores the same models (bit-identical training) on other crops and
+    kernels of the test photos; its files merge only with files of the same test seed
+    (older files count as test seed 0)."""
+    quality = load("quality")
+    runs = {seed: quality.main([*TINY_QUALITY, "--seeds", "0", "--eval-every", "2",
+                                "--test-seed", str(seed), "--out", str(tmp_path),
+                                "--tag", ("fresh" if seed else "usual")])
+            for seed in (0, 1)}
+    fresh = runs[1]
+    assert fresh["options"]["test_seed"] == 1
+    for name in ("Net0", "Net6-small"):
+        old, new = runs[0]["runs"][name][0], fresh["runs"][name][0]
+        assert new["losses"] == old["losses"]  # the same training
+        assert new["psnr"] != old["psnr"]  # another test set
+    assert runs[0]["runs"]["Net0"][0]["psnr"] == joint_seed0[0]["runs"]["Net0"][0]["psnr"]
+    text = (tmp_path / "quality_unet_fresh.md").read_text()
+    assert "drawn with test seed 1, not the benchmark test set's 0" in text
+    assert "test seed" not in Path(joint_seed0[1]).with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match=r"\['test_seed'\]"):
+        quality.main(["--merge", joint_seed0[1], str(tmp_path / "quality_unet_fresh.json"),
+                      "--out", str(tmp_path), "--tag", "x"])
