@@ -92,6 +92,8 @@ def test_demo_refuses_wrong_teacher_levels_before_any_work(tmp_path, capsys):
     assert not out.exists()
     with pytest.raises(ValueError, match="no offline weights for the teacher 'resnet18'"):
         DemoConfig(teacher="resnet18")
+    with pytest.raises(ValueError, match="kernel_size must be a positive odd number"):
+        DemoConfig(prior_kernel_size=2)
 
 
 def test_overwrite_replaces_only_the_demo_files(tmp_path):
