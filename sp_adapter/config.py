@@ -87,11 +87,12 @@ class PriorConfig:
             1x1 is the default: with it SAT's convolution commutes with the bilinear resize
             to the decoder level (so computing it at the prior's resolution is exactly the
             paper's order), and it measured 1.16x vs 1.18x UNet inference time and 0.78M vs
-            1.37M prior parameters against 3x3 (CPU, 256x256). 3x3 deblurs larger images
-            better: in the quality benchmark it raised the gain of the prior without HCL
-            (teacher levels 0-2) by 0.045 ± 0.010 dB on 256 px test crops (to +0.327 dB)
-            and by 0.048 on whole test photos, not on 128 px crops (README, "3x3 prior
-            convolutions"); the demo uses it. Any odd size keeps the maps' size.
+            1.37M prior parameters against 3x3 (CPU, 256x256). In the quality benchmark
+            3x3 raised the gain of the prior without HCL (teacher levels 0-2) by 0.045 dB
+            on one draw of 256 px test crops and 0.048 on whole test photos, but lowered
+            it by 0.058 on a fresh draw and left it on 128 px crops (README, "3x3 prior
+            convolutions"): not reliably better. The demo uses it (a little better at its
+            short protocol). Any odd size keeps the maps' size.
     """
 
     student: StudentKind = "teacher"
