@@ -38,6 +38,12 @@ def _add_teacher(p: argparse.ArgumentParser, default: str) -> None:
                    help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
 
 
+def _add_prior_kernel_size(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--prior-kernel-size", type=int, default=default,
+                   help="kernel of the prior's CLC, MLA and SAT convolutions (odd; "
+                        "default %(default)s)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
@@ -120,9 +126,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-clc", action="store_true", help="no cross-level connection")
     p.add_argument("--no-mla", action="store_true", help="no multi-level aggregation")
     p.add_argument("--fusion", default="sat", choices=["sat", "add", "concat"])
-    p.add_argument("--prior-kernel-size", type=int, default=PriorConfig().kernel_size,
-                   help="kernel of the prior's CLC, MLA and SAT convolutions (odd; "
-                        "default %(default)s)")
+    _add_prior_kernel_size(p, PriorConfig().kernel_size)
     p.add_argument("--student", default="teacher", choices=["teacher", "small"])
     p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                    help="the teacher's feature levels, finest first (timm out_indices; the "
@@ -355,9 +359,7 @@ def _demo_parser(sub) -> None:
                      help="distil the prior from the teacher (Table 4 Net6)")
     hcl.add_argument("--no-hcl", dest="hcl", action="store_false",
                      help="no distillation (Table 4 Net0*)")
-    p.add_argument("--prior-kernel-size", type=int, default=d.prior_kernel_size,
-                   help="kernel of the prior's CLC, MLA and SAT convolutions (odd; "
-                        "default %(default)s)")
+    _add_prior_kernel_size(p, d.prior_kernel_size)
     p.add_argument("--embedding-lr-scale", type=float, default=d.embedding_lr_scale,
                    help="learning-rate factor of MLA/SAT in the +SP arm")
     p.add_argument("--grids", type=int, default=None, help="pictures for the first N test crops")

@@ -121,8 +121,12 @@ class DemoConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        # a wrong teacher, wrong levels or a wrong kernel fail before any work
-        PriorConfig(kernel_size=self.prior_kernel_size, teacher=self.teacher_spec())
+        self.prior()  # a wrong teacher, wrong levels or a wrong kernel fail before any work
+
+    def prior(self) -> PriorConfig:
+        """The prior of the +SP arm."""
+        return PriorConfig(student=self.student, hcl=self.hcl,
+                           kernel_size=self.prior_kernel_size, teacher=self.teacher_spec())
 
     def teacher_spec(self) -> TeacherSpec:
         """The teacher of the +SP arm."""
@@ -306,8 +310,7 @@ def run_demo(cfg: DemoConfig, command: str = "sp-adapter demo") -> dict[str, Any
         beta=cfg.beta, seed=cfg.seed, device=cfg.device, progress=cfg.progress,
         log_every=10, keep_checkpoints=1,
     )
-    prior = PriorConfig(student=cfg.student, hcl=cfg.hcl, kernel_size=cfg.prior_kernel_size,
-                        teacher=cfg.teacher_spec())
+    prior = cfg.prior()
     arms = [
         Arm("base"),
         Arm("sp", prior=prior, student_steps=cfg.student_steps if cfg.hcl else 0,
