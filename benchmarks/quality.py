@@ -57,7 +57,10 @@ photos less the blur margin, as deblurring benchmarks score full images, with
 ``--test-crops-per-photo`` kernels each); runs of the same seeds and training options
 train bit-identical arms, so two test sets score the same models. ``--test-seed`` draws
 other crops and kernels of the same test photos: a setting chosen by its score on the
-test set of seed 0 is checked on a draw that took no part in choosing it.
+test set of seed 0 is checked on a draw that took no part in choosing it. Each row also
+keeps every test image's PSNR, and a last table gives each gain's standard error over the
+test images and over the photos: the noise that the choice of test crops brings, which a
+fresh draw moves and the seed spread does not show.
 
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
@@ -68,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import shlex
 import statistics
@@ -430,6 +434,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = {"seed": seed, **r.summary()}
             if r.evaluation is not None:
                 row["photo_psnr"] = photo_means(r.evaluation.per_image)
+                row["image_psnr"] = {str(image["key"]): float(image["psnr"])
+                                     for image in r.evaluation.per_image}
             if probe is not None:
                 row["train_probe_psnr"] = evaluate(
                     r.model, probe, spec, device=next(r.model.parameters()).device).psnr
@@ -485,6 +491,60 @@ def photo_rows(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[l
             cells.append("" if gain is None else f"{gain:+.3f} ± {spread:.3f}")
         out.append(cells)
     return others, out
+
+
+def image_gains(rows: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, float]:
+    """Per test image (``"photo/crop"``): the gain over ``reference``, averaged over the
+    seeds both scored it in."""
+    by_seed = {row["seed"]: row["image_psnr"] for row in reference if "image_psnr" in row}
+    differences: dict[str, list[float]] = {}
+    for row in rows:
+        if "image_psnr" in row and row["seed"] in by_seed:
+            for key, psnr in row["image_psnr"].items():
+                differences.setdefault(key, []).append(psnr - by_seed[row["seed"]][key])
+    return {key: statistics.fmean(values) for key, values in differences.items()}
+
+
+def image_spread(gains: dict[str, float]) -> dict[str, Any]:
+    """How much the mean gain rests on which test images were drawn: the standard error
+    over images (``std / sqrt(n)``), the same over the photos' mean gains (crops of one
+    photo are alike, so this one is the more honest), and how many images gained."""
+    values = list(gains.values())
+    by_photo: dict[str, list[float]] = {}
+    for key, gain in gains.items():
+        by_photo.setdefault(key.split("/")[0], []).append(gain)
+    photo_means = [statistics.fmean(v) for v in by_photo.values()]
+
+    def standard_error(xs: list[float]) -> float | None:
+        return statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else None
+
+    return {"count": len(values), "mean": statistics.fmean(values),
+            "se_images": standard_error(values), "photos": len(photo_means),
+            "se_photos": standard_error(photo_means),
+            "improved": sum(gain > 0 for gain in values)}
+
+
+def image_rows(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], list[list[str]]]:
+    """Each variant's gain over Net0 (and a prior variant's over the widened control) with
+    the test images' spread, from the rows' per-image scores (none: both empty)."""
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:.3f}"
+
+    spreads, rows = {}, []
+    for name, seeds in runs.items():
+        references = [] if name == "Net0" or "Net0" not in runs else ["Net0"]
+        if CONTROL in runs and VARIANTS.get(name) is not None:
+            references.append(CONTROL)
+        for reference in references:
+            gains = image_gains(seeds, runs[reference])
+            if not gains:
+                continue
+            spread = image_spread(gains)
+            spreads.setdefault(name, {})[reference] = spread
+            rows.append([name, reference, str(spread["count"]), f"{spread['mean']:+.3f}",
+                         cell(spread["se_images"]), cell(spread["se_photos"]),
+                         f"{spread['improved']}/{spread['count']}"])
+    return spreads, rows
 
 
 def trajectory(history: list[dict[str, Any]]) -> list[list[float]]:
@@ -687,6 +747,18 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         table += ("\n\nPer test photo: Net0's PSNR (mean over seeds) and each variant's gain "
                   "over it, paired by seed (mean ± std).\n\n"
                   + markdown_table(["test photo", "Net0", *others], photos))
+    spreads, images = image_rows(runs)
+    if images:
+        table += ("\n\nThe test images' spread: each image's gain averaged over the seeds, "
+                  "then its mean, the standard error over images and over the photos' mean "
+                  "gains (the noise a fresh draw of test crops brings, which the seed "
+                  "spread above does not show; crops of one photo are alike, so the error "
+                  "over photos is the more honest), and how many images gained.\n\n"
+                  + markdown_table(["variant", "against", "images", "mean gain",
+                                    "SE over images", "SE over photos", "images gaining"],
+                                   images))
+        for name, spread in spreads.items():
+            summary[name]["image_spread"] = spread
     names, steps = trajectory_rows(runs)
     if steps:
         table += ("\n\nTest PSNR along each arm's run (mean over seeds; in brackets the gain "

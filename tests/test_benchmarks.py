@@ -102,6 +102,35 @@ def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     assert table[2][-3] == ""  # the control was not probed
 
 
+def test_quality_image_spread_pairs_images_by_seed_and_groups_crops_by_photo():
+    quality = load("quality")
+
+    def rows(*per_seed):
+        return [{"seed": seed, "image_psnr": images} for seed, images in enumerate(per_seed)]
+
+    net0 = rows({"a/0": 20.0, "a/1": 21.0, "b/0": 30.0}, {"a/0": 20.2, "a/1": 21.0, "b/0": 29.0})
+    prior = rows({"a/0": 20.5, "a/1": 21.1, "b/0": 29.9}, {"a/0": 20.6, "a/1": 20.8, "b/0": 29.4},
+                 {"a/0": 99.0, "a/1": 99.0, "b/0": 99.0})  # seed 2: no Net0 to pair with
+    gains = quality.image_gains(prior, net0)
+    assert gains == pytest.approx({"a/0": 0.45, "a/1": -0.05, "b/0": 0.15})
+    spread = quality.image_spread(gains)
+    assert spread["mean"] == pytest.approx(0.55 / 3)
+    assert spread["se_images"] == pytest.approx(0.2516611 / 3 ** 0.5, abs=1e-6)
+    # photo a's crops average +0.2, photo b +0.15: the error over photos is 0.025
+    assert spread["photos"] == 2 and spread["se_photos"] == pytest.approx(0.025)
+    assert spread["improved"] == 2 and spread["count"] == 3
+    spreads, table = quality.image_rows({"Net0": net0, "Net0*": prior, "Net0-wide": net0})
+    assert [row[:2] for row in table] == [["Net0*", "Net0"], ["Net0*", "Net0-wide"],
+                                          ["Net0-wide", "Net0"]]
+    assert table[0][3:] == ["+0.183", "0.145", "0.025", "2/3"]
+    assert set(spreads) == {"Net0*", "Net0-wide"}
+    # a file without Net0 (a variant run apart) compares with what it holds
+    assert [row[:2] for row in quality.image_rows({"Net0*": prior, "Net0-wide": net0})[1]] == \
+        [["Net0*", "Net0-wide"]]
+    # rows without per-image scores (older result files) give no table
+    assert quality.image_rows({"Net0": [{"seed": 0}], "Net0*": [{"seed": 0}]}) == ({}, [])
+
+
 def test_quality_teacher_levels_reach_every_prior_variant():
     quality = load("quality")
     spec = quality.teacher_spec([0, 1, 2])
@@ -155,6 +184,16 @@ def test_quality_script_pairs_arms_by_seed(tmp_path, joint_seed0):
         assert list(runs[name][0]["photo_psnr"]) == list(TEST_PHOTOS)
         for row in runs[name]:
             assert sum(row["photo_psnr"].values()) / 4 == pytest.approx(row["psnr"])
+    # every test image's score is kept; averaged over images and seeds, its gains are the
+    # mean gain, and the report gives their spread over the test images
+    for name in ("Net0", "Net6-small"):
+        for row in runs[name]:
+            assert sorted(key.split("/")[0] for key in row["image_psnr"]) == sorted(TEST_PHOTOS)
+            assert sum(row["image_psnr"].values()) / 4 == pytest.approx(row["psnr"])
+    spread = summary["Net6-small"]["image_spread"]["Net0"]
+    assert spread["count"] == 4 and spread["photos"] == 4
+    assert spread["mean"] == pytest.approx(summary["Net6-small"]["gain_mean"])
+    assert "The test images' spread" in (tmp_path / "quality_unet_tiny_0.5.md").read_text()
     coffee = [sp["photo_psnr"]["coffee"] - base["photo_psnr"]["coffee"]
               for base, sp in zip(runs["Net0"], runs["Net6-small"], strict=True)]
     gain, spread = quality.mean_std(coffee)
