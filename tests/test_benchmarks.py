@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -575,3 +576,29 @@ def test_quality_test_seed_draws_another_test_set_that_merges_only_with_its_own(
     with pytest.raises(SystemExit, match=r"\['test_seed'\]"):
         quality.main(["--merge", joint_seed0[1], str(tmp_path / "quality_unet_fresh.json"),
                       "--out", str(tmp_path), "--tag", "x"])
+
+
+def test_gain_by_difficulty_bands_the_per_image_gains_by_net0s_psnr(tmp_path, capsys):
+    script = load("gain_by_difficulty")
+    runs = {"Net0": [{"seed": 0, "image_psnr": {"a/0": 20.0, "a/1": 27.0, "b/0": 23.0}},
+                     {"seed": 1, "image_psnr": {"a/0": 21.0, "a/1": 28.0, "b/0": 24.0}}],
+            "Net0*": [{"seed": 0, "image_psnr": {"a/0": 20.5, "a/1": 26.0, "b/0": 23.2}},
+                      {"seed": 1, "image_psnr": {"a/0": 21.3, "a/1": 27.2, "b/0": 24.0}}]}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"runs": runs}))
+    rows = script.main([str(path), "--bands", "22", "26"])
+    # a/0: Net0 20.5, gain +0.4; b/0: 23.5, +0.1; a/1: 27.5, -0.9
+    assert [(label, count) for label, count, _ in rows] == [
+        ("< 22 dB", 1), ("22-26 dB", 1), (">= 26 dB", 1)]
+    assert [mean for _, _, mean in rows] == pytest.approx([0.4, 0.1, -0.9])
+    out = capsys.readouterr().out
+    assert "mean gain -0.133 dB" in out
+    # pooled over the squared errors: 10 dB on an image is 10x the error of 20 dB
+    assert script.pooled_psnr({"a": 10.0, "b": 20.0}) == pytest.approx(-10 * math.log10(0.055))
+    pooled = [script.pooled_psnr(o["image_psnr"]) - script.pooled_psnr(b["image_psnr"])
+              for o, b in zip(runs["Net0*"], runs["Net0"], strict=True)]
+    assert f"gain {sum(pooled) / 2:+.3f} dB" in out
+    runs["Net0"] = [{"seed": 0, "psnr": 20.0}]  # a file written before rows kept images
+    path.write_text(json.dumps({"runs": runs}))
+    with pytest.raises(SystemExit, match="no seed has per-image scores"):
+        script.main([str(path)])
