@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 
-def image_scores(runs: dict[str, list[dict[str, Any]]], variant: str
-                 ) -> dict[str, tuple[float, float]]:
-    """Per test image: Net0's PSNR and ``variant``'s gain over it, both averaged over the
-    seeds both scored."""
+def seed_pairs(runs: dict[str, list[dict[str, Any]]], variant: str
+               ) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """``(Net0's, variant's)`` per-image PSNRs of each seed both arms scored."""
     if "Net0" not in runs or variant not in runs:
         raise SystemExit(f"the file needs Net0 and {variant!r} rows; it has {sorted(runs)}")
     reference = {row["seed"]: row.get("image_psnr") for row in runs["Net0"]}
@@ -33,6 +32,13 @@ def image_scores(runs: dict[str, list[dict[str, Any]]], variant: str
     if not pairs:
         raise SystemExit("no seed has per-image scores for both arms (files written before "
                          "quality.py kept them have none)")
+    return pairs
+
+
+def image_scores(pairs: list[tuple[dict[str, float], dict[str, float]]]
+                 ) -> dict[str, tuple[float, float]]:
+    """Per test image: Net0's PSNR and the variant's gain over it, both averaged over the
+    seed pairs."""
     return {key: (statistics.fmean(base[key] for base, _ in pairs),
                   statistics.fmean(other[key] - base[key] for base, other in pairs))
             for key in pairs[0][0]}
@@ -66,16 +72,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, int, float | None]]:
                         metavar="DB", help="edges of the bands of Net0's PSNR")
     args = parser.parse_args(argv)
     runs = json.loads(Path(args.result).read_text())["runs"]
-    scores = image_scores(runs, args.variant)
+    pairs = seed_pairs(runs, args.variant)
+    scores = image_scores(pairs)
     rows = bands(scores, args.bands)
     base, gain = zip(*scores.values(), strict=True)
     print(f"{args.variant} against Net0, {len(scores)} test images, mean gain "
           f"{statistics.fmean(gain):+.3f} dB; correlation of the gain with Net0's PSNR "
           f"{statistics.correlation(base, gain):+.2f}")
-    pooled = [pooled_psnr(row["image_psnr"]) - pooled_psnr(base_row["image_psnr"])
-              for row in runs[args.variant] for base_row in runs["Net0"]
-              if row["seed"] == base_row["seed"] and row.get("image_psnr")
-              and base_row.get("image_psnr")]
+    pooled = [pooled_psnr(other) - pooled_psnr(base) for base, other in pairs]
     print(f"scored as one PSNR of the set's mean squared error (easy images weigh less): "
           f"gain {statistics.fmean(pooled):+.3f} dB")
     print("| Net0 PSNR | images | mean gain (dB) |")
