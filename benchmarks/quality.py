@@ -62,6 +62,12 @@ keeps every test image's PSNR, and a last table gives each gain's standard error
 test images and over the photos: the noise that the choice of test crops brings, which a
 fresh draw moves and the seed spread does not show.
 
+``--run-root DIR`` keeps each arm's final checkpoint (``DIR/seed<S>/<variant>``), which
+``benchmarks/prior_errors.py`` reads back to show what a prior changes in Net0's images
+and to score the same arms on other test draws. ``--arm-loss mse`` trains every arm's own
+steps on the mean squared error instead of the backbone's loss (the shared base keeps
+its loss).
+
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
 ``benchmarks/gpu_sweep.py`` every setting of a settings file (a screen of this protocol).
@@ -87,6 +93,7 @@ from sp_adapter.atomic import write_atomic
 from sp_adapter.config import WHEEL_TEACHERS, PriorConfig, TeacherSpec, teacher_at_levels
 from sp_adapter.data import TEST_PHOTOS, SyntheticBlurDataset, blur_preset
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
+from sp_adapter.losses import BACKBONE_LOSSES
 from sp_adapter.teacher import load_teacher
 from sp_adapter.train import (
     Arm,
@@ -217,21 +224,24 @@ def build_arms(
     prior_train: dict[str, float] | None = None,
     prior_options: dict[str, Any] | None = None,
     teacher: TeacherSpec | None = None,
+    arm_loss: str | None = None,
 ) -> list[Arm]:
     """The arms of ``names``; ``prior_train`` (``PRIOR_TRAIN_OPTIONS``) reaches the prior
     arms' own steps only, ``prior_options`` (``--prior-options``) and ``teacher``
-    (``--teacher-levels``) their priors."""
+    (``--teacher-levels``) their priors, ``arm_loss`` (``--arm-loss``) every arm's own
+    steps (not the shared base's)."""
+    loss = {"loss": arm_loss} if arm_loss else {}
     arms = []
     for name in names:
         if name == CONTROL:
             if control is not None:
-                arms.append(control)
+                arms.append(replace(control, train={**control.train, **loss}))
             continue
         prior = variant_config(name, prior_options, teacher)
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
-            train=dict(prior_train or {}) if prior else {},
+            train={**(prior_train or {}), **loss} if prior else dict(loss),
         ))
     return arms
 
@@ -242,13 +252,13 @@ def build_arms(
 # and how many DataLoader workers made their batches (these leave the scores unchanged;
 # tests check it)
 MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
-              "eval_every", "base_store", "workers", "train_probe"}
+              "eval_every", "base_store", "workers", "train_probe", "run_root"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
 ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
                "train_photos": None, "test_seed": 0,
                "teacher_levels": list(TeacherSpec().out_indices),
-               "teacher": TeacherSpec().arch}
+               "teacher": TeacherSpec().arch, "arm_loss": None}
 
 
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
@@ -304,6 +314,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--student-lr-scale", type=float, default=1.0,
                         help="learning-rate factor of the student in the prior arms' joint "
                              "training (0 freezes it after its pre-training)")
+    parser.add_argument("--arm-loss", default=None, choices=sorted(BACKBONE_LOSSES),
+                        help="reconstruction loss of every arm's own steps (default: the "
+                             "backbone's, L1 for the UNet); the shared base keeps it")
     parser.add_argument("--prior-options", nargs="*", default=[], metavar="KEY=VALUE",
                         help="PriorConfig fields set in every prior variant, e.g. "
                              "kernel_size=3 sigma_bound=4 (not the Table 4 switches)")
@@ -348,6 +361,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "from there in later runs of the same settings (other "
                              "variants or prior options) instead of training it again; "
                              "empty DIR after changing the training code")
+    parser.add_argument("--run-root", default=None, metavar="DIR",
+                        help="write each arm's run (log, final checkpoint) to "
+                             "DIR/seed<S>/<variant>, to look at the trained arms later "
+                             "(benchmarks/prior_errors.py)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader workers per process (GPU runs: synthesising the "
@@ -423,12 +440,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      photos=args.train_photos)
         arms = build_arms(args.variants, args.student_steps, control,
                           {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options,
-                          spec_of_teacher)
+                          spec_of_teacher, args.arm_loss)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
             teacher=teacher, val_data=test if args.eval_every else None, base_store=store,
             eval_batch_size=eval_batch,
+            run_root=Path(args.run_root) / f"seed{seed}" if args.run_root else None,
         )
         for r in results:
             row = {"seed": seed, **r.summary()}
@@ -786,6 +804,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         + (f"teacher {args.teacher}, " if args.teacher != ADDED_LATER["teacher"] else "")
         + (f"teacher levels {args.teacher_levels}, "
            if args.teacher_levels != ADDED_LATER["teacher_levels"] else "")
+        + (f"{args.arm_loss} loss in the arms' own steps (the shared base: the backbone's), "
+           if args.arm_loss else "")
         + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",

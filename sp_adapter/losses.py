@@ -1,8 +1,9 @@
 """Training losses: the paper's total loss (Eq. 7, 8) and the backbones' own losses.
 
-* Pixel losses: :func:`l1_loss`, :func:`charbonnier_loss`, :func:`edge_loss` (Charbonnier
-  of Laplacian-pyramid differences, as MPRNet trains), :func:`fft_l1_loss` (L1 on the
-  real and imaginary parts of the 2-D FFT, as MIMO-UNet and MSSNet train).
+* Pixel losses: :func:`l1_loss`, :func:`mse_loss`, :func:`charbonnier_loss`,
+  :func:`edge_loss` (Charbonnier of Laplacian-pyramid differences, as MPRNet trains),
+  :func:`fft_l1_loss` (L1 on the real and imaginary parts of the 2-D FFT, as MIMO-UNet
+  and MSSNet train).
 * Perceptual losses (Eq. 8): :class:`VGGPerceptualLoss` (VGG16 ``relu3_3`` with
   torchvision's ImageNet weights; a clear :class:`PerceptualWeightsError` when they cannot
   be had, never random weights) and :class:`TeacherPerceptualLoss` (the same distance on
@@ -44,6 +45,13 @@ def full(x: torch.Tensor) -> torch.Tensor:
 def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute error, the ``L_1`` of Eq. (8)."""
     return F.l1_loss(full(pred), full(target))
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error: the loss whose minimum is the best PSNR (PSNR is
+    ``-10 log10(MSE)``). Under uncertainty it hedges (the mean of the plausible images)
+    where L1 commits to one (their median)."""
+    return F.mse_loss(full(pred), full(target))
 
 
 def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -253,6 +261,14 @@ def single_l1(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
     return l1_loss(out, sharp)
 
 
+def single_mse(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
+    """``mse``: one output image (the final), mean squared error against the sharp batch."""
+    if not isinstance(out, torch.Tensor):
+        raise ValueError("the 'mse' loss expects a single output tensor (a one-output "
+                         "backbone such as the UNet)")
+    return mse_loss(out, sharp)
+
+
 def mimo_loss(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
     """``mimo``: outputs ``[1/4, 1/2, full]`` (final: ``out[2]``). Sum over the scales of
     L1 against the bilinearly down-sampled sharp image, plus 0.1 times the same sum of
@@ -334,6 +350,7 @@ class ReconstructionLoss:
 
 BACKBONE_LOSSES: dict[str, ReconstructionLoss] = {
     "l1": ReconstructionLoss("l1", single_l1),
+    "mse": ReconstructionLoss("mse", single_mse),
     "mimo": ReconstructionLoss("mimo", mimo_loss, final_index=2),
     "mprnet": ReconstructionLoss("mprnet", mprnet_loss, final_index=0),
     "mssnet": ReconstructionLoss("mssnet", mssnet_loss, final_index=5),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from sp_adapter.data import TEST_PHOTOS
 
@@ -68,6 +69,20 @@ def test_quality_prior_options_reach_every_prior_variant_but_not_its_switches():
         quality.parse_prior_options(["hcl=false"])
     with pytest.raises(SystemExit, match="sigma_bound must be > 0"):
         quality.parse_prior_options(["sigma_bound=0"])
+
+
+def test_quality_arm_loss_reaches_every_arms_own_steps():
+    quality = load("quality")
+    control = quality.Arm(quality.CONTROL, options={"width": 19})
+    arms = quality.build_arms(["Net0", "Net0*", quality.CONTROL], 0, control,
+                              {"student_lr_scale": 0.5}, arm_loss="mse")
+    assert [arm.train for arm in arms] == [
+        {"loss": "mse"}, {"student_lr_scale": 0.5, "loss": "mse"}, {"loss": "mse"}]
+    plain = quality.build_arms(["Net0", "Net0*"], 0, None, {"student_lr_scale": 0.5})
+    assert [arm.train for arm in plain] == [{}, {"student_lr_scale": 0.5}]
+    assert quality.parse_args(["--arm-loss", "mse"]).arm_loss == "mse"
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--arm-loss", "l2"])
 
 
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
@@ -602,3 +617,76 @@ def test_gain_by_difficulty_bands_the_per_image_gains_by_net0s_psnr(tmp_path, ca
     path.write_text(json.dumps({"runs": runs}))
     with pytest.raises(SystemExit, match="no seed has per-image scores"):
         script.main([str(path)])
+
+
+def test_prior_errors_split_the_change_exactly_over_frequency_bands():
+    script = load("prior_errors")
+    gen = torch.Generator().manual_seed(0)
+    sharp = torch.rand(3, 24, 20, generator=gen) * 255
+    base = sharp + torch.randn(3, 24, 20, generator=gen) * 8
+    shift = torch.tensor([4.0, -2.0, 1.0])[:, None, None]
+    # a colour shift changes the DC band alone: its help is -2<r, shift>, its harm |shift|^2
+    parts = script.decompose(sharp, base, base + shift, (1 / 32, 1 / 8))
+    r = sharp - base
+    assert parts["harm"][0] == pytest.approx(float(shift.pow(2).sum() * 24 * 20)
+                                             / parts["base_sse"])
+    assert parts["harm"][1:] == pytest.approx([0, 0, 0], abs=1e-9)
+    assert parts["help"][0] == pytest.approx(2 * float((r * shift).sum()) / parts["base_sse"])
+    # the rim of 4 px holds 1 - 16 * 12 / (24 * 20) of the pixels, so of a uniform shift's harm
+    rim = script.decompose(sharp, base, base + shift, (1 / 32, 1 / 8), border=4)
+    assert rim["border_harm"] == pytest.approx(rim["harm"][0] * (1 - 16 * 12 / (24 * 20)))
+    assert rim["border_area"] == pytest.approx(1 - 16 * 12 / (24 * 20))
+    # any change: help - harm over the bands is the share of Net0's error it removes
+    other = base + torch.randn(3, 24, 20, generator=gen) * 3 + 0.5 * r
+    parts = script.decompose(sharp, base, other, (1 / 32, 1 / 8))
+    share = sum(parts["help"]) - sum(parts["harm"])
+    assert share == pytest.approx(1 - parts["other_sse"] / parts["base_sse"])
+    # a change of half the residual falls short by 2x: twice it removes the whole error
+    half = script.decompose(sharp, base, base + 0.5 * r, (1 / 32, 1 / 8))
+    row = {"key": "a/0", "psnr": 1.0, "net0_psnr": 0.0, **half}
+    assert script.summarise([row])["best_scale"] == pytest.approx(2.0)
+    assert script.summarise([row])["share"] == pytest.approx(0.75)
+    # the fine-band energy over the sharp image's: 1 for the sharp image itself, below 1
+    # for a smoothed one
+    smooth = torch.nn.functional.avg_pool2d(sharp[None], 3, 1, 1, count_include_pad=False)[0]
+    parts = script.decompose(sharp, smooth, sharp, (1 / 32, 1 / 8))
+    assert parts["fine_other"] == pytest.approx(1.0)
+    assert parts["fine_base"] < 0.5
+
+
+def test_prior_errors_rebuild_the_kept_arms_and_check_their_scores(tmp_path):
+    quality, script = load("quality"), load("prior_errors")
+    quality.main([*TINY_QUALITY, "--seeds", "0", "--test-crops-per-photo", "2",
+                  "--run-root", str(tmp_path / "arms"), "--out", str(tmp_path), "--tag", "kept"])
+    result = str(tmp_path / "quality_unet_kept.json")
+    record = script.main([result, "--variant", "Net6-small", "--bands", "20", "--pictures", "1",
+                          "--out", str(tmp_path), "--tag", "t"])
+    rows = record["rows"]
+    assert len(rows) == 2 * len(TEST_PHOTOS)
+    for row in rows:  # the bands account for the whole difference of the two arms' errors
+        share = sum(row["help"]) - sum(row["harm"])
+        assert row["psnr"] - row["net0_psnr"] == pytest.approx(-10 * math.log10(1 - share))
+    gains = [r["psnr"] - r["net0_psnr"] for r in rows]
+    assert record["summaries"]["all"]["gain"] == pytest.approx(sum(gains) / len(gains))
+    text = (tmp_path / "prior_errors_t.md").read_text()
+    assert text.count("| ") > 10
+    # the image it loses most on and the one it gains most on, as pictures
+    ranked = sorted(rows, key=lambda r: r["psnr"] - r["net0_psnr"])
+    for row in (ranked[0], ranked[-1]):
+        name = f"prior_errors_t_{row['key'].replace('/', '_')}.png"
+        assert (tmp_path / name).stat().st_size > 0 and name in text
+    payload = json.loads(Path(result).read_text())
+    payload["runs"]["Net0"][0]["image_psnr"][rows[0]["key"]] += 0.5
+    Path(result).write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="not the ones that file scored"):
+        script.main([result, "--variant", "Net6-small", "--out", str(tmp_path)])
+    # another draw has no recorded scores to check: the same arms score other crops
+    fresh = script.main([result, "--variant", "Net6-small", "--test-seed", "5",
+                         "--out", str(tmp_path), "--tag", "fresh"])
+    assert fresh["test_seed"] == 5 and len(fresh["rows"]) == len(rows)
+    assert [r["net0_psnr"] for r in fresh["rows"]] != [r["net0_psnr"] for r in rows]
+    assert list(fresh["seed_gains"]) == [0]
+    del payload["options"]["run_root"]
+    Path(result).write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="kept no arms"):
+        script.main([result, "--out", str(tmp_path)])

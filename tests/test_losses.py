@@ -112,6 +112,12 @@ def test_backbone_losses_against_direct_sums(images):
     assert torch.allclose(BACKBONE_LOSSES["deepdeblur"].final(deep), full[0])
 
     assert torch.allclose(BACKBONE_LOSSES["l1"](full[0], sharp), losses.l1_loss(full[0], sharp))
+    assert torch.allclose(BACKBONE_LOSSES["mse"](full[0], sharp),
+                          (full[0] - sharp).pow(2).mean())
+    # PSNR of [0, 1] images (unrounded) is -10 log10 of it
+    from sp_adapter.metrics import psnr
+    assert float(psnr(full[0][:1], sharp[:1], quantize=False)) == pytest.approx(
+        -10 * math.log10(float(losses.mse_loss(full[0][:1], sharp[:1]))))
 
 
 def test_backbone_losses_reject_wrong_outputs(images):
@@ -120,6 +126,8 @@ def test_backbone_losses_reject_wrong_outputs(images):
         BACKBONE_LOSSES["mimo"](a, b)
     with pytest.raises(ValueError, match="single output"):
         BACKBONE_LOSSES["l1"]([a, a], b)
+    with pytest.raises(ValueError, match="single output"):
+        BACKBONE_LOSSES["mse"]([a, a], b)
     with pytest.raises(ValueError, match="unknown reconstruction loss"):
         losses.reconstruction_loss("nope")
 
