@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -42,11 +43,11 @@ from sp_adapter.atomic import write_atomic
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.train.evaluate import deblur
 from sp_adapter.train.model_spec import load_trained
-from sp_adapter.train.report import markdown_table
+from sp_adapter.train.report import grid, markdown_table, safe_name, save_png
 
 RESULTS = Path(__file__).parent / "results"
 BAND_NAMES = ("DC", "coarse", "mid", "fine")
-BORDER = 16  # px: the rim where the networks' and the prior's zero padding reaches
+BORDER = 16  # px: the rim that padding inside the networks and the teacher reaches
 
 
 def to_8bit(image: torch.Tensor) -> torch.Tensor:
@@ -129,6 +130,9 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
     root = run_root or options.get("run_root")
     if not root:
         raise SystemExit(f"{path}: the run kept no arms (run quality.py with --run-root)")
+    if "Net0" not in payload["runs"] or variant not in payload["runs"]:
+        raise SystemExit(f"{path} needs Net0 and {variant!r} rows; it has "
+                         f"{sorted(payload['runs'])}")
     own_draw = test_seed is None or test_seed == options.get("test_seed", 0)
     data = test_set(options, test_seed)
     rows = []
@@ -146,17 +150,22 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
                 row = {"key": key, "seed": seed, "photo": key.split("/")[0],
                        "net0_psnr": psnr_of(parts["base_sse"], count),
                        "psnr": psnr_of(parts["other_sse"], count), **parts}
-                for name, column in (("Net0", "net0_psnr"), (variant, "psnr")):
-                    if not own_draw:
-                        break
-                    kept = recorded[name]["image_psnr"][key]
-                    if abs(row[column] - kept) > 1e-3:
-                        raise SystemExit(
-                            f"{path}: seed {seed}'s {name} scores {row[column]:.4f} dB on "
-                            f"{key} here but {kept:.4f} in the file: the arms under {root} "
-                            "are not the ones that file scored")
+                if own_draw:
+                    check_scores(row, recorded, variant, f"{path}: seed {seed}", root)
                 rows.append(row)
     return rows
+
+
+def check_scores(row: dict[str, Any], recorded: dict[str, dict[str, Any]], variant: str,
+                 where: str, root: str) -> None:
+    """Stop unless the rebuilt arms score ``row``'s image as the result file recorded."""
+    for name, column in (("Net0", "net0_psnr"), (variant, "psnr")):
+        kept = recorded[name]["image_psnr"][row["key"]]
+        if abs(row[column] - kept) > 1e-3:
+            raise SystemExit(
+                f"{where}'s {name} scores {row[column]:.4f} dB on {row['key']} here but "
+                f"{kept:.4f} in the file: the arms under {root} are not the ones that file "
+                "scored")
 
 
 def save_pictures(path: str, variant: str, keys: list[str], out: Path, tag: str,
@@ -164,10 +173,6 @@ def save_pictures(path: str, variant: str, keys: list[str], out: Path, tag: str,
     """A PNG per test image in ``keys``, from the first seed of result file ``path``:
     blurry, Net0, the variant, sharp, then Net0's residual ``r`` and the prior's change
     ``d`` (both x4 around mid-grey)."""
-    import numpy as np
-
-    from sp_adapter.train.report import grid, safe_name, save_png
-
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
     options = payload["options"]
     root = Path(run_root or options["run_root"]) / f"seed{options['seeds'][0]}"

@@ -251,22 +251,23 @@ def _resized_target(sharp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return F.interpolate(sharp, size=tuple(out.shape[-2:]), mode="bilinear", align_corners=False)
 
 
-def single_l1(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
-    """``l1``: one output image (the final), L1 against the sharp batch."""
+def _one_image(out: Outputs, name: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise ValueError(
-            "the 'l1' loss expects a single output tensor; for a multi-output backbone "
+            f"the {name!r} loss expects a single output tensor; for a multi-output backbone "
             "choose its loss by name: 'mimo', 'mprnet', 'mssnet' or 'deepdeblur'"
         )
-    return l1_loss(out, sharp)
+    return out
+
+
+def single_l1(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
+    """``l1``: one output image (the final), L1 against the sharp batch."""
+    return l1_loss(_one_image(out, "l1"), sharp)
 
 
 def single_mse(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:
     """``mse``: one output image (the final), mean squared error against the sharp batch."""
-    if not isinstance(out, torch.Tensor):
-        raise ValueError("the 'mse' loss expects a single output tensor (a one-output "
-                         "backbone such as the UNet)")
-    return mse_loss(out, sharp)
+    return mse_loss(_one_image(out, "mse"), sharp)
 
 
 def mimo_loss(out: Outputs, sharp: torch.Tensor) -> torch.Tensor:

@@ -686,6 +686,8 @@ def test_prior_errors_rebuild_the_kept_arms_and_check_their_scores(tmp_path):
     assert fresh["test_seed"] == 5 and len(fresh["rows"]) == len(rows)
     assert [r["net0_psnr"] for r in fresh["rows"]] != [r["net0_psnr"] for r in rows]
     assert list(fresh["seed_gains"]) == [0]
+    with pytest.raises(SystemExit, match=r"needs Net0 and 'Net0\*' rows"):
+        script.main([result, "--variant", "Net0*", "--out", str(tmp_path)])
     del payload["options"]["run_root"]
     Path(result).write_text(json.dumps(payload))
     with pytest.raises(SystemExit, match="kept no arms"):
