@@ -50,16 +50,21 @@ def pooled_psnr(image_psnr: dict[str, float]) -> float:
     return -10 * math.log10(statistics.fmean(10 ** (-psnr / 10) for psnr in image_psnr.values()))
 
 
+def psnr_bands(edges: list[float]) -> list[tuple[str, float, float]]:
+    """``(label, low, high)`` of the bands below the first edge (dB), between each pair of
+    edges and from the last one up."""
+    bounds = [float("-inf"), *sorted(edges), float("inf")]
+    return [(f"< {high:g} dB" if low == float("-inf") else
+             f">= {low:g} dB" if high == float("inf") else f"{low:g}-{high:g} dB", low, high)
+            for low, high in zip(bounds, bounds[1:], strict=False)]
+
+
 def bands(scores: dict[str, tuple[float, float]], edges: list[float]
           ) -> list[tuple[str, int, float | None]]:
-    """``(band, images, mean gain)`` for Net0's PSNR below the first edge, between each
-    pair of edges and from the last one up."""
-    bounds = [float("-inf"), *sorted(edges), float("inf")]
+    """``(band, images, mean gain)`` for Net0's PSNR in each of :func:`psnr_bands`."""
     out = []
-    for low, high in zip(bounds, bounds[1:], strict=False):
+    for label, low, high in psnr_bands(edges):
         gains = [gain for base, gain in scores.values() if low <= base < high]
-        label = (f"< {high:g} dB" if low == float("-inf") else
-                 f">= {low:g} dB" if high == float("inf") else f"{low:g}-{high:g} dB")
         out.append((label, len(gains), statistics.fmean(gains) if gains else None))
     return out
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from gain_by_difficulty import psnr_bands
 from torch.utils.data import DataLoader
 
 from sp_adapter.atomic import write_atomic
@@ -81,10 +82,10 @@ def decompose(sharp: torch.Tensor, base: torch.Tensor, other: torch.Tensor,
     edges (``border_help``, ``border_harm``), and each output's fine-band energy over the
     sharp image's."""
     masks = band_masks(sharp.shape[-2], sharp.shape[-1], edges)
-    r = torch.fft.fft2(sharp - base)
-    d = torch.fft.fft2(other - base)
+    r_space, d_space = sharp - base, other - base
+    r, d = torch.fft.fft2(r_space), torch.fft.fft2(d_space)
     n = sharp.shape[-1] * sharp.shape[-2]
-    base_error = float((sharp - base).pow(2).sum())
+    base_error = float(r_space.pow(2).sum())
     cross = (r.conj() * d).real
     help_ = [2 * float(cross[..., m].sum()) / n / base_error for m in masks]
     harm = [e / base_error for e in band_energy(d, masks)]
@@ -92,7 +93,6 @@ def decompose(sharp: torch.Tensor, base: torch.Tensor, other: torch.Tensor,
             for x in (sharp, base, other)]
     rim = torch.ones(sharp.shape[-2:], dtype=torch.bool)
     rim[border:-border, border:-border] = False
-    r_space, d_space = sharp - base, other - base
     return {"help": help_, "harm": harm, "base_sse": base_error,
             "border_help": 2 * float((r_space * d_space)[..., rim].sum()) / base_error,
             "border_harm": float(d_space.pow(2)[..., rim].sum()) / base_error,
@@ -118,6 +118,16 @@ def test_set(options: dict[str, Any], test_seed: int | None = None) -> Synthetic
         return_key=True, min_detail=options.get("test_min_detail"))
 
 
+def kept_run(path: str, run_root: str | None) -> tuple[dict[str, Any], Path]:
+    """A result file's payload and the folder its arms were kept in (``run_root`` if
+    given: the arms were moved)."""
+    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    root = run_root or payload["options"].get("run_root")
+    if not root:
+        raise SystemExit(f"{path}: the run kept no arms (run quality.py with --run-root)")
+    return payload, Path(root)
+
+
 def seed_images(path: str, variant: str, edges: tuple[float, float],
                 run_root: str | None = None, test_seed: int | None = None
                 ) -> list[dict[str, Any]]:
@@ -125,11 +135,8 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
     variant's PSNR and the decomposition. On the file's own test set, checks that the
     rebuilt arms score what the file recorded; ``test_seed`` scores them on another
     draw (a fresh check of a setting chosen on the file's)."""
-    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    payload, root = kept_run(path, run_root)
     options = payload["options"]
-    root = run_root or options.get("run_root")
-    if not root:
-        raise SystemExit(f"{path}: the run kept no arms (run quality.py with --run-root)")
     if "Net0" not in payload["runs"] or variant not in payload["runs"]:
         raise SystemExit(f"{path} needs Net0 and {variant!r} rows; it has "
                          f"{sorted(payload['runs'])}")
@@ -137,7 +144,7 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
     data = test_set(options, test_seed)
     rows = []
     for seed in options["seeds"]:
-        arms = {name: load_trained(Path(root) / f"seed{seed}" / name)[0]
+        arms = {name: load_trained(root / f"seed{seed}" / name)[0]
                 for name in ("Net0", variant)}
         recorded = {name: next(r for r in payload["runs"][name] if r["seed"] == seed)
                     for name in arms}
@@ -157,7 +164,7 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
 
 
 def check_scores(row: dict[str, Any], recorded: dict[str, dict[str, Any]], variant: str,
-                 where: str, root: str) -> None:
+                 where: str, root: Path) -> None:
     """Stop unless the rebuilt arms score ``row``'s image as the result file recorded."""
     for name, column in (("Net0", "net0_psnr"), (variant, "psnr")):
         kept = recorded[name]["image_psnr"][row["key"]]
@@ -173,10 +180,10 @@ def save_pictures(path: str, variant: str, keys: list[str], out: Path, tag: str,
     """A PNG per test image in ``keys``, from the first seed of result file ``path``:
     blurry, Net0, the variant, sharp, then Net0's residual ``r`` and the prior's change
     ``d`` (both x4 around mid-grey)."""
-    payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    payload, root = kept_run(path, run_root)
     options = payload["options"]
-    root = Path(run_root or options["run_root"]) / f"seed{options['seeds'][0]}"
-    arms = [load_trained(root / name)[0] for name in ("Net0", variant)]
+    arms = [load_trained(root / f"seed{options['seeds'][0]}" / name)[0]
+            for name in ("Net0", variant)]
     data = test_set(options, test_seed)
     index = {data[i][2]: i for i in range(len(data))}
     saved = []
@@ -217,12 +224,9 @@ def groups(rows: list[dict[str, Any]], edges_db: list[float]) -> dict[str, dict[
     for r in rows:
         by_key.setdefault(r["key"], []).append(r["net0_psnr"])
     level = {key: statistics.fmean(v) for key, v in by_key.items()}
-    bounds = [float("-inf"), *sorted(edges_db), float("inf")]
     out = {"all": summarise(rows)}
-    for low, high in zip(bounds, bounds[1:], strict=False):
+    for name, low, high in psnr_bands(edges_db):
         chosen = [r for r in rows if low <= level[r["key"]] < high]
-        name = (f"< {high:g} dB" if low == float("-inf")
-                else f">= {low:g} dB" if high == float("inf") else f"{low:g}-{high:g} dB")
         if chosen:
             out[f"Net0 {name}"] = summarise(chosen)
     for photo in dict.fromkeys(r["photo"] for r in rows):
