@@ -28,6 +28,8 @@ from .wrap import (
     prior_disabled,
     prior_loss,
     prior_state_dict,
+    prior_strength,
+    set_prior_strength,
     unwrap,
     wrap,
 )
@@ -56,8 +58,10 @@ __all__ = [
     "prior_disabled",
     "prior_loss",
     "prior_state_dict",
+    "prior_strength",
     "push_to_hub",
     "save_pretrained",
+    "set_prior_strength",
     "unwrap",
     "wrap",
 ]

@@ -1,4 +1,4 @@
-"""The ``sp-adapter`` command: ``demo``, ``train``, ``eval``, ``deblur``.
+"""The ``sp-adapter`` command: ``demo``, ``train``, ``eval``, ``deblur``, ``calibrate``.
 
     sp-adapter demo                                  # offline: base vs +SP, writes ./report
     sp-adapter train --run-dir runs/unet_sp --steps 20000 --alpha 0
@@ -6,6 +6,7 @@
         --dataset gopro --root GOPRO_Large ...
     sp-adapter eval --run-dir runs/unet_sp --dataset gopro --root GOPRO_Large
     sp-adapter deblur photo.jpg more/ --run-dir runs/unet_sp --out deblurred/ --tile 512
+    sp-adapter calibrate --run-dir runs/unet_sp    # the prior's strength, on held-out photos
 
 Under torchrun write ``--run-dir`` in full: torchrun reads its own options anywhere on the
 command line and takes the short ``--run`` for its ``--run-path``.
@@ -225,7 +226,30 @@ def _eval_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="score the first N images")
     p.add_argument("--tile", type=int, default=None, help="tiled inference with this tile side")
     p.add_argument("--batch", type=int, default=None, help="batch (default 8 synthetic, else 1)")
+    _add_prior_strength(p)
     _add_common(p)
+
+
+
+def _add_prior_strength(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prior-strength", type=float, default=None, metavar="S",
+                   help="scale the prior's change to each decoder level by S (1: as "
+                        "trained, 0: the bare network); choose S on held-out images "
+                        "(sp_adapter.train.calibrate_strength)")
+
+
+def _apply_prior_strength(model: torch.nn.Module, strength: float | None) -> None:
+    if strength is None:
+        return
+    from .wrap import is_wrapped, set_prior_strength
+
+    if not is_wrapped(model):
+        raise SystemExit("error: --prior-strength needs a model trained with the prior; "
+                         "this one has none")
+    try:
+        set_prior_strength(model, strength)
+    except ValueError as err:
+        raise SystemExit(f"error: --prior-strength: {err}") from None
 
 
 def _lpips_or_note(device: torch.device):
@@ -245,6 +269,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, DistInfo())
     model, spec, info = load_trained(args.run_dir or args.checkpoint)
     model.to(device)
+    _apply_prior_strength(model, args.prior_strength)
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
         raise SystemExit("error: --whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
@@ -262,7 +287,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       tile=args.tile, limit=args.limit, score_blurry=True,
                       progress=not args.no_progress, on_batch=on_batch)
     print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
-          f"{'with' if spec.prior else 'without'} prior)")
+          f"{'with' if spec.prior else 'without'} prior"
+          + ("" if args.prior_strength is None else f" at strength {args.prior_strength:g}")
+          + ")")
     print(f"data: {args.dataset} {args.split}, {result.count} images")
     print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
     print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
@@ -281,6 +308,7 @@ def _deblur_parser(sub) -> None:
     _add_model_source(p)
     p.add_argument("--tile", type=int, default=None, help="tile side for big images")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
+    _add_prior_strength(p)
     _add_common(p)
 
 
@@ -313,6 +341,7 @@ def cmd_deblur(args: argparse.Namespace) -> int:
     files = _image_files(args.inputs)
     model, spec, _ = load_trained(args.run_dir or args.checkpoint)
     model.to(device)
+    _apply_prior_strength(model, args.prior_strength)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="deblur", disable=args.no_progress):
@@ -322,6 +351,55 @@ def cmd_deblur(args: argparse.Namespace) -> int:
         y = deblur(model, x, spec.backbone, tile=args.tile, overlap=args.overlap)
         target = save_png(to_uint8(y[0]), out_dir / (path.stem + ".png"))
         print(target)
+    return 0
+
+
+# -- calibrate --------------------------------------------------------------------------
+def _calibrate_parser(sub) -> None:
+    from .train.calibrate import DEFAULT_STRENGTHS
+
+    p = sub.add_parser("calibrate", help="choose the prior's strength on held-out photos")
+    _add_model_source(p)
+    p.add_argument("--blur", default="severe", choices=["severe", "mild"],
+                   help="synthetic blur of the held-out crops (as the model trained on)")
+    p.add_argument("--crop", type=int, default=128, help="held-out crop side in pixels")
+    p.add_argument("--crops", type=int, default=48, help="number of held-out crops")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the held-out draw")
+    p.add_argument("--strengths", nargs="+", type=float, default=list(DEFAULT_STRENGTHS),
+                   metavar="S", help="strengths to try (1: the model as trained)")
+    p.add_argument("--batch", type=int, default=8)
+    _add_common(p)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .data import blur_preset, extra_photos
+    from .train import calibrate_strength, held_out_set, load_trained
+    from .train.distributed import DistInfo
+    from .train.trainer import resolve_device
+    from .wrap import is_wrapped
+
+    device = resolve_device(args.device, DistInfo())
+    model, spec, info = load_trained(args.run_dir or args.checkpoint)
+    if not is_wrapped(model):
+        raise SystemExit("error: calibrate needs a model trained with the prior; this one "
+                         "has none")
+    trained_on = set((info.get("data_options") or {}).get("photos") or ())
+    if trained_on & set(extra_photos()):
+        raise SystemExit(f"error: the model trained on {sorted(trained_on & set(extra_photos()))}"
+                         ", which the held-out crops would use; calibrate it from Python on "
+                         "other held-out images (sp_adapter.train.calibrate_strength)")
+    model.to(device)
+    data = held_out_set(args.crop, blur_preset(args.blur), args.crops, args.seed)
+    result = calibrate_strength(model, data, spec.backbone, args.strengths, device=device,
+                                batch_size=args.batch)
+    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone})")
+    print(f"held-out: {result.count} crops of {args.crop} px from {', '.join(data.photos)} "
+          f"({args.blur} blur, seed {args.seed})")
+    for strength, score in zip(result.strengths, result.psnr, strict=True):
+        mark = "  <- best" if strength == result.best else ""
+        print(f"strength {strength:g}: PSNR {score:.3f} dB{mark}")
+    print(f"use: --prior-strength {result.best:g} (eval, deblur) or "
+          f"sp_adapter.set_prior_strength(model, {result.best:g})")
     return 0
 
 
@@ -410,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     _eval_parser(sub)
     _deblur_parser(sub)
+    _calibrate_parser(sub)
     return parser
 
 
@@ -422,7 +501,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    handlers = {"train": cmd_train, "eval": cmd_eval, "deblur": cmd_deblur}
+    handlers = {"train": cmd_train, "eval": cmd_eval, "deblur": cmd_deblur,
+                "calibrate": cmd_calibrate}
     try:
         if args.command == "demo":
             return cmd_demo(args, _command_line(argv))

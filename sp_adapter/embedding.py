@@ -61,11 +61,15 @@ class SemanticAttentionTransform(nn.Module):
         return torch.tanh(self.conv1(m)), self.sigma_bound * torch.tanh(self.conv2(m))
 
     @staticmethod
-    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
+              strength: float = 1.0) -> torch.Tensor:
         """``h + (mu - 1) * g + sigma`` with ``g = f_de + f_en``: Eq. (6) up to ``h - g``,
-        the skip the network itself adds after the site (see :mod:`sp_adapter.levels`)."""
+        the skip the network itself adds after the site (see :mod:`sp_adapter.levels`).
+        ``strength`` scales that change (1: Eq. 6 as it is; 0: the bare network)."""
         mu_minus_one, sigma = maps
-        return torch.addcmul(h + sigma, mu_minus_one, g)
+        if strength == 1.0:
+            return torch.addcmul(h + sigma, mu_minus_one, g)
+        return torch.addcmul(h + sigma * strength, mu_minus_one, g, value=strength)
 
 
 class AddFusion(nn.Module):
@@ -79,8 +83,9 @@ class AddFusion(nn.Module):
         return (self.conv(m),)
 
     @staticmethod
-    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        return h + maps[0]
+    def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
+              strength: float = 1.0) -> torch.Tensor:
+        return h + maps[0] if strength == 1.0 else h + maps[0] * strength
 
 
 class ConcatFusion(nn.Module):
@@ -93,8 +98,10 @@ class ConcatFusion(nn.Module):
     def maps(self, m: torch.Tensor) -> tuple[torch.Tensor]:
         return (m,)
 
-    def apply(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor]) -> torch.Tensor:
-        return h + self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
+    def apply(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
+              strength: float = 1.0) -> torch.Tensor:
+        delta = self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
+        return h + delta if strength == 1.0 else h + delta * strength
 
 
 def _map_size(map_side: int, reduction: int, image_side: int, site_side: int) -> int:
@@ -203,9 +210,12 @@ class SemanticPriorEmbedding(nn.Module):
         maps: Sequence[torch.Tensor],
         region: Region | None = None,
         image_size: Sequence[int] | None = None,
+        strength: float = 1.0,
     ) -> torch.Tensor:
         """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``;
-        ``image_size``, the blurry image's ``(H, W)``, aligns the maps with the site."""
+        ``image_size``, the blurry image's ``(H, W)``, aligns the maps with the site;
+        ``strength`` scales the change the fusion makes to ``h`` (see
+        :func:`sp_adapter.wrap.set_prior_strength`)."""
         site_maps = [m.to(h.dtype) for m in
                      crop_to_site(maps, h.shape[-2:], region, image_size, self.reduction)]
-        return self.fusion.apply(h, g, site_maps)
+        return self.fusion.apply(h, g, site_maps, strength)

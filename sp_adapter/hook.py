@@ -10,7 +10,9 @@
 Per-forward state is keyed by device, so DataParallel replicas running in threads do not
 share it; the prior module is taken from the root module the pre-hook receives, so each
 replica uses its own parameters. Hooks are registered once; :attr:`SPEHook.enabled`
-toggles them (``torch.compile`` caches hook sets, so nothing is added or removed later).
+toggles them (``torch.compile`` caches hook sets, so nothing is added or removed later);
+:attr:`SPEHook.strength` scales every SPE's change (1 by default; see
+:func:`sp_adapter.wrap.set_prior_strength`).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class SPEHook:
         self.image = image
         self.teacher = teacher
         self.enabled = True
+        self.strength = 1.0
         self._states: dict[torch.device, ForwardState] = {}
         modules = {}
         for name, level in self.levels.items():
@@ -121,7 +124,7 @@ class SPEHook:
         new = object.__new__(SPEHook)
         memo[id(self)] = new
         new.levels, new.image, new.teacher = self.levels, self.image, self.teacher
-        new.enabled = self.enabled
+        new.enabled, new.strength = self.enabled, self.strength
         new._states = {}
         return new
 
@@ -247,7 +250,7 @@ class SPEHook:
         maps = state.maps.get(name)
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
-        return embedding(h, g, maps, region, state.image_shape[-2:])
+        return embedding(h, g, maps, region, state.image_shape[-2:], self.strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

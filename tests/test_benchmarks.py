@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -692,3 +693,63 @@ def test_prior_errors_rebuild_the_kept_arms_and_check_their_scores(tmp_path):
     Path(result).write_text(json.dumps(payload))
     with pytest.raises(SystemExit, match="kept no arms"):
         script.main([result, "--out", str(tmp_path)])
+
+
+def test_prior_strength_calibrates_on_held_out_photos_and_scores_every_draw(tmp_path):
+    quality, script = load("quality"), load("prior_strength")
+    quality.main([*TINY_QUALITY, "--variants", "Net0", "Net6-small", "Net0-wide", "--seeds",
+                  "0", "--test-crops-per-photo", "2", "--run-root", str(tmp_path / "arms"),
+                  "--out", str(tmp_path), "--tag", "kept"])
+    result = str(tmp_path / "quality_unet_kept.json")
+    record = script.main([result, "--variant", "Net6-small", "--strengths", "0", "0.5", "1",
+                          "--held-out-crops", "3", "--test-seeds", "0", "5",
+                          "--hindsight", "0.5", "1", "--out", str(tmp_path), "--tag", "t"])
+    (seed,) = record["seeds"]
+    calibration = seed["calibration"]
+    assert calibration["count"] == 3 and len(calibration["psnr"]) == 3
+    best = calibration["strengths"][calibration["psnr"].index(max(calibration["psnr"]))]
+    assert seed["strength"] == best
+    # strength 0 is the prior arm's own backbone without the prior: not Net0's score
+    payload = json.loads(Path(result).read_text())
+    own, fresh = seed["draws"]["0"], seed["draws"]["5"]
+    assert own["Net6-small"] == payload["runs"]["Net6-small"][0]["image_psnr"]
+    assert set(own) == {"Net0", "Net6-small", "Net0-wide", "calibrated", "s=0.5", "s=1"}
+    assert own["s=1"] == own["Net6-small"] and own["s=0.5"] != own["s=1"]
+    assert own["Net0"] != fresh["Net0"] and len(fresh["Net0"]) == 2 * len(TEST_PHOTOS)
+    # the calibrated scores are the variant's at the chosen strength, rebuilt here
+    from sp_adapter import set_prior_strength
+    from sp_adapter.train import evaluate
+    from sp_adapter.train.model_spec import load_trained
+    model = load_trained(tmp_path / "arms" / "seed0" / "Net6-small")[0]
+    set_prior_strength(model, seed["strength"])
+    data = load("prior_errors").test_set(payload["options"], 5)
+    assert {r["key"]: r["psnr"] for r in evaluate(model, data).per_image} == pytest.approx(
+        fresh["calibrated"])
+    text = (tmp_path / "prior_strength_t.md").read_text()
+    pooled = {name: (sum(own[name].values()) + sum(fresh[name].values()))
+              / (len(own[name]) + len(fresh[name])) for name in ("Net0", "calibrated")}
+    gain = pooled["calibrated"] - pooled["Net0"]
+    assert f"| all | {4 * len(TEST_PHOTOS)} |" in text and f"{gain:+.3f} ± 0.000" in text
+    # in hindsight: per draw the gain at 0.5 and 1, and the best of the two per image
+    row = re.search(r"^\| test seed 5 \| ([-+.\d]+) \| ([-+.\d]+) \| ([-+.\d]+) \|$", text,
+                    re.MULTILINE)
+    half, full, best = (float(x) for x in row.groups())
+    assert best >= max(half, full) - 1e-3
+    fresh_gain = (sum(fresh["Net6-small"].values())
+                  - sum(fresh["Net0"].values())) / len(fresh["Net0"])
+    assert full == pytest.approx(fresh_gain, abs=1e-3)
+    counts = re.findall(r"^\| (?:< 22|22-26|>= 26) dB \| (\d+) \|", text, re.MULTILINE)
+    assert counts and sum(map(int, counts)) == 4 * len(TEST_PHOTOS)  # every restoration once
+    # a tampered score, a missing variant and another test set are refused
+    payload["runs"]["Net0-wide"][0]["image_psnr"][next(iter(own["Net0"]))] += 0.5
+    Path(result).write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="Net0-wide scores up to 0.5"):
+        script.main([result, "--variant", "Net6-small", "--strengths", "1",
+                     "--held-out-crops", "1", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"no \['Net0\*'\] rows"):
+        script.main([result, "--out", str(tmp_path)])
+    payload["options"]["test_seed"] = 3
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(payload))
+    with pytest.raises(SystemExit, match="scored another test set"):
+        script.main([result, str(other), "--variant", "Net6-small", "--out", str(tmp_path)])

@@ -75,6 +75,9 @@ def test_deblur_keeps_the_input_size(report, tmp_path, capsys):
     assert code == 0
     with Image.open(out / "tiled" / "a.png") as image:
         assert image.size == (51, 37)
+    with pytest.raises(SystemExit, match="needs a model trained with the prior"):
+        main(["deblur", str(tmp_path / "a.png"), "--run", str(report / "runs" / "base"),
+              "--out", str(out / "x"), "--prior-strength", "0.5", "--no-progress"])
 
 
 def test_demo_refuses_a_non_empty_folder(report, capsys):
@@ -151,6 +154,25 @@ def test_train_resume_and_eval(tmp_path, capsys):
     blurry = re.search(r"blurry input: PSNR ([\d.]+) dB", out)
     assert psnr and blurry and "step 4" in out and "with prior" in out
     assert 5 < float(psnr.group(1)) < 60 and float(psnr.group(1)) != float(blurry.group(1))
+    # the prior at strength 0 is the bare network: another score; 1 is the default's
+    for strength, same in (("0", False), ("1", True)):
+        assert main(["eval", "--run", str(run), "--limit", "2", "--crop", "32",
+                     "--prior-strength", strength, "--no-progress"]) == 0
+        out = capsys.readouterr().out
+        scaled = re.search(r"deblurred:\s+PSNR ([\d.]+) dB", out)
+        assert f"with prior at strength {strength})" in out
+        assert (scaled.group(1) == psnr.group(1)) is same
+    with pytest.raises(SystemExit, match="finite number >= 0"):
+        main(["eval", "--run", str(run), "--limit", "2", "--prior-strength", "-1",
+              "--no-progress"])
+    # calibrate: each strength's PSNR on held-out crops, and the best one to use
+    assert main(["calibrate", "--run", str(run), "--crop", "32", "--crops", "2",
+                 "--strengths", "0", "0.5", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    scores = {float(s): float(p) for s, p in re.findall(r"strength ([\d.]+): PSNR ([\d.]+)", out)}
+    best = max(scores, key=scores.get)
+    assert len(scores) == 3 and f"use: --prior-strength {best:g}" in out
+    assert "2 crops of 32 px from camera" in out
     # the whole test photos: another test set, the first two images are chelsea's
     assert main(["eval", "--run", str(run), "--limit", "2", "--whole", "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -184,6 +206,13 @@ def test_train_on_named_photos_with_augmented_crops(tmp_path, capsys):
               "--val-limit", "1", "--no-progress"]
     assert main([*common, "--run", str(run), "--photos", "camera", "moon", "--augment"]) == 0
     assert "trained 2 steps" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="needs a model trained with the prior"):
+        main(["calibrate", "--run", str(run), "--crop", "32", "--crops", "1"])
+    prior = [c for c in common if c != "--no-prior"] + ["--student", "small"]
+    assert main([*prior, "--run", str(tmp_path / "grey_sp"), "--photos", "camera", "moon"]) == 0
+    # its held-out crops would come from the photos it trained on
+    with pytest.raises(SystemExit, match=r"trained on \['camera', 'moon'\]"):
+        main(["calibrate", "--run", str(tmp_path / "grey_sp"), "--crop", "32", "--crops", "1"])
     assert main([*common, "--run", str(tmp_path / "leak"), "--photos", "coffee"]) == 2
     assert "never used for training" in capsys.readouterr().err
     assert not (tmp_path / "leak").exists()

@@ -301,3 +301,47 @@ def test_prior_is_aligned_with_images_of_any_size(teacher, levels, one_thread):
         padded = F.pad(image, (0, -141 % deepest, 0, -110 % deepest), mode="reflect")
         for a, b in zip(t(image), t(padded), strict=True):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("fusion", ["sat", "add", "concat"])
+def test_prior_strength_scales_each_change_and_zero_is_the_bare_network(teacher, pair, fusion):
+    """``set_prior_strength(s)``: every SPE adds ``s`` times its change to its level (exact
+    at 0 and 1); 0 runs the network as unwrapped; the context manager restores it."""
+    net = _unet()
+    blurry, _ = pair
+    sp.wrap(net, teacher=teacher, fusion=fusion)
+    _trained_looking_prior(net)
+    net.eval()
+    spe = next(iter(sp.get_prior(net).embeddings.values()))
+    priors = sp.get_prior(net)(blurry)
+    h = torch.randn(2, spe.channels, 16, 16, generator=torch.Generator().manual_seed(1))
+    g = h + 0.5
+    maps = spe.maps(priors)
+    full = spe(h, g, maps) - h
+    assert full.abs().max() > 1e-3  # the prior does change h
+    assert torch.equal(spe(h, g, maps, strength=1.0), spe(h, g, maps))
+    assert torch.equal(spe(h, g, maps, strength=0.0), h)
+    assert torch.allclose(spe(h, g, maps, strength=0.3) - h, 0.3 * full, atol=1e-6)
+    with torch.no_grad():
+        trained = net(blurry)
+        bare = sp.unwrap(copy.deepcopy(net))(blurry)
+        with sp.prior_strength(net, 0.0):
+            assert torch.equal(net(blurry), bare)
+        with sp.prior_strength(net, 0.5):
+            half = net(blurry)
+        assert torch.equal(net(blurry), trained)  # restored after the block
+        assert not torch.equal(half, trained) and not torch.equal(half, bare)
+        sp.set_prior_strength(net, 0.5)
+        assert torch.equal(net(blurry), half)
+        assert torch.equal(copy.deepcopy(net)(blurry), half)  # a copy keeps the setting
+        assert sp.get_hook(net).strength == 0.5
+
+
+def test_prior_strength_refuses_bad_values(teacher):
+    net = sp.wrap(_unet(), teacher=teacher)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            sp.set_prior_strength(net, bad)
+    assert sp.get_hook(net).strength == 1.0
+    with pytest.raises(ValueError, match="not wrapped|no prior|wrap"):
+        sp.set_prior_strength(_unet(), 0.5)

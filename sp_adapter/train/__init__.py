@@ -5,6 +5,8 @@
 * :func:`evaluate` / :func:`deblur`: PSNR/SSIM on a dataset, images of any size.
 * :func:`run_arms`: base vs +SP (and ablations) at equal budget on identical batches;
   :class:`BaseStore` keeps its shared bases between runs.
+* :func:`calibrate_strength`: the prior's strength for inference, chosen on held-out
+  images (:func:`held_out_set`).
 * :func:`pretrain_student`: student-only distillation before joint training.
 * :class:`ModelSpec` / :func:`load_trained`: rebuild a trained network from its checkpoint.
 """
@@ -12,6 +14,7 @@
 from .backbones import BACKBONES, BackboneSpec, available_backbones, backbone_spec
 from .base_store import BaseStore
 from .cache import CacheMismatchError, TeacherFeatureCache
+from .calibrate import StrengthCalibration, calibrate_strength, held_out_set
 from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_atomic
 from .config import TrainConfig
 from .data import BatchStream, SampleMemo
@@ -35,6 +38,7 @@ __all__ = [
     "EvalResult",
     "ModelSpec",
     "SampleMemo",
+    "StrengthCalibration",
     "StudentResult",
     "TeacherFeatureCache",
     "TrainConfig",
@@ -44,12 +48,14 @@ __all__ = [
     "available_backbones",
     "backbone_spec",
     "build_optimizer",
+    "calibrate_strength",
     "count_parameters",
     "deblur",
     "dist_info",
     "evaluate",
     "freeze_backbone",
     "freeze_student",
+    "held_out_set",
     "init_distributed",
     "latest_checkpoint",
     "list_checkpoints",

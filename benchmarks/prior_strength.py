@@ -1,0 +1,268 @@
+"""The prior's strength chosen on held-out photos, scored on fresh test draws.
+
+Reads result files of ``benchmarks/quality.py`` runs made with ``--run-root`` (each arm's
+final checkpoint kept): for every seed, Net0, a prior variant and, where a file holds
+it, the widened control (``Net0-wide``). For each seed it
+
+1. chooses the variant's strength (:func:`sp_adapter.set_prior_strength`: the factor on
+   the change every SPE makes; 1 is the model as trained) on crops of the extra greyscale
+   photos (:func:`sp_adapter.train.held_out_set`), which neither training nor testing
+   uses: the best mean PSNR of ``--strengths``;
+2. scores Net0, the control, the variant as trained and at the chosen strength on each
+   draw of test crops in ``--test-seeds`` (the files' own draw is checked against the
+   scores they recorded, to 0.001 dB).
+
+    python benchmarks/prior_strength.py benchmarks/results/parts/X_seed{0,1,2}.json \\
+        benchmarks/results/parts/X_wide_seed{0,1,2}.json --test-seeds 2 3 4 5 --tag X
+
+Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR). Writes
+``benchmarks/results/prior_strength_<tag>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from gain_by_difficulty import psnr_bands
+from prior_errors import kept_run, test_set
+from quality import CONTROL, mean_std
+
+from sp_adapter import prior_strength
+from sp_adapter.atomic import write_atomic
+from sp_adapter.data import blur_preset
+from sp_adapter.train import calibrate_strength, evaluate, held_out_set
+from sp_adapter.train.calibrate import DEFAULT_STRENGTHS
+from sp_adapter.train.model_spec import load_trained
+from sp_adapter.train.report import markdown_table
+
+RESULTS = Path(__file__).parent / "results"
+# the options that make a test set: every file read must share them
+TEST_SET_OPTIONS = ("test_crop", "test_crops_per_photo", "test_seed", "test_min_detail", "blur")
+
+
+def kept_arms(paths: list[str], variant: str, run_root: str | None
+              ) -> tuple[dict[str, Any], dict[int, dict[str, tuple[Path, dict[str, float]]]]]:
+    """The shared options of the files and, per seed, each kept arm's folder and its
+    recorded per-image PSNR (Net0 and ``variant`` required, the control where present)."""
+    options: dict[str, Any] | None = None
+    arms: dict[int, dict[str, tuple[Path, dict[str, float]]]] = {}
+    for path in paths:
+        payload, root = kept_run(path, run_root)
+        mine = {k: payload["options"].get(k) for k in TEST_SET_OPTIONS}
+        if options is None:
+            options = payload["options"]
+        elif mine != {k: options.get(k) for k in TEST_SET_OPTIONS}:
+            raise SystemExit(f"{path} scored another test set than {paths[0]}: {mine}")
+        for name, rows in payload["runs"].items():
+            for row in rows:
+                arms.setdefault(row["seed"], {})[name] = (
+                    root / f"seed{row['seed']}" / name, row["image_psnr"])
+    assert options is not None
+    for seed, found in arms.items():
+        missing = [name for name in ("Net0", variant) if name not in found]
+        if missing:
+            raise SystemExit(f"seed {seed} has no {missing} rows in {paths}; it has "
+                             f"{sorted(found)}")
+    return options, arms
+
+
+def image_scores(model: torch.nn.Module, data, recorded: dict[str, float] | None,
+                 where: str) -> dict[str, float]:
+    """Per-image PSNR of ``model`` on ``data``; stops unless it matches ``recorded``."""
+    scores = {str(r["key"]): float(r["psnr"]) for r in evaluate(model, data, "unet").per_image}
+    if recorded is not None:
+        worst = max(abs(scores[k] - recorded[k]) for k in scores)
+        if worst > 1e-3:
+            raise SystemExit(f"{where} scores up to {worst:.4f} dB away from its result file "
+                             "here: the kept arms are not the ones that file scored")
+    return scores
+
+
+def score_seed(seed: int, arms: dict[str, tuple[Path, dict[str, float]]], variant: str,
+               options: dict[str, Any], held_out, strengths: list[float],
+               test_seeds: list[int], hindsight: list[float]) -> dict[str, Any]:
+    """One seed: the calibration on the held-out crops, then every arm on every draw (and
+    the variant at each ``hindsight`` strength, stored as ``"s=<S>"``)."""
+    models = {name: load_trained(folder)[0] for name, (folder, _) in arms.items()
+              if name in ("Net0", variant, CONTROL)}
+    calibration = calibrate_strength(models[variant], held_out, strengths=strengths)
+    chosen = calibration.best
+    own = options.get("test_seed", 0)
+    draws = {}
+    for test_seed in test_seeds:
+        data = test_set(options, test_seed)
+        check = test_seed == own
+        scores = {}
+        for name, model in models.items():
+            recorded = arms[name][1] if check else None
+            scores[name] = image_scores(model, data, recorded, f"seed {seed}'s {name}")
+        with prior_strength(models[variant], chosen):
+            scores["calibrated"] = image_scores(models[variant], data, None, "")
+        for value in hindsight:
+            with prior_strength(models[variant], value):
+                scores[f"s={value:g}"] = image_scores(models[variant], data, None, "")
+        draws[str(test_seed)] = scores
+    return {"seed": seed, "calibration": calibration.as_dict(), "strength": chosen,
+            "draws": draws}
+
+
+def seed_means(seeds: list[dict[str, Any]], draws: list[str], name: str) -> list[float]:
+    """Per seed, the mean PSNR of arm ``name`` over every image of ``draws``."""
+    return [statistics.fmean(v for d in draws for v in s["draws"][d][name].values())
+            for s in seeds]
+
+
+def gain_cell(seeds: list[dict[str, Any]], draws: list[str], name: str, over: str) -> str:
+    if any(over not in s["draws"][draws[0]] for s in seeds):
+        return ""
+    gains = [a - b for a, b in zip(seed_means(seeds, draws, name),
+                                   seed_means(seeds, draws, over), strict=True)]
+    mean, spread = mean_std(gains)
+    return f"{mean:+.3f} ± {spread:.3f}"
+
+
+def table(seeds: list[dict[str, Any]], variant: str) -> tuple[list[str], list[list[str]]]:
+    draws = list(seeds[0]["draws"])
+    header = ["test draw", "images", "Net0 (dB)", f"{variant} - Net0",
+              f"{variant} calibrated - Net0", f"{variant} - {CONTROL}",
+              f"{variant} calibrated - {CONTROL}", "calibrated gains on"]
+    body = []
+    for label, chosen in [*((f"test seed {d}", [d]) for d in draws), ("all", draws)]:
+        count = sum(len(seeds[0]["draws"][d]["Net0"]) for d in chosen)
+        wins = sum(s["draws"][d]["calibrated"][k] > s["draws"][d]["Net0"][k]
+                   for s in seeds for d in chosen for k in s["draws"][d]["Net0"])
+        net0 = statistics.fmean(seed_means(seeds, chosen, "Net0"))
+        body.append([label, str(count), f"{net0:.3f}",
+                     gain_cell(seeds, chosen, variant, "Net0"),
+                     gain_cell(seeds, chosen, "calibrated", "Net0"),
+                     gain_cell(seeds, chosen, variant, CONTROL),
+                     gain_cell(seeds, chosen, "calibrated", CONTROL),
+                     f"{wins}/{count * len(seeds)}"])
+    return header, body
+
+
+def band_rows(seeds: list[dict[str, Any]], variant: str, edges: list[float]) -> list[list[str]]:
+    """Every restoration (seed x draw x image) grouped by Net0's PSNR: how many, and the
+    variant's mean gain over Net0 as trained and at the calibrated strength."""
+    pairs = [(s["draws"][d]["Net0"][k], s["draws"][d][variant][k], s["draws"][d]["calibrated"][k])
+             for s in seeds for d in s["draws"] for k in s["draws"][d]["Net0"]]
+    rows = []
+    for label, low, high in psnr_bands(edges):
+        chosen = [(b, v, c) for b, v, c in pairs if low <= b < high]
+        if chosen:
+            rows.append([label, str(len(chosen)),
+                         f"{statistics.fmean(v - b for b, v, _ in chosen):+.3f}",
+                         f"{statistics.fmean(c - b for b, _, c in chosen):+.3f}"])
+    return rows
+
+
+def hindsight_rows(seeds: list[dict[str, Any]], hindsight: list[float]) -> list[list[str]]:
+    """Per draw: the variant's gain over Net0 at each ``hindsight`` strength (mean over
+    seeds), and a per-image choice of the best of them made on the test images' own
+    scores (an upper bound, flattered by picking the largest of several noisy scores)."""
+    names = [f"s={value:g}" for value in hindsight]
+    rows = []
+    for draw in seeds[0]["draws"]:
+        cells = [f"test seed {draw}"]
+        for name in names:
+            gains = [a - b for a, b in zip(seed_means(seeds, [draw], name),
+                                           seed_means(seeds, [draw], "Net0"), strict=True)]
+            cells.append(f"{statistics.fmean(gains):+.3f}")
+        best = [max(s["draws"][draw][n][k] for n in names) - s["draws"][draw]["Net0"][k]
+                for s in seeds for k in s["draws"][draw]["Net0"]]
+        rows.append([*cells, f"{statistics.fmean(best):+.3f}"])
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="quality.py result files of --run-root runs")
+    parser.add_argument("--variant", default="Net0*")
+    parser.add_argument("--run-root", default=None,
+                        help="where the arms are, if moved since the runs")
+    parser.add_argument("--strengths", nargs="+", type=float, default=list(DEFAULT_STRENGTHS))
+    parser.add_argument("--held-out-crops", type=int, default=48)
+    parser.add_argument("--held-out-seed", type=int, default=1000)
+    parser.add_argument("--test-seeds", nargs="+", type=int, default=None,
+                        help="draws of test crops to score (default: the files' own)")
+    parser.add_argument("--hindsight", nargs="*", type=float, default=[], metavar="S",
+                        help="also score the variant at these strengths on the test draws "
+                             "(chosen on the test crops themselves: for analysis only)")
+    parser.add_argument("--bands", nargs="*", type=float, default=[22.0, 26.0], metavar="DB",
+                        help="edges of the groups by Net0's PSNR")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--tag", default="latest")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options, arms = kept_arms(args.results, args.variant, args.run_root)
+    crop = options["test_crop"]
+    if crop is None:
+        raise SystemExit("whole-photo test sets differ in size: use runs with --test-crop N")
+    held_out = held_out_set(crop, blur_preset(options["blur"]), args.held_out_crops,
+                            args.held_out_seed)
+    test_seeds = args.test_seeds or [options.get("test_seed", 0)]
+    seeds = [score_seed(seed, arms[seed], args.variant, options, held_out, args.strengths,
+                        test_seeds, args.hindsight) for seed in sorted(arms)]
+    command = "python benchmarks/prior_strength.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    header, body = table(seeds, args.variant)
+    calibration_rows = [[str(s["seed"]), *(f"{p:.3f}" for p in s["calibration"]["psnr"]),
+                         f"{s['strength']:g}"] for s in seeds]
+    text = "\n".join([
+        f"# {args.variant} at a strength chosen on held-out photos", "",
+        f"Command: `{command}`", "",
+        f"- Held-out crops: {len(held_out)} of {crop} px from the extra greyscale photos "
+        f"({', '.join(held_out.photos)}; seed {args.held_out_seed}), blur preset "
+        f"{options['blur']!r}: neither the training nor the test photos. The strength with "
+        "the best mean PSNR there is chosen per seed, before any test crop is scored.",
+        f"- Test crops: {options['test_crops_per_photo']} of {crop} px per test photo in "
+        f"each draw; the files' own draw (test seed {options.get('test_seed', 0)}) is "
+        "checked against their recorded scores.",
+        "- Gains: mean ± std over seeds of the per-seed difference of mean PSNR (dB); "
+        "\"calibrated gains on\": restorations (seeds x images) where the calibrated arm "
+        "beats Net0.", "",
+        "Held-out PSNR (dB) per strength:", "",
+        markdown_table(["seed", *(f"{s:g}" for s in args.strengths), "chosen"],
+                       calibration_rows), "",
+        markdown_table(header, body), "",
+        "Every restoration of every draw, by Net0's PSNR (mean gain over Net0, dB):", "",
+        markdown_table(["Net0", "restorations", f"{args.variant}",
+                        f"{args.variant} calibrated"],
+                       band_rows(seeds, args.variant, args.bands)), ""])
+    if args.hindsight:
+        text += "\n".join([
+            "", "In hindsight, for analysis only (strengths compared on the test crops "
+            "themselves; mean gain over Net0, dB; the last column takes for each "
+            "restoration the best of these strengths, an upper bound that picking the "
+            "largest of several noisy scores flatters):", "",
+            markdown_table(["test draw", *(f"strength {v:g}" for v in args.hindsight),
+                            "best per restoration"], hindsight_rows(seeds, args.hindsight)),
+            ""])
+    print(text)
+    record = {"command": command, "variant": args.variant, "options": options,
+              "strengths": args.strengths, "held_out_crops": len(held_out),
+              "held_out_seed": args.held_out_seed, "hindsight": args.hindsight,
+              "seeds": seeds}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"prior_strength_{args.tag}.md", text.encode())
+    write_atomic(out / f"prior_strength_{args.tag}.json",
+                 (json.dumps(record, indent=1) + "\n").encode())
+    return record
+
+
+if __name__ == "__main__":
+    main()
