@@ -40,6 +40,7 @@ import torch
 from gain_by_difficulty import psnr_bands
 from torch.utils.data import DataLoader
 
+from sp_adapter import is_wrapped, set_prior_strength
 from sp_adapter.atomic import write_atomic
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
 from sp_adapter.train.evaluate import deblur
@@ -128,6 +129,25 @@ def kept_run(path: str, run_root: str | None) -> tuple[dict[str, Any], Path]:
     return payload, Path(root)
 
 
+def load_arm(folder: Path) -> torch.nn.Module:
+    """A kept arm as trained: a strength saved by ``sp-adapter calibrate --save`` is
+    ignored (set back to 1), so the rows named "as trained" are."""
+    model = load_trained(folder)[0]
+    if is_wrapped(model):
+        set_prior_strength(model, 1.0)
+    return model
+
+
+def check_recorded(scores: dict[str, float], recorded: dict[str, float], where: str) -> None:
+    """Stop unless every image of ``scores`` scores what the result file ``recorded``
+    for it (to 0.001 dB)."""
+    key = max(scores, key=lambda k: abs(scores[k] - recorded[k]))
+    if abs(scores[key] - recorded[key]) > 1e-3:
+        raise SystemExit(f"{where} scores {scores[key]:.4f} dB on {key} here but "
+                         f"{recorded[key]:.4f} in its result file: the kept arms are not "
+                         "the ones that file scored")
+
+
 def seed_images(path: str, variant: str, edges: tuple[float, float],
                 run_root: str | None = None, test_seed: int | None = None
                 ) -> list[dict[str, Any]]:
@@ -144,8 +164,7 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
     data = test_set(options, test_seed)
     rows = []
     for seed in options["seeds"]:
-        arms = {name: load_trained(root / f"seed{seed}" / name)[0]
-                for name in ("Net0", variant)}
+        arms = {name: load_arm(root / f"seed{seed}" / name) for name in ("Net0", variant)}
         recorded = {name: next(r for r in payload["runs"][name] if r["seed"] == seed)
                     for name in arms}
         for blurry, sharp, keys in DataLoader(data, batch_size=4):
@@ -158,21 +177,11 @@ def seed_images(path: str, variant: str, edges: tuple[float, float],
                        "net0_psnr": psnr_of(parts["base_sse"], count),
                        "psnr": psnr_of(parts["other_sse"], count), **parts}
                 if own_draw:
-                    check_scores(row, recorded, variant, f"{path}: seed {seed}", root)
+                    for name, column in (("Net0", "net0_psnr"), (variant, "psnr")):
+                        check_recorded({key: row[column]}, recorded[name]["image_psnr"],
+                                       f"{path}: seed {seed}'s {name} (under {root})")
                 rows.append(row)
     return rows
-
-
-def check_scores(row: dict[str, Any], recorded: dict[str, dict[str, Any]], variant: str,
-                 where: str, root: Path) -> None:
-    """Stop unless the rebuilt arms score ``row``'s image as the result file recorded."""
-    for name, column in (("Net0", "net0_psnr"), (variant, "psnr")):
-        kept = recorded[name]["image_psnr"][row["key"]]
-        if abs(row[column] - kept) > 1e-3:
-            raise SystemExit(
-                f"{where}'s {name} scores {row[column]:.4f} dB on {row['key']} here but "
-                f"{kept:.4f} in the file: the arms under {root} are not the ones that file "
-                "scored")
 
 
 def save_pictures(path: str, variant: str, keys: list[str], out: Path, tag: str,
@@ -182,8 +191,7 @@ def save_pictures(path: str, variant: str, keys: list[str], out: Path, tag: str,
     ``d`` (both x4 around mid-grey)."""
     payload, root = kept_run(path, run_root)
     options = payload["options"]
-    arms = [load_trained(root / f"seed{options['seeds'][0]}" / name)[0]
-            for name in ("Net0", variant)]
+    arms = [load_arm(root / f"seed{options['seeds'][0]}" / name) for name in ("Net0", variant)]
     data = test_set(options, test_seed)
     index = {data[i][2]: i for i in range(len(data))}
     saved = []
@@ -250,13 +258,22 @@ def table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[st
     return header, body
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_kept_run_args(parser: argparse.ArgumentParser) -> None:
+    """The options every script reading kept arms takes: the result files, the prior
+    variant, where the arms are, threads, and where and under which tag to write."""
     parser.add_argument("results", nargs="+", help="quality.py result files of --run-root runs")
     parser.add_argument("--variant", default="Net0*")
     parser.add_argument("--run-root", default=None,
                         help="where the arms are, if moved since the run (default: the "
                              "file's --run-root)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--tag", default="latest")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_kept_run_args(parser)
     parser.add_argument("--test-seed", type=int, default=None,
                         help="score the kept arms on this draw of test crops instead of the "
                              "files' own (no recorded scores to check there)")
@@ -268,9 +285,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pictures", type=int, default=0, metavar="K",
                         help="also save the K test images the variant loses most on and the "
                              "K it gains most on (first seed) as PNGs")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--tag", default="latest")
     return parser.parse_args(argv)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 from gain_by_difficulty import psnr_bands
-from prior_errors import kept_run, test_set
+from prior_errors import add_kept_run_args, check_recorded, kept_run, load_arm, test_set
 from quality import CONTROL, mean_std
 
 from sp_adapter import prior_strength
@@ -39,10 +39,8 @@ from sp_adapter.atomic import write_atomic
 from sp_adapter.data import blur_preset
 from sp_adapter.train import calibrate_strength, evaluate, held_out_set
 from sp_adapter.train.calibrate import DEFAULT_STRENGTHS
-from sp_adapter.train.model_spec import load_trained
 from sp_adapter.train.report import markdown_table
 
-RESULTS = Path(__file__).parent / "results"
 # the options that make a test set: every file read must share them
 TEST_SET_OPTIONS = ("test_crop", "test_crops_per_photo", "test_seed", "test_min_detail", "blur")
 
@@ -78,10 +76,7 @@ def image_scores(model: torch.nn.Module, data, recorded: dict[str, float] | None
     """Per-image PSNR of ``model`` on ``data``; stops unless it matches ``recorded``."""
     scores = {str(r["key"]): float(r["psnr"]) for r in evaluate(model, data, "unet").per_image}
     if recorded is not None:
-        worst = max(abs(scores[k] - recorded[k]) for k in scores)
-        if worst > 1e-3:
-            raise SystemExit(f"{where} scores up to {worst:.4f} dB away from its result file "
-                             "here: the kept arms are not the ones that file scored")
+        check_recorded(scores, recorded, where)
     return scores
 
 
@@ -90,7 +85,7 @@ def score_seed(seed: int, arms: dict[str, tuple[Path, dict[str, float]]], varian
                test_seeds: list[int], hindsight: list[float]) -> dict[str, Any]:
     """One seed: the calibration on the held-out crops, then every arm on every draw (and
     the variant at each ``hindsight`` strength, stored as ``"s=<S>"``)."""
-    models = {name: load_trained(folder)[0] for name, (folder, _) in arms.items()
+    models = {name: load_arm(folder) for name, (folder, _) in arms.items()
               if name in ("Net0", variant, CONTROL)}
     calibration = calibrate_strength(models[variant], held_out, strengths=strengths)
     chosen = calibration.best
@@ -183,10 +178,7 @@ def hindsight_rows(seeds: list[dict[str, Any]], hindsight: list[float]) -> list[
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="quality.py result files of --run-root runs")
-    parser.add_argument("--variant", default="Net0*")
-    parser.add_argument("--run-root", default=None,
-                        help="where the arms are, if moved since the runs")
+    add_kept_run_args(parser)
     parser.add_argument("--strengths", nargs="+", type=float, default=list(DEFAULT_STRENGTHS))
     parser.add_argument("--held-out-crops", type=int, default=48)
     parser.add_argument("--held-out-seed", type=int, default=1000)
@@ -197,9 +189,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(chosen on the test crops themselves: for analysis only)")
     parser.add_argument("--bands", nargs="*", type=float, default=[22.0, 26.0], metavar="DB",
                         help="edges of the groups by Net0's PSNR")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--tag", default="latest")
     return parser.parse_args(argv)
 
 

@@ -234,15 +234,21 @@ def _eval_parser(sub) -> None:
 def _add_prior_strength(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior-strength", type=float, default=None, metavar="S",
                    help="scale the prior's change to each decoder level by S (1: as "
-                        "trained, 0: the bare network); choose S on held-out images "
-                        "(sp_adapter.train.calibrate_strength)")
+                        "trained, 0: the bare network; default: the strength `calibrate "
+                        "--save` recorded for the checkpoint, else 1)")
 
 
-def _apply_prior_strength(model: torch.nn.Module, strength: float | None) -> None:
-    if strength is None:
-        return
+def _apply_prior_strength(model: torch.nn.Module, strength: float | None,
+                          info: dict) -> str:
+    """Set ``--prior-strength`` if given; describe the strength in use ("" for a model
+    without the prior or at 1 by default)."""
     from .wrap import is_wrapped, set_prior_strength
 
+    if strength is None:
+        loaded = info.get("prior_strength")
+        if loaded is None or loaded == 1.0:
+            return ""
+        return f" at strength {loaded:g} (saved by calibrate --save)"
     if not is_wrapped(model):
         raise SystemExit("error: --prior-strength needs a model trained with the prior; "
                          "this one has none")
@@ -250,6 +256,7 @@ def _apply_prior_strength(model: torch.nn.Module, strength: float | None) -> Non
         set_prior_strength(model, strength)
     except ValueError as err:
         raise SystemExit(f"error: --prior-strength: {err}") from None
+    return f" at strength {strength:g}"
 
 
 def _lpips_or_note(device: torch.device):
@@ -269,7 +276,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, DistInfo())
     model, spec, info = load_trained(args.run_dir or args.checkpoint)
     model.to(device)
-    _apply_prior_strength(model, args.prior_strength)
+    strength = _apply_prior_strength(model, args.prior_strength, info)
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
         raise SystemExit("error: --whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
@@ -287,9 +294,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                       tile=args.tile, limit=args.limit, score_blurry=True,
                       progress=not args.no_progress, on_batch=on_batch)
     print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
-          f"{'with' if spec.prior else 'without'} prior"
-          + ("" if args.prior_strength is None else f" at strength {args.prior_strength:g}")
-          + ")")
+          f"{'with' if spec.prior else 'without'} prior{strength})")
     print(f"data: {args.dataset} {args.split}, {result.count} images")
     print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
     print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
@@ -339,9 +344,11 @@ def cmd_deblur(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device, DistInfo())
     files = _image_files(args.inputs)
-    model, spec, _ = load_trained(args.run_dir or args.checkpoint)
+    model, spec, info = load_trained(args.run_dir or args.checkpoint)
     model.to(device)
-    _apply_prior_strength(model, args.prior_strength)
+    strength = _apply_prior_strength(model, args.prior_strength, info)
+    if strength:
+        print(f"prior{strength}", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in tqdm(files, desc="deblur", disable=args.no_progress):
@@ -368,6 +375,9 @@ def _calibrate_parser(sub) -> None:
     p.add_argument("--strengths", nargs="+", type=float, default=list(DEFAULT_STRENGTHS),
                    metavar="S", help="strengths to try (1: the model as trained)")
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--save", action="store_true",
+                   help="record the best strength beside the checkpoint "
+                        "(step_N.strength.json): eval and deblur then use it")
     _add_common(p)
 
 
@@ -398,8 +408,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for strength, score in zip(result.strengths, result.psnr, strict=True):
         mark = "  <- best" if strength == result.best else ""
         print(f"strength {strength:g}: PSNR {score:.3f} dB{mark}")
-    print(f"use: --prior-strength {result.best:g} (eval, deblur) or "
-          f"sp_adapter.set_prior_strength(model, {result.best:g})")
+    if args.save:
+        from .train.strength_file import save_strength
+
+        saved = save_strength(info["path"], result, {
+            "photos": list(data.photos), "crop": args.crop, "crops": result.count,
+            "blur": args.blur, "seed": args.seed})
+        print(f"saved: {saved} (eval and deblur load strength {result.best:g}; "
+              "--prior-strength overrides it)")
+    else:
+        print(f"use: --prior-strength {result.best:g} (eval, deblur), --save to record it, "
+              f"or sp_adapter.set_prior_strength(model, {result.best:g})")
     return 0
 
 

@@ -11,8 +11,8 @@ Per-forward state is keyed by device, so DataParallel replicas running in thread
 share it; the prior module is taken from the root module the pre-hook receives, so each
 replica uses its own parameters. Hooks are registered once; :attr:`SPEHook.enabled`
 toggles them (``torch.compile`` caches hook sets, so nothing is added or removed later);
-:attr:`SPEHook.strength` scales every SPE's change (1 by default; see
-:func:`sp_adapter.wrap.set_prior_strength`).
+the prior's :attr:`~sp_adapter.prior.SemanticPrior.strength` scales every SPE's change (1
+by default; see :func:`sp_adapter.wrap.set_prior_strength`).
 """
 
 from __future__ import annotations
@@ -99,7 +99,6 @@ class SPEHook:
         self.image = image
         self.teacher = teacher
         self.enabled = True
-        self.strength = 1.0
         self._states: dict[torch.device, ForwardState] = {}
         modules = {}
         for name, level in self.levels.items():
@@ -124,7 +123,7 @@ class SPEHook:
         new = object.__new__(SPEHook)
         memo[id(self)] = new
         new.levels, new.image, new.teacher = self.levels, self.image, self.teacher
-        new.enabled, new.strength = self.enabled, self.strength
+        new.enabled = self.enabled
         new._states = {}
         return new
 
@@ -250,7 +249,7 @@ class SPEHook:
         maps = state.maps.get(name)
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
-        return embedding(h, g, maps, region, state.image_shape[-2:], self.strength)
+        return embedding(h, g, maps, region, state.image_shape[-2:], state.prior.strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

@@ -34,7 +34,7 @@ from torch import nn
 from .atomic import write_atomic
 from .config import PriorConfig
 from .levels import BackboneMap, Level, Region, find_module
-from .prior import SemanticPrior
+from .prior import SemanticPrior, checked_strength
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -114,6 +114,7 @@ def prior_config_dict(
         "channels": list(prior.channels),
         "reductions": list(prior.reductions),
         "config": prior.config.to_dict(),
+        "strength": prior.strength,
         "data": data,
         "metrics": dict(metrics) if metrics else None,
     }
@@ -149,11 +150,14 @@ def prior_from_config(config: Mapping[str, Any], where: Path) -> SemanticPrior:
         levels = dict(level_from_dict(item) for item in config["levels"])
         channels, reductions = list(config["channels"]), list(config["reductions"])
         backbone = config["backbone"]
+        strength = checked_strength(config.get("strength", 1.0))  # older files: 1
     except (KeyError, TypeError, ValueError) as err:
         raise PriorFileError(f"{where} does not describe a valid prior: {err!r}") from err
     teacher = _empty_teacher(prior_config, channels, reductions, where)
-    return SemanticPrior(prior_config, levels, channels, reductions, backbone=backbone,
-                         teacher=teacher)
+    prior = SemanticPrior(prior_config, levels, channels, reductions, backbone=backbone,
+                          teacher=teacher)
+    prior.strength = strength
+    return prior
 
 
 def _empty_teacher(config: PriorConfig, channels: list[int], reductions: list[int], where: Path):
@@ -267,6 +271,14 @@ def _levels_table(levels: Sequence[Mapping[str, Any]]) -> list[str]:
     return rows
 
 
+def _strength_lines(strength: float) -> list[str]:
+    if strength == 1.0:
+        return []
+    return [f"- Strength: {strength:g} (each embedding's change scaled by it, chosen on "
+            "held-out images; `wrap` restores it, `sp_adapter.set_prior_strength(model, 1)` "
+            "gives the prior as trained)"]
+
+
 def _metrics_lines(metrics: Mapping[str, Any] | None) -> list[str]:
     if not metrics:
         return ["No metrics were recorded with this prior."]
@@ -327,6 +339,7 @@ def model_card_text(config: Mapping[str, Any], repo_id: str) -> str:
         f"{teacher['out_indices']} (channels {config['channels']}, reductions "
         f"{config['reductions']}), input mean {teacher['mean']} / std {teacher['std']}",
         f"- Options: {switches}",
+        *_strength_lines(config.get("strength", 1.0)),
         "",
         *_levels_table(config["levels"]),
         "",

@@ -6,6 +6,7 @@ prior holds: not the backbone, not the teacher.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -18,8 +19,22 @@ from .prior_learner import PriorLearner, build_prior_learner
 from .teacher import Teacher
 
 
+def checked_strength(strength: float) -> float:
+    """``strength`` as a float, refused unless finite and >= 0."""
+    value = float(strength)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"the prior's strength must be a finite number >= 0 (1: Eq. 6 as "
+                         f"trained, 0: the bare network), got {strength!r}")
+    return value
+
+
 class SemanticPrior(nn.Module):
     """Prior learner plus the embeddings of the chosen levels.
+
+    :attr:`strength` scales the change every SPE makes to its decoder level (1, the
+    default: Eq. 6 as trained; see :func:`sp_adapter.wrap.set_prior_strength`). It is a
+    plain attribute, not a tensor: copies of the module carry it, its ``state_dict`` does
+    not; :func:`sp_adapter.save_pretrained` records it in ``config.json``.
 
     Args:
         config: the prior's options.
@@ -45,6 +60,7 @@ class SemanticPrior(nn.Module):
         self.levels = dict(levels)
         self.backbone = backbone
         self.channels, self.reductions = list(channels), list(reductions)
+        self._strength = 1.0
         self.learner: PriorLearner = build_prior_learner(config, channels, reductions, teacher)
         self.embeddings = nn.ModuleDict(
             {
@@ -53,6 +69,14 @@ class SemanticPrior(nn.Module):
                 for name, level in levels.items()
             }
         )
+
+    @property
+    def strength(self) -> float:
+        return self._strength
+
+    @strength.setter
+    def strength(self, value: float) -> None:
+        self._strength = checked_strength(value)
 
     def forward(self, blurry: torch.Tensor) -> list[torch.Tensor]:
         """The priors ``f_pri^1..L`` of a blurry batch in [0, 1]."""

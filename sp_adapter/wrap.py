@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -326,14 +325,6 @@ def prior_disabled(model: nn.Module) -> Iterator[nn.Module]:
         hook.enabled = previous
 
 
-def _checked_strength(strength: float) -> float:
-    value = float(strength)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"the prior's strength must be a finite number >= 0 (1: Eq. 6 as "
-                         f"trained, 0: the bare network), got {strength!r}")
-    return value
-
-
 def set_prior_strength(model: nn.Module, strength: float) -> None:
     """Scale the change every SPE makes to its decoder level by ``strength`` (1, the
     default: Eq. 6 as trained; 0: the bare network, exactly).
@@ -341,19 +332,22 @@ def set_prior_strength(model: nn.Module, strength: float) -> None:
     A post-hoc setting for inference, chosen on held-out images
     (:func:`sp_adapter.train.calibrate.calibrate_strength`): a prior trained on few photos
     was measured to change easy images too much (README, "A prior strength chosen on
-    held-out photos"). It is not part of the paper, and it is not saved with the prior's
-    weights: set it again after loading.
+    held-out photos"). It is not part of the paper. It lives on the prior
+    (:attr:`SemanticPrior.strength`): :func:`sp_adapter.save_pretrained` records it and
+    ``wrap(model, prior=...)`` restores it; ``sp-adapter calibrate --save`` records it
+    for a training run.
     """
-    get_hook(model).strength = _checked_strength(strength)
+    get_prior(model).strength = strength
 
 
 @contextlib.contextmanager
 def prior_strength(model: nn.Module, strength: float) -> Iterator[nn.Module]:
     """Run ``model`` with the prior at ``strength`` inside the block
     (:func:`set_prior_strength`), then restore the previous strength."""
-    hook = get_hook(model)
-    previous, hook.strength = hook.strength, _checked_strength(strength)
+    prior = get_prior(model)
+    previous = prior.strength
+    prior.strength = strength
     try:
         yield model
     finally:
-        hook.strength = previous
+        prior.strength = previous

@@ -38,7 +38,7 @@ def test_calibration_finds_the_strength_the_targets_were_made_with(teacher):
     result = calibrate_strength(net, data, strengths=(1.0, 0.6, 0.25), batch_size=2)
     assert result.best == 0.6 and result.count == 4
     assert result.psnr[1] > result.psnr[0] + 1 and result.psnr[1] > result.psnr[2] + 1
-    assert sp.get_hook(net).strength == 0.9
+    assert sp.get_prior(net).strength == 0.9
     assert result.as_dict()["best"] == 0.6
 
 

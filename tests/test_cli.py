@@ -173,6 +173,25 @@ def test_train_resume_and_eval(tmp_path, capsys):
     best = max(scores, key=scores.get)
     assert len(scores) == 3 and f"use: --prior-strength {best:g}" in out
     assert "2 crops of 32 px from camera" in out
+    # --save records the best strength beside the checkpoint; eval then uses it
+    assert main(["eval", "--run", str(run), "--limit", "2", "--crop", "32",
+                 "--prior-strength", "0.5", "--no-progress"]) == 0
+    half = re.search(r"deblurred:\s+PSNR ([\d.]+) dB", capsys.readouterr().out).group(1)
+    assert main(["calibrate", "--run", str(run), "--crop", "32", "--crops", "2",
+                 "--strengths", "0.5", "--save", "--no-progress"]) == 0
+    assert "step_00000004.strength.json (eval and deblur load strength 0.5" in (
+        capsys.readouterr().out)
+    assert (run / "checkpoints" / "step_00000004.strength.json").is_file()
+    assert main(["eval", "--run", str(run), "--limit", "2", "--crop", "32",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "with prior at strength 0.5 (saved by calibrate --save))" in out
+    assert re.search(r"deblurred:\s+PSNR ([\d.]+) dB", out).group(1) == half
+    assert main(["eval", "--run", str(run), "--limit", "2", "--crop", "32",
+                 "--prior-strength", "1", "--no-progress"]) == 0
+    assert re.search(r"deblurred:\s+PSNR ([\d.]+) dB",
+                     capsys.readouterr().out).group(1) == psnr.group(1)
+    (run / "checkpoints" / "step_00000004.strength.json").unlink()
     # the whole test photos: another test set, the first two images are chelsea's
     assert main(["eval", "--run", str(run), "--limit", "2", "--whole", "--no-progress"]) == 0
     out = capsys.readouterr().out

@@ -331,6 +331,31 @@ def test_regions_and_ablation_switches_survive_a_round_trip(teacher, tmp_path):
                                                  prior.state_dict().values(), strict=True))
 
 
+def test_a_calibrated_strength_travels_with_the_prior(trained, saved, tmp_path):
+    """save_pretrained records the prior's strength; wrap(prior=...) restores it, so the
+    loaded network gives the original's output at that strength; older files (no entry)
+    load at 1, and a bad value is refused naming the file."""
+    net, blurry, reference = trained
+    assert json.loads((saved / "config.json").read_text())["strength"] == 1.0
+    with sp.prior_strength(net, 0.7):
+        at_07 = _output(net, blurry)
+        sp.save_pretrained(net, tmp_path / "calibrated")
+    assert not torch.equal(at_07, reference)
+    config = json.loads((tmp_path / "calibrated" / "config.json").read_text())
+    assert config["strength"] == 0.7
+    assert "- Strength: 0.7" in (tmp_path / "calibrated" / "README.md").read_text()
+    fresh = sp.wrap(_fresh_like(net), prior=tmp_path / "calibrated", teacher=None)
+    assert sp.get_prior(fresh).strength == 0.7
+    assert torch.equal(_output(fresh, blurry), at_07)
+    del config["strength"]
+    (tmp_path / "calibrated" / "config.json").write_text(json.dumps(config))
+    assert sp.from_pretrained(tmp_path / "calibrated").strength == 1.0
+    config["strength"] = -0.5
+    (tmp_path / "calibrated" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(sp.PriorFileError, match="config.json.*finite number >= 0"):
+        sp.from_pretrained(tmp_path / "calibrated")
+
+
 def test_existing_folder_is_not_overwritten_without_overwrite(trained, tmp_path):
     folder = tmp_path / "out"
     folder.mkdir()

@@ -334,7 +334,7 @@ def test_prior_strength_scales_each_change_and_zero_is_the_bare_network(teacher,
         sp.set_prior_strength(net, 0.5)
         assert torch.equal(net(blurry), half)
         assert torch.equal(copy.deepcopy(net)(blurry), half)  # a copy keeps the setting
-        assert sp.get_hook(net).strength == 0.5
+        assert sp.get_prior(net).strength == 0.5
 
 
 def test_prior_strength_refuses_bad_values(teacher):
@@ -342,6 +342,6 @@ def test_prior_strength_refuses_bad_values(teacher):
     for bad in (-0.1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="finite number >= 0"):
             sp.set_prior_strength(net, bad)
-    assert sp.get_hook(net).strength == 1.0
+    assert sp.get_prior(net).strength == 1.0
     with pytest.raises(ValueError, match="not wrapped|no prior|wrap"):
         sp.set_prior_strength(_unet(), 0.5)

@@ -57,10 +57,13 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` latest checkpoints."""
+    """Delete all but the ``keep`` latest checkpoints (and the strengths saved for them,
+    ``step_N.strength.json``)."""
     for _, path in list_checkpoints(run_dir)[:-keep]:
         with contextlib.suppress(OSError):
             path.unlink()
+        with contextlib.suppress(OSError):
+            path.with_name(path.stem + ".strength.json").unlink()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,9 +17,10 @@ from torch import nn
 
 from ..config import PriorConfig
 from ..teacher import Teacher, build_feature_model, load_teacher
-from ..wrap import get_hook, wrap
+from ..wrap import get_hook, get_prior, wrap
 from .backbones import backbone_spec
 from .checkpoint import latest_checkpoint, load_checkpoint
+from .strength_file import saved_strength
 
 
 @dataclass
@@ -89,7 +90,9 @@ def load_trained(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, dict[st
 
     Returns the model (in eval mode, on the CPU; for inference: a wrapped model has no
     teacher, so ``prior_loss`` refuses it), its spec, and the checkpoint's other entries
-    (``step``, ``config``, ``metrics``...).
+    (``step``, ``config``, ``metrics``...). A prior strength saved for this checkpoint
+    (``sp-adapter calibrate --save``, :mod:`~sp_adapter.train.strength_file`) is applied;
+    ``info["prior_strength"]`` is the strength loaded (``None`` without a prior).
     """
     file = resolve_checkpoint(path)
     ckpt = load_checkpoint(file)
@@ -101,10 +104,16 @@ def load_trained(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, dict[st
     spec = ModelSpec.from_dict(ckpt["model_spec"])
     model = spec.build(teacher="architecture")
     model.load_state_dict(ckpt["model"], strict=True)
+    strength = None
     if spec.prior is not None:
         # the teacher was built without its weights: never let it supervise anything
         get_hook(model).teacher = None
+        strength = saved_strength(file)
+        if strength is not None:
+            get_prior(model).strength = strength
+        strength = get_prior(model).strength
     info = {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler",
                                                        "scaler", "rng")}
     info["path"] = str(file)
+    info["prior_strength"] = strength
     return model.eval(), spec, info
