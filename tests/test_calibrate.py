@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -69,3 +71,20 @@ def test_held_out_set_uses_neither_training_nor_test_photos():
     assert not torch.equal(held_out_set(64, blur_preset("mild"), count=6, seed=8)[3][0], blurry)
     with pytest.raises(ValueError, match="positive number of crops"):
         held_out_set(64, blur_preset("mild"), count=0)
+
+
+def test_training_a_prior_at_another_strength_warns(teacher):
+    """A calibrated prior trained further would learn a scaled change: the trainer says
+    so; at strength 1 it says nothing."""
+    from sp_adapter.train import TrainConfig, Trainer
+
+    net = _wrapped(teacher)
+    pairs = TensorDataset(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    config = TrainConfig(alpha=0.0, perceptual="none", device="cpu", batch_size=2)
+    sp.set_prior_strength(net, 0.8)
+    with pytest.warns(UserWarning, match="training with the prior at strength 0.8"):
+        Trainer(net, pairs, config)
+    sp.set_prior_strength(net, 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trainer(net, pairs, config)

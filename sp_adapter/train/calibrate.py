@@ -10,6 +10,10 @@ below 1, chosen on photos that neither training nor testing uses, recovered part
 The held-out images must be neither training nor test images: :func:`held_out_set` draws
 them from the extra greyscale photos (:func:`~sp_adapter.data.photos.extra_photos`),
 which no default training set and no test set contains.
+
+``sp-adapter calibrate --save`` records the chosen strength beside the checkpoint
+(:mod:`sp_adapter.train.strength_file`); ``save_pretrained`` records the strength set on
+a prior (:attr:`sp_adapter.prior.SemanticPrior.strength`).
 """
 
 from __future__ import annotations

@@ -32,6 +32,13 @@ def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:08d}.pt"
 
 
+def strength_path(checkpoint: str | os.PathLike) -> Path:
+    """Where a prior strength calibrated for ``checkpoint`` is saved
+    (:mod:`~sp_adapter.train.strength_file`): ``step_N.pt`` -> ``step_N.strength.json``."""
+    path = Path(checkpoint)
+    return path.with_name(path.stem + ".strength.json")
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """``(step, path)`` of the run's checkpoints, by increasing step."""
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -63,7 +70,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
         with contextlib.suppress(OSError):
             path.unlink()
         with contextlib.suppress(OSError):
-            path.with_name(path.stem + ".strength.json").unlink()
+            strength_path(path).unlink()
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

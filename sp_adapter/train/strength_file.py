@@ -19,14 +19,7 @@ from typing import Any
 from ..atomic import write_atomic
 from ..prior import checked_strength
 from .calibrate import StrengthCalibration
-
-SUFFIX = ".strength.json"
-
-
-def strength_path(checkpoint: str | os.PathLike) -> Path:
-    """Where the strength of ``checkpoint`` is saved: ``step_N.pt`` -> ``step_N.strength.json``."""
-    path = Path(checkpoint)
-    return path.with_name(path.stem + SUFFIX)
+from .checkpoint import strength_path
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..hook import PRIOR_ATTR
 from ..losses import LossTerms, TotalLoss, build_perceptual, full
-from ..wrap import base_model, get_hook, is_wrapped
+from ..wrap import base_model, get_hook, get_prior, is_wrapped
 from .backbones import BackboneSpec, backbone_spec
 from .cache import TeacherFeatureCache
 from .checkpoint import (
@@ -176,6 +176,12 @@ class Trainer:
         self.wrapped = is_wrapped(model)
 
         inner = base_model(model).to(self.device)
+        if self.wrapped and get_prior(inner).strength != 1.0:
+            warnings.warn(
+                f"training with the prior at strength {get_prior(inner).strength:g} (a "
+                "calibrated prior, e.g. loaded with wrap(prior=...)): the SPEs learn a change "
+                "that is scaled at every step; call sp_adapter.set_prior_strength(model, 1) "
+                "first to train the prior as Eq. 6 has it", stacklevel=2)
         if config.prior_only:
             if not self.wrapped:
                 raise ValueError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
