@@ -258,6 +258,13 @@ def table(summaries: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[st
     return header, body
 
 
+def write_results(out: Path, stem: str, text: str, record: dict[str, Any]) -> None:
+    """``<out>/<stem>.md`` (the tables) and ``<stem>.json`` (every number), each written
+    atomically; ``out`` is created if needed."""
+    write_atomic(out / f"{stem}.md", text.encode())
+    write_atomic(out / f"{stem}.json", (json.dumps(record, indent=1) + "\n").encode())
+
+
 def add_kept_run_args(parser: argparse.ArgumentParser) -> None:
     """The options every script reading kept arms takes: the result files, the prior
     variant, where the arms are, threads, and where and under which tag to write."""
@@ -340,9 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     record = {"command": command, "variant": args.variant, "edges": list(edges),
               "test_seed": args.test_seed, "seed_gains": dict(zip(seeds, per_seed, strict=True)),
               "summaries": summaries, "rows": rows}
-    write_atomic(out / f"prior_errors_{args.tag}.md", text.encode())
-    write_atomic(out / f"prior_errors_{args.tag}.json",
-                 (json.dumps(record, indent=1) + "\n").encode())
+    write_results(out, f"prior_errors_{args.tag}", text, record)
     return record
 
 

@@ -22,7 +22,6 @@ Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
@@ -31,11 +30,17 @@ from typing import Any
 
 import torch
 from gain_by_difficulty import psnr_bands
-from prior_errors import add_kept_run_args, check_recorded, kept_run, load_arm, test_set
+from prior_errors import (
+    add_kept_run_args,
+    check_recorded,
+    kept_run,
+    load_arm,
+    test_set,
+    write_results,
+)
 from quality import CONTROL, mean_std
 
 from sp_adapter import prior_strength
-from sp_adapter.atomic import write_atomic
 from sp_adapter.data import blur_preset
 from sp_adapter.train import calibrate_strength, evaluate, held_out_set
 from sp_adapter.train.calibrate import DEFAULT_STRENGTHS
@@ -245,11 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "strengths": args.strengths, "held_out_crops": len(held_out),
               "held_out_seed": args.held_out_seed, "hindsight": args.hindsight,
               "seeds": seeds}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / f"prior_strength_{args.tag}.md", text.encode())
-    write_atomic(out / f"prior_strength_{args.tag}.json",
-                 (json.dumps(record, indent=1) + "\n").encode())
+    write_results(Path(args.out), f"prior_strength_{args.tag}", text, record)
     return record
 
 
