@@ -15,6 +15,9 @@ it, the widened control (``Net0-wide``). For each seed it
     python benchmarks/prior_strength.py benchmarks/results/parts/X_seed{0,1,2}.json \\
         benchmarks/results/parts/X_wide_seed{0,1,2}.json --test-seeds 2 3 4 5 --tag X
 
+``FILE#NAME`` reads only arm ``NAME`` of a file: ``X_seed0.json#Net0 Y_seed0.json#Net0*``
+pairs the Net0 of one set of runs with the prior arm of another (same seeds and base).
+
 Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR). Writes
 ``benchmarks/results/prior_strength_<tag>.md`` and ``.json``.
 """
@@ -22,6 +25,7 @@ Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
@@ -51,29 +55,61 @@ TEST_SET_OPTIONS = ("test_crop", "test_crops_per_photo", "test_seed", "test_min_
 
 
 def kept_arms(paths: list[str], variant: str, run_root: str | None
-              ) -> tuple[dict[str, Any], dict[int, dict[str, tuple[Path, dict[str, float]]]]]:
-    """The shared options of the files and, per seed, each kept arm's folder and its
-    recorded per-image PSNR (Net0 and ``variant`` required, the control where present)."""
+              ) -> tuple[dict[str, Any], dict[int, dict[str, tuple[Path, dict[str, float]]]],
+                         dict[str, list[str]]]:
+    """The shared options of the files, per seed each kept arm's folder and its recorded
+    per-image PSNR (Net0 and ``variant`` required, the control where present), and the
+    files each arm name came from.
+
+    ``FILE#NAME`` takes only arm ``NAME``'s rows of a file (``FILE#Net0*`` pairs one run's
+    prior arms with another's Net0); an arm of one seed found in two files is refused."""
     options: dict[str, Any] | None = None
     arms: dict[int, dict[str, tuple[Path, dict[str, float]]]] = {}
-    for path in paths:
+    sources: dict[str, list[str]] = {}
+    origin: dict[tuple[int, str], str] = {}
+    for item in paths:
+        path, _, only = item.partition("#")
         payload, root = kept_run(path, run_root)
         mine = {k: payload["options"].get(k) for k in TEST_SET_OPTIONS}
         if options is None:
             options = payload["options"]
         elif mine != {k: options.get(k) for k in TEST_SET_OPTIONS}:
             raise SystemExit(f"{path} scored another test set than {paths[0]}: {mine}")
+        if only and only not in payload["runs"]:
+            raise SystemExit(f"{item}: the file has no {only!r} rows; it has "
+                             f"{sorted(payload['runs'])}")
         for name, rows in payload["runs"].items():
+            if only and name != only:
+                continue
             for row in rows:
-                arms.setdefault(row["seed"], {})[name] = (
-                    root / f"seed{row['seed']}" / name, row["image_psnr"])
+                found = arms.setdefault(row["seed"], {})
+                if name in found:
+                    raise SystemExit(f"seed {row['seed']}'s {name} is in "
+                                     f"{origin[row['seed'], name]} and {path}: choose one "
+                                     "with FILE#NAME")
+                found[name] = (root / f"seed{row['seed']}" / name, row["image_psnr"])
+                origin[row["seed"], name] = path
+                if path not in sources.setdefault(name, []):
+                    sources[name].append(path)
     assert options is not None
     for seed, found in arms.items():
         missing = [name for name in ("Net0", variant) if name not in found]
         if missing:
             raise SystemExit(f"seed {seed} has no {missing} rows in {paths}; it has "
                              f"{sorted(found)}")
-    return options, arms
+    return options, arms, sources
+
+
+def arm_sources(sources: dict[str, list[str]]) -> str:
+    """One line naming each arm's files and, for a prior arm, its prior options."""
+    parts = []
+    for name, paths in sources.items():
+        options = json.loads(Path(paths[0]).read_text(encoding="utf-8"))["options"]
+        prior = options.get("prior_options") or []
+        extra = f" (prior options {' '.join(prior)})" if prior and name not in (
+            "Net0", CONTROL) else ""
+        parts.append(f"{name} from {', '.join(f'`{Path(p).name}`' for p in paths)}{extra}")
+    return "- Arms: " + "; ".join(parts) + "."
 
 
 def image_scores(model: torch.nn.Module, data, recorded: dict[str, float] | None,
@@ -201,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    options, arms = kept_arms(args.results, args.variant, args.run_root)
+    options, arms, sources = kept_arms(args.results, args.variant, args.run_root)
     crop = options["test_crop"]
     if crop is None:
         raise SystemExit("whole-photo test sets differ in size: use runs with --test-crop N")
@@ -218,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = "\n".join([
         f"# {args.variant} at a strength chosen on held-out photos", "",
         f"Command: `{command}`", "",
+        arm_sources(sources),
         f"- Held-out crops: {len(held_out)} of {crop} px from the extra greyscale photos "
         f"({', '.join(held_out.photos)}; seed {args.held_out_seed}), blur preset "
         f"{options['blur']!r}: neither the training nor the test photos. The strength with "
@@ -247,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ""])
     print(text)
     record = {"command": command, "variant": args.variant, "options": options,
+              "sources": sources,
               "strengths": args.strengths, "held_out_crops": len(held_out),
               "held_out_seed": args.held_out_seed, "hindsight": args.hindsight,
               "seeds": seeds}

@@ -261,6 +261,17 @@ ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
                "teacher": TeacherSpec().arch, "arm_loss": None}
 
 
+# PriorConfig fields that change no parameter count: the widened control, as wide as Net6
+# built with the prior options, merges with prior arms trained with any value of them
+WIDTH_FREE_PRIOR_OPTIONS = ("strength_jitter",)
+
+
+def width_prior_options(items: list[str] | None) -> list[str]:
+    """The ``--prior-options`` entries that size Net6 (and so the control)."""
+    return [item for item in items or []
+            if item.partition("=")[0] not in WIDTH_FREE_PRIOR_OPTIONS]
+
+
 def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
     """Options that no arm of a result file read, so it merges with files that set them
     otherwise: an arm without the prior has no prior loss (beta) and no MLA/SAT (yet the
@@ -649,11 +660,21 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
     options = [{**ADDED_LATER, **payload["options"]} for payload in payloads]
     keys = set().union(*options) - MERGE_FREE  # an option a file lacks counts as None
     used = [keys - unused_options(payload["runs"]) for payload in payloads]
-    # each option is compared with (and the merged table takes) the first run that uses it
-    source = {k: i for i in reversed(range(len(paths))) for k in used[i]}
+    bare = [all(VARIANTS.get(name) is None for name in payload["runs"]) for payload in payloads]
+    # each option is compared with (and the merged table takes) the first run that uses
+    # it, a run with a prior before the others
+    first = sorted(range(len(paths)), key=lambda i: bare[i])
+    source = {k: i for i in reversed(first) for k in used[i]}
     merged = {**options[0], **{k: options[i].get(k) for k, i in source.items()}}
-    for path, payload, own, uses in zip(paths, payloads, options, used, strict=True):
-        differ = {k: paths[source[k]] for k in sorted(uses) if own.get(k) != merged[k]}
+
+    def agrees(key: str, value: Any, is_bare: bool) -> bool:
+        if key == "prior_options" and is_bare:  # the control: only its width must agree
+            return width_prior_options(value) == width_prior_options(merged[key])
+        return value == merged[key]
+
+    for path, payload, own, uses, is_bare in zip(paths, payloads, options, used, bare,
+                                                 strict=True):
+        differ = {k: paths[source[k]] for k in sorted(uses) if not agrees(k, own.get(k), is_bare)}
         if payload["test_min_detail"] != payloads[0]["test_min_detail"]:
             differ["its test set"] = paths[0]
         if differ:

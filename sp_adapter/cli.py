@@ -128,6 +128,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--no-mla", action="store_true", help="no multi-level aggregation")
     p.add_argument("--fusion", default="sat", choices=["sat", "add", "concat"])
     _add_prior_kernel_size(p, PriorConfig().kernel_size)
+    p.add_argument("--prior-strength-jitter", type=float, default=0.0, metavar="A",
+                   help="train each image at a prior strength drawn from [1-A, 1+A] (a "
+                        "noise like dropout; evaluation uses strength 1; default 0)")
     p.add_argument("--student", default="teacher", choices=["teacher", "small"])
     p.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                    help="the teacher's feature levels, finest first (timm out_indices; the "
@@ -181,6 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         prior = PriorConfig(student=args.student, hcl=not args.no_hcl, clc=not args.no_clc,
                             mla=not args.no_mla, fusion=args.fusion,
                             kernel_size=args.prior_kernel_size,
+                            strength_jitter=args.prior_strength_jitter,
                             teacher=teacher_at_levels(args.teacher_levels,
                                                       args.teacher)).to_dict()
     model_spec = ModelSpec(spec.name, options, prior, args.levels)

@@ -94,6 +94,10 @@ class PriorConfig:
             convolutions"): not reliably better. On 48 test crops drawn before the runs
             (test seed 2) the two gained +0.134 and +0.142 dB. The demo uses 3x3 (a
             little better at its short protocol). Any odd size keeps the maps' size.
+        strength_jitter: ``a`` in [0, 1]. In training mode each sample's prior strength
+            is drawn uniformly from ``[1 - a, 1 + a]`` times the prior's strength (a noise
+            on the change every SPE makes, mean 1, like dropout); evaluation uses the
+            strength itself. 0 (the default): no noise, the paper's training.
     """
 
     student: StudentKind = "teacher"
@@ -106,6 +110,7 @@ class PriorConfig:
     sigma_bound: float = 1.0
     small_width: int = 32
     kernel_size: int = 1
+    strength_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         if self.student not in ("teacher", "small"):
@@ -121,6 +126,9 @@ class PriorConfig:
                              f"prior's maps keep their size, got {self.kernel_size}")
         if self.sigma_bound <= 0:
             raise ValueError(f"sigma_bound must be > 0, got {self.sigma_bound}")
+        if not 0 <= self.strength_jitter <= 1:
+            raise ValueError(f"strength_jitter must be in [0, 1] (strengths stay >= 0), got "
+                             f"{self.strength_jitter}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

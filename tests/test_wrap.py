@@ -337,6 +337,50 @@ def test_prior_strength_scales_each_change_and_zero_is_the_bare_network(teacher,
         assert sp.get_prior(net).strength == 0.5
 
 
+def test_strength_jitter_draws_one_strength_per_image_in_training_only(teacher, pair):
+    """``PriorConfig.strength_jitter = a``: in training mode image i of a batch is
+    modulated at its own strength s_i, uniform in [1 - a, 1 + a] times the prior's
+    strength; in eval mode the network is the one without jitter, bit for bit."""
+    blurry, _ = pair
+    blurry = torch.cat([blurry, blurry.flip(-1), blurry.flip(-2)])
+    plain, jittered = _unet(), _unet()
+    sp.wrap(plain, teacher=teacher)
+    sp.wrap(jittered, teacher=teacher, strength_jitter=0.5)
+    _trained_looking_prior(plain)
+    _trained_looking_prior(jittered)
+    prior = sp.get_prior(jittered)
+    drawn = []
+    sample = prior.sample_strengths
+    prior.sample_strengths = lambda *a: drawn.append(sample(*a)) or drawn[-1]
+    with torch.no_grad():
+        plain.eval(), jittered.eval()
+        assert torch.equal(jittered(blurry), plain(blurry))
+        assert drawn == [1.0]
+        jittered.train()
+        out = jittered(blurry)
+        strengths = drawn[-1].flatten().tolist()
+        assert len(set(strengths)) == len(blurry) and all(0.5 <= s <= 1.5 for s in strengths)
+        plain.eval()
+        for i, s in enumerate(strengths):
+            with sp.prior_strength(plain, s):
+                assert torch.allclose(out[i], plain(blurry[i : i + 1])[0], atol=2e-4)
+        assert not torch.equal(jittered(blurry), out)  # a new draw each forward
+    # the draws: uniform on [1 - a, 1 + a] times the strength
+    prior.strength = 0.5
+    many = sample(20000, torch.device("cpu")).flatten()
+    assert many.shape == (20000,)
+    assert 0.25 <= many.min() < 0.26 and 0.74 < many.max() <= 0.75
+    assert many.mean() == pytest.approx(0.5, abs=0.005)
+    assert many.std() == pytest.approx(0.25 / 3**0.5, rel=0.03)
+    # the gradient reaches the prior through every image's strength
+    jittered.train()
+    jittered(blurry).mean().backward()
+    assert all(p.grad is not None for p in prior.embeddings.parameters())
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"strength_jitter must be in \[0, 1\]"):
+            sp.wrap(_unet(), teacher=teacher, strength_jitter=bad)
+
+
 def test_prior_strength_refuses_bad_values(teacher):
     net = sp.wrap(_unet(), teacher=teacher)
     for bad in (-0.1, float("nan"), float("inf")):
