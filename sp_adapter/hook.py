@@ -252,14 +252,13 @@ class SPEHook:
         maps = state.maps.get(name)
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
-        strength = state.strength
-        if isinstance(strength, torch.Tensor) and strength.shape[0] != h.shape[0]:
+        if h.shape[0] != state.image_shape[0]:
             raise ValueError(
-                f"{where} has batch {h.shape[0]} but the blurry input had {strength.shape[0]}: "
-                "strength_jitter draws one strength per input image; set it to 0 for a "
-                "network that changes the batch size inside"
+                f"{where} has batch {h.shape[0]} but the blurry input had "
+                f"{state.image_shape[0]}: the prior's maps are one per input image, so a "
+                "level must see the batch as the network received it"
             )
-        return embedding(h, g, maps, region, state.image_shape[-2:], strength)
+        return embedding(h, g, maps, region, state.image_shape[-2:], state.strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

@@ -381,6 +381,34 @@ def test_strength_jitter_draws_one_strength_per_image_in_training_only(teacher, 
             sp.wrap(_unet(), teacher=teacher, strength_jitter=bad)
 
 
+class _DoublingNet(torch.nn.Module):
+    """Runs its stem on the batch and its flipped copy (2B images inside the network)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.stem(torch.cat([x, x.flip(-1)]))
+        a, b = features.chunk(2)
+        return x + self.head(a + b.flip(-1))
+
+
+def test_a_level_that_sees_another_batch_is_refused_naming_it(teacher, pair):
+    """The prior's maps (and a jittered strength) are one per input image: a network
+    that runs a level on more images than it received gets a clear error, not a
+    broadcasting one."""
+    blurry, _ = pair
+    net = sp.wrap(_DoublingNet(), [sp.Level(site="stem", channels=8)], teacher=teacher,
+                  student="small", strength_jitter=0.5)
+    for mode in (net.eval, net.train):
+        mode()
+        with pytest.raises(ValueError, match=r"level 'level1' \(output of 'stem'\) has batch 4 "
+                                             r"but the blurry input had 2: the prior's maps"):
+            net(blurry)
+
+
 def test_prior_strength_refuses_bad_values(teacher):
     net = sp.wrap(_unet(), teacher=teacher)
     for bad in (-0.1, float("nan"), float("inf")):
