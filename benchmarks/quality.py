@@ -35,7 +35,9 @@ without training (runs may differ in options their arms did not read, such as
         --tag merged
 
 ``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
-prior variant trained with other options (``--student-lr-scale 0.1``, say). Pair runs of
+prior variant trained with other options (``--student-lr-scale 0.1``, say). The widened
+control merges with prior arms whose ``--prior-options`` differ only in options that
+size nothing (``strength_jitter``). Pair runs of
 one machine: rows are bit-identical only on the same CPU kernels (newer result files
 name them); on another machine Net0 of the same seeds and settings moved by +0.002 to
 +0.007 dB.

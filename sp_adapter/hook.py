@@ -12,7 +12,8 @@ share it; the prior module is taken from the root module the pre-hook receives, 
 replica uses its own parameters. Hooks are registered once; :attr:`SPEHook.enabled`
 toggles them (``torch.compile`` caches hook sets, so nothing is added or removed later);
 the prior's :attr:`~sp_adapter.prior.SemanticPrior.strength` scales every SPE's change (1
-by default; see :func:`sp_adapter.wrap.set_prior_strength`).
+by default; see :func:`sp_adapter.wrap.set_prior_strength`), drawn once per forward
+(per image in training with ``PriorConfig.strength_jitter``).
 """
 
 from __future__ import annotations
