@@ -39,6 +39,15 @@ class MultiLevelAggregation(nn.Module):
         return self.conv(stacked) * f + f
 
 
+def add_scaled(h: torch.Tensor, delta: torch.Tensor,
+               strength: float | torch.Tensor) -> torch.Tensor:
+    """``h + strength * delta``: a fusion's change at the prior's strength (a float, or
+    one per image as a ``B x 1 x 1 x 1`` tensor); exactly ``h + delta`` at 1."""
+    if isinstance(strength, torch.Tensor) or strength != 1.0:
+        return h + delta * strength
+    return h + delta
+
+
 class SemanticAttentionTransform(nn.Module):
     """Eq. (6): ``f_sa = mu * (f_de + f_en) + sigma`` with ``mu = 1 + tanh(conv1(M))`` and
     ``sigma = s * tanh(conv2(M))``.
@@ -69,7 +78,7 @@ class SemanticAttentionTransform(nn.Module):
         ``B x 1 x 1 x 1`` tensor scales each image's (``PriorConfig.strength_jitter``)."""
         mu_minus_one, sigma = maps
         if isinstance(strength, torch.Tensor):
-            return h + strength * torch.addcmul(sigma, mu_minus_one, g)
+            return add_scaled(h, torch.addcmul(sigma, mu_minus_one, g), strength)
         if strength == 1.0:
             return torch.addcmul(h + sigma, mu_minus_one, g)
         return torch.addcmul(h + sigma * strength, mu_minus_one, g, value=strength)
@@ -88,8 +97,7 @@ class AddFusion(nn.Module):
     @staticmethod
     def apply(h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
               strength: float | torch.Tensor = 1.0) -> torch.Tensor:
-        unit = isinstance(strength, float | int) and strength == 1.0
-        return h + maps[0] if unit else h + maps[0] * strength
+        return add_scaled(h, maps[0], strength)
 
 
 class ConcatFusion(nn.Module):
@@ -105,8 +113,7 @@ class ConcatFusion(nn.Module):
     def apply(self, h: torch.Tensor, g: torch.Tensor, maps: Sequence[torch.Tensor],
               strength: float | torch.Tensor = 1.0) -> torch.Tensor:
         delta = self.conv(torch.cat([g, maps[0].to(g.dtype)], 1))
-        unit = isinstance(strength, float | int) and strength == 1.0
-        return h + delta if unit else h + delta * strength
+        return add_scaled(h, delta, strength)
 
 
 def _map_size(map_side: int, reduction: int, image_side: int, site_side: int) -> int:
