@@ -218,7 +218,7 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 # TrainConfig fields that the prior arms take from the command line (the bare arms do not)
-PRIOR_TRAIN_OPTIONS = ("embedding_lr_scale", "student_lr_scale")
+PRIOR_TRAIN_OPTIONS = ("embedding_lr_scale", "student_lr_scale", "backbone_lr_scale")
 
 
 def build_arms(
@@ -257,7 +257,8 @@ MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "devi
               "eval_every", "base_store", "workers", "train_probe", "run_root"}
 # options added after result files were first written, with the value that gives the
 # behaviour of the runs made before them
-ADDED_LATER = {"student_lr_scale": 1.0, "prior_options": [], "augment": False,
+ADDED_LATER = {"student_lr_scale": 1.0, "backbone_lr_scale": 1.0, "prior_options": [],
+               "augment": False,
                "train_photos": None, "test_seed": 0,
                "teacher_levels": list(TeacherSpec().out_indices),
                "teacher": TeacherSpec().arch, "arm_loss": None}
@@ -327,6 +328,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--student-lr-scale", type=float, default=1.0,
                         help="learning-rate factor of the student in the prior arms' joint "
                              "training (0 freezes it after its pre-training)")
+    parser.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                        help="learning-rate factor of the backbone's own layers in the prior "
+                             "arms (0 freezes them: only the prior trains); the bare arms "
+                             "train at the full rate")
     parser.add_argument("--arm-loss", default=None, choices=sorted(BACKBONE_LOSSES),
                         help="reconstruction loss of every arm's own steps (default: the "
                              "backbone's, L1 for the UNet); the shared base keeps it")
@@ -821,7 +826,9 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         + (" (rescaled 0.5-1 and turned by 90 degree steps)" if args.augment else "")
         + (f" of the photos {', '.join(args.train_photos)}" if args.train_photos else "")
         + f", {args.blur} blur, lr {args.lr} (MLA/SAT x"
-        f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training), "
+        f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training"
+        + (f", backbone x{args.backbone_lr_scale}" if args.backbone_lr_scale != 1 else "")
+        + "), "
         f"beta {args.beta}, "
         + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")
         + (f"teacher {args.teacher}, " if args.teacher != ADDED_LATER["teacher"] else "")

@@ -144,6 +144,10 @@ def _train_parser(sub) -> None:
                    help="learning-rate factor of the prior's MLA/SAT layers")
     p.add_argument("--student-lr-scale", type=float, default=1.0,
                    help="learning-rate factor of the prior's student (0 freezes it)")
+    p.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                   help="learning-rate factor of the backbone's own layers when training "
+                        "with the prior, e.g. 0.1 to fine-tune a trained network gently "
+                        "(0 freezes it)")
     p.add_argument("--warmup", type=int, default=0, help="warm-up steps")
     p.add_argument("--grad-clip", type=float, default=None)
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"])
@@ -191,6 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch, lr=args.lr, min_lr=args.min_lr,
         embedding_lr_scale=args.embedding_lr_scale, student_lr_scale=args.student_lr_scale,
+        backbone_lr_scale=args.backbone_lr_scale,
         warmup_steps=args.warmup, grad_clip=args.grad_clip, amp=args.amp, loss=args.loss,
         alpha=args.alpha, beta=args.beta, perceptual=args.perceptual,
         prior_only=args.prior_only, cache_teacher=args.cache_teacher,

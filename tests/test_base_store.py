@@ -56,7 +56,8 @@ def test_a_stored_base_replaces_its_training_bit_for_bit(teacher, tmp_path, monk
 def test_the_key_holds_what_decides_the_base_and_a_foreign_file_is_refused(tmp_path):
     store = BaseStore(tmp_path, {"set": "pairs"})
     key = store.key("unet", OPTIONS, config())
-    assert store.key("unet", OPTIONS, config(progress=True, val_every=5, beta=0.3)) == key
+    assert store.key("unet", OPTIONS, config(progress=True, val_every=5, beta=0.3,
+                                             backbone_lr_scale=0.1)) == key
     for other in (store.key("unet", OPTIONS, config(seed=1)),
                   store.key("unet", {"width": 9, "blocks": 1}, config()),
                   BaseStore(tmp_path, {"set": "other"}).key("unet", OPTIONS, config())):

@@ -81,6 +81,8 @@ def test_quality_arm_loss_reaches_every_arms_own_steps():
         {"loss": "mse"}, {"student_lr_scale": 0.5, "loss": "mse"}, {"loss": "mse"}]
     plain = quality.build_arms(["Net0", "Net0*"], 0, None, {"student_lr_scale": 0.5})
     assert [arm.train for arm in plain] == [{}, {"student_lr_scale": 0.5}]
+    gentle = quality.build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1})
+    assert [arm.train for arm in gentle] == [{}, {"backbone_lr_scale": 0.1}]
     assert quality.parse_args(["--arm-loss", "mse"]).arm_loss == "mse"
     with pytest.raises(SystemExit):
         quality.parse_args(["--arm-loss", "l2"])
@@ -296,12 +298,13 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
     assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
     assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
     assert quality.unused_options({"Net0": [{"student_steps": 0}]}) == \
-        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale", "prior_options",
-         "teacher_levels", "teacher"}
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale",
+         "backbone_lr_scale", "prior_options", "teacher_levels", "teacher"}
     # the control is widened to the size of Net6 built with the prior options and levels
     assert quality.unused_options({"Net0": [{"student_steps": 0}],
                                    "Net0-wide": [{"student_steps": 0}]}) == \
-        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale"}
+        {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale",
+         "backbone_lr_scale"}
     # a run with the prior must agree on the options the prior uses
     other = json.loads(Path(parts[1]).read_text())
     other["options"]["student_steps"] = 2

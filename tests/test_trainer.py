@@ -245,6 +245,59 @@ def test_student_lr_scale_gives_the_student_its_own_rate_and_0_freezes_it(teache
         config(student_lr_scale=-1.0)
 
 
+def test_backbone_lr_scale_gives_the_backbone_its_own_rate_and_0_freezes_it(teacher):
+    model = small_wrapped(teacher)
+    backbone = {id(p) for n, p in model.named_parameters() if not n.startswith("sp_prior.")}
+    clc = {id(p) for p in model.sp_prior.learner.clc.parameters()}
+    groups = Trainer(model, Pairs(4), config(steps=4, lr=1e-3, backbone_lr_scale=0.1)) \
+        .optimizer.param_groups
+    # the first group keeps the prior's own layers (CLC, student), the last is the backbone
+    assert [{id(p) for p in g["params"]} == backbone for g in groups] == [False, False, True]
+    assert clc <= {id(p) for p in groups[0]["params"]}
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3, 1e-4])
+    # at 1 the backbone shares the first group with the prior's other layers
+    groups = Trainer(small_wrapped(teacher), Pairs(4), config(steps=4)).optimizer.param_groups
+    assert len(groups) == 2
+    # a bare network has no prior to set it against: one group at the full rate
+    torch.manual_seed(0)
+    bare = Trainer(UNet(width=8, blocks=1), Pairs(4),
+                   config(steps=4, lr=1e-3, backbone_lr_scale=0.1)).optimizer.param_groups
+    assert len(bare) == 1 and bare[0]["lr"] == pytest.approx(1e-3)
+
+    model = small_wrapped(teacher)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model, Pairs(4), config(steps=2, lr=1e-3, backbone_lr_scale=0))
+    assert backbone.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])
+    trainer.fit()
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("sp_prior.") for k in changed)
+    assert any(k.startswith("sp_prior.embeddings.") for k in changed)
+    assert any(k.startswith("sp_prior.learner.student.") for k in changed)
+    with pytest.raises(ValueError, match="backbone_lr_scale must be >= 0"):
+        config(backbone_lr_scale=-0.5)
+
+
+def test_a_backbone_at_a_tenth_of_the_rate_moves_a_tenth_as_far(teacher):
+    """Adam's first step moves each weight by about its group's rate: the backbone's
+    step at ``backbone_lr_scale=0.1`` is a tenth of the step at 1, the prior's the same."""
+    moves = {}
+    for scale in (1.0, 0.1):
+        model = small_wrapped(teacher)
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        Trainer(model, Pairs(4), config(steps=1, lr=1e-3, weight_decay=0.0,
+                                        backbone_lr_scale=scale)).fit()
+        moves[scale] = {
+            part: max(float((p.detach() - before[n]).abs().max())
+                      for n, p in model.named_parameters()
+                      if n.startswith("sp_prior.embeddings.") == (part == "prior")
+                      and (part == "prior" or not n.startswith("sp_prior.")))
+            for part in ("prior", "backbone")
+        }
+    assert moves[0.1]["backbone"] == pytest.approx(0.1 * moves[1.0]["backbone"], rel=0.05)
+    assert moves[0.1]["prior"] == pytest.approx(moves[1.0]["prior"], rel=1e-6)
+
+
 def test_schedule_and_stream():
     f = WarmupCosine(total=10, warmup=2, floor=0.01)
     assert [f(0), f(1)] == [0.5, 1.0]

@@ -30,7 +30,7 @@ from .config import TrainConfig
 # whatever the number of DataLoader workers
 NOT_IN_KEY = ("progress", "val_every", "val_batch_size", "log_every", "checkpoint_every",
               "keep_checkpoints", "beta", "embedding_lr_scale", "student_lr_scale",
-              "num_workers")
+              "backbone_lr_scale", "num_workers")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,11 @@ class TrainConfig:
             joint training; 0 freezes it (turns off its parameters' gradients, as
             ``prior_only`` does for the backbone: its features stay those of its
             initialisation or student pre-training; CLC, MLA and SAT still train).
+        backbone_lr_scale: learning-rate factor of the backbone's own parameters in a
+            wrapped network (every parameter outside the prior), for fine-tuning a trained
+            network: the new prior modules learn at ``lr``, the backbone at
+            ``lr * backbone_lr_scale``; 0 freezes it (as ``prior_only``). A bare network
+            has no prior and ignores it.
         warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``.
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
@@ -64,6 +69,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     embedding_lr_scale: float = 1.0
     student_lr_scale: float = 1.0
+    backbone_lr_scale: float = 1.0
     warmup_steps: int = 0
     grad_clip: float | None = None
     amp: AmpMode = "auto"
@@ -107,6 +113,11 @@ class TrainConfig:
             raise ValueError(
                 f"student_lr_scale must be >= 0 (0 freezes the student), got "
                 f"{self.student_lr_scale}"
+            )
+        if self.backbone_lr_scale < 0:
+            raise ValueError(
+                f"backbone_lr_scale must be >= 0 (0 freezes the backbone), got "
+                f"{self.backbone_lr_scale}"
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")

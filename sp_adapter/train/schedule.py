@@ -31,6 +31,7 @@ class WarmupCosine:
 
 EMBEDDING_PREFIX = f"{PRIOR_ATTR}.embeddings."
 STUDENT_PREFIX = f"{PRIOR_ATTR}.learner.student."
+PRIOR_PREFIX = f"{PRIOR_ATTR}."
 
 
 def build_optimizer(
@@ -41,20 +42,34 @@ def build_optimizer(
 
     ``params`` may be named (``model.named_parameters()``): the prior's embeddings
     (MLA and SAT, Eqs. 5-6, under ``sp_prior.embeddings.``) then form their own group
-    with learning rate ``config.lr * config.embedding_lr_scale``, and its student F_S
-    (under ``sp_prior.learner.student.``) one with ``config.lr * config.student_lr_scale``
-    (left out of the optimiser when that factor is 0).
+    with learning rate ``config.lr * config.embedding_lr_scale``, its student F_S
+    (under ``sp_prior.learner.student.``) one with ``config.lr * config.student_lr_scale``,
+    and, in a wrapped network, the backbone (every parameter outside ``sp_prior.``) one
+    with ``config.lr * config.backbone_lr_scale`` (a group whose factor is 0 is left out
+    of the optimiser).
     """
     named = [(n or "", p) for n, p in _pairs(params) if p.requires_grad]
     scaled = {EMBEDDING_PREFIX: config.embedding_lr_scale}
     if config.student_lr_scale != 1:  # at 1 the student stays in the first group, as before
         scaled[STUDENT_PREFIX] = config.student_lr_scale
-    rest = [p for n, p in named if not n.startswith(tuple(scaled))]
+    wrapped = any(n.startswith(PRIOR_PREFIX) for n, _ in named)
+    split_backbone = wrapped and config.backbone_lr_scale != 1  # at 1: the first group
+
+    def in_first_group(name: str) -> bool:
+        if split_backbone and not name.startswith(PRIOR_PREFIX):
+            return False
+        return not name.startswith(tuple(scaled))
+
+    rest = [p for n, p in named if in_first_group(n)]
     groups: list[dict] = [{"params": rest}] if rest else []
     for prefix, scale in scaled.items():
         own = [p for n, p in named if n.startswith(prefix)]
         if own and scale > 0:
             groups.append({"params": own, "lr": config.lr * scale})
+    if split_backbone and config.backbone_lr_scale > 0:
+        own = [p for n, p in named if not n.startswith(PRIOR_PREFIX)]
+        if own:
+            groups.append({"params": own, "lr": config.lr * config.backbone_lr_scale})
     if not groups:
         raise ValueError("no trainable parameters: everything is frozen")
     optimizer = torch.optim.AdamW(

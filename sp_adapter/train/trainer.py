@@ -188,6 +188,8 @@ class Trainer:
             freeze_backbone(inner)
         if config.student_lr_scale == 0 and self.wrapped:
             freeze_student(inner)
+        if config.backbone_lr_scale == 0 and self.wrapped:
+            freeze_backbone(inner)
         self.optimizer, self.scheduler = build_optimizer(inner.named_parameters(), config)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler(
