@@ -25,10 +25,10 @@ Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from prior_errors import (
     test_set,
     write_results,
 )
-from quality import CONTROL, mean_std
+from quality import CONTROL, PRIOR_TRAIN_OPTIONS, mean_std, split_spec
 
 from sp_adapter import prior_strength
 from sp_adapter.data import blur_preset
@@ -54,33 +54,46 @@ from sp_adapter.train.report import markdown_table
 TEST_SET_OPTIONS = ("test_crop", "test_crops_per_photo", "test_seed", "test_min_detail", "blur")
 
 
-def kept_arms(paths: list[str], variant: str, run_root: str | None
-              ) -> tuple[dict[str, Any], dict[int, dict[str, tuple[Path, dict[str, float]]]],
-                         dict[str, list[str]]]:
-    """The shared options of the files, per seed each kept arm's folder and its recorded
-    per-image PSNR (Net0 and ``variant`` required, the control where present), and the
-    files each arm name came from.
+@dataclass
+class KeptArms:
+    """What :func:`kept_arms` read: the files' shared options; per seed each kept arm's
+    folder and its recorded per-image PSNR; the files each arm came from; and, for each
+    prior arm, the options it was trained with where they differ from the defaults."""
+
+    options: dict[str, Any]
+    arms: dict[int, dict[str, tuple[Path, dict[str, float]]]]
+    sources: dict[str, list[str]]
+    settings: dict[str, str]
+
+
+def prior_settings(options: dict[str, Any]) -> str:
+    """A prior arm's ``--prior-options`` and its learning-rate factors other than 1."""
+    parts = list(options.get("prior_options") or [])
+    parts += [f"{name}={options[name]:g}" for name in PRIOR_TRAIN_OPTIONS
+              if options.get(name, 1.0) != 1.0]
+    return " ".join(parts)
+
+
+def kept_arms(paths: list[str], variant: str, run_root: str | None) -> KeptArms:
+    """The kept arms of the result files ``paths`` (Net0 and ``variant`` required, the
+    control where present).
 
     ``FILE#NAME`` takes only arm ``NAME``'s rows of a file (``FILE#Net0*`` pairs one run's
     prior arms with another's Net0); an arm of one seed found in two files is refused."""
     options: dict[str, Any] | None = None
     arms: dict[int, dict[str, tuple[Path, dict[str, float]]]] = {}
     sources: dict[str, list[str]] = {}
+    settings: dict[str, str] = {}
     origin: dict[tuple[int, str], str] = {}
     for item in paths:
-        path, _, only = item.partition("#")
-        payload, root = kept_run(path, run_root)
+        path = split_spec(item)[0]
+        payload, root = kept_run(item, run_root)
         mine = {k: payload["options"].get(k) for k in TEST_SET_OPTIONS}
         if options is None:
             options = payload["options"]
         elif mine != {k: options.get(k) for k in TEST_SET_OPTIONS}:
             raise SystemExit(f"{path} scored another test set than {paths[0]}: {mine}")
-        if only and only not in payload["runs"]:
-            raise SystemExit(f"{item}: the file has no {only!r} rows; it has "
-                             f"{sorted(payload['runs'])}")
         for name, rows in payload["runs"].items():
-            if only and name != only:
-                continue
             for row in rows:
                 found = arms.setdefault(row["seed"], {})
                 if name in found:
@@ -91,23 +104,22 @@ def kept_arms(paths: list[str], variant: str, run_root: str | None
                 origin[row["seed"], name] = path
                 if path not in sources.setdefault(name, []):
                     sources[name].append(path)
+            if name not in ("Net0", CONTROL) and prior_settings(payload["options"]):
+                settings.setdefault(name, prior_settings(payload["options"]))
     assert options is not None
     for seed, found in arms.items():
         missing = [name for name in ("Net0", variant) if name not in found]
         if missing:
             raise SystemExit(f"seed {seed} has no {missing} rows in {paths}; it has "
                              f"{sorted(found)}")
-    return options, arms, sources
+    return KeptArms(options, arms, sources, settings)
 
 
-def arm_sources(sources: dict[str, list[str]]) -> str:
-    """One line naming each arm's files and, for a prior arm, its prior options."""
+def arm_sources(kept: KeptArms) -> str:
+    """One line naming each arm's files and, for a prior arm, how it was trained."""
     parts = []
-    for name, paths in sources.items():
-        options = json.loads(Path(paths[0]).read_text(encoding="utf-8"))["options"]
-        prior = options.get("prior_options") or []
-        extra = f" (prior options {' '.join(prior)})" if prior and name not in (
-            "Net0", CONTROL) else ""
+    for name, paths in kept.sources.items():
+        extra = f" (trained with {kept.settings[name]})" if name in kept.settings else ""
         parts.append(f"{name} from {', '.join(f'`{Path(p).name}`' for p in paths)}{extra}")
     return "- Arms: " + "; ".join(parts) + "."
 
@@ -237,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    options, arms, sources = kept_arms(args.results, args.variant, args.run_root)
+    kept = kept_arms(args.results, args.variant, args.run_root)
+    options, arms = kept.options, kept.arms
     crop = options["test_crop"]
     if crop is None:
         raise SystemExit("whole-photo test sets differ in size: use runs with --test-crop N")
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = "\n".join([
         f"# {args.variant} at a strength chosen on held-out photos", "",
         f"Command: `{command}`", "",
-        arm_sources(sources),
+        arm_sources(kept),
         f"- Held-out crops: {len(held_out)} of {crop} px from the extra greyscale photos "
         f"({', '.join(held_out.photos)}; seed {args.held_out_seed}), blur preset "
         f"{options['blur']!r}: neither the training nor the test photos. The strength with "
@@ -284,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ""])
     print(text)
     record = {"command": command, "variant": args.variant, "options": options,
-              "sources": sources,
+              "sources": kept.sources,
               "strengths": args.strengths, "held_out_crops": len(held_out),
               "held_out_seed": args.held_out_seed, "hindsight": args.hindsight,
               "seeds": seeds}

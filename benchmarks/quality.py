@@ -637,16 +637,22 @@ def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
     return TEST_MIN_DETAIL if given is None else given
 
 
-def read_result(spec: str) -> dict[str, Any]:
-    """A result file's payload; ``PATH#Net0,Net0-wide`` keeps only the rows of those
-    variants (to pair a file's Net0 with another run's prior variants). A file whose own
-    name holds a ``#`` is taken whole."""
-    path, picked = spec, ""
+def split_spec(spec: str) -> tuple[str, list[str]]:
+    """``PATH#Net0,Net0-wide`` -> the file and the variants picked (none: every one). A
+    file whose own name holds a ``#`` is taken whole."""
     if "#" in spec and not Path(spec).exists():
         path, _, picked = spec.rpartition("#")
+        return path, picked.split(",")
+    return spec, []
+
+
+def read_result(spec: str) -> dict[str, Any]:
+    """A result file's payload; ``PATH#Net0,Net0-wide`` keeps only the rows of those
+    variants (to pair a file's Net0 with another run's prior variants), see
+    :func:`split_spec`."""
+    path, names = split_spec(spec)
     payload = json.loads(Path(path).read_text(encoding="utf-8"))
-    if picked:
-        names = picked.split(",")
+    if names:
         missing = [name for name in names if name not in payload["runs"]]
         if missing:
             raise SystemExit(f"{path} has no rows of {missing}; its variants are "

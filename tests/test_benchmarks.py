@@ -782,7 +782,7 @@ def test_prior_strength_calibrates_on_held_out_photos_and_scores_every_draw(tmp_
     # FILE#NAME reads one arm of a file; an arm of a seed in two files is refused
     with pytest.raises(SystemExit, match=r"seed 0's Net0 is in .* choose one with FILE#NAME"):
         script.main([result, result, "--variant", "Net6-small", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match=r"has no 'Net7' rows; it has \['Net0', "):
+    with pytest.raises(SystemExit, match=r"no rows of \['Net7'\]; its variants are \['Net0', "):
         script.main([f"{result}#Net7", "--variant", "Net6-small", "--out", str(tmp_path)])
     picked = script.main([f"{result}#Net0", f"{result}#Net6-small", "--variant", "Net6-small",
                           "--strengths", "1", "--held-out-crops", "1", "--out", str(tmp_path),
@@ -790,5 +790,10 @@ def test_prior_strength_calibrates_on_held_out_photos_and_scores_every_draw(tmp_
     assert set(picked["seeds"][0]["draws"]["0"]) == {"Net0", "Net6-small", "calibrated"}
     assert picked["seeds"][0]["draws"]["0"]["Net0"] == own["Net0"]
     assert picked["sources"] == {"Net0": [result], "Net6-small": [result]}
-    assert "- Arms: Net0 from `quality_unet_kept.json`; Net6-small from" in (
+    # each prior arm is named with what it was trained with beyond the defaults
+    assert ("- Arms: Net0 from `quality_unet_kept.json`; Net6-small from "
+            "`quality_unet_kept.json` (trained with embedding_lr_scale=0.5).") in (
         tmp_path / "prior_strength_picked.md").read_text()
+    assert script.prior_settings({"prior_options": ["kernel_size=3"], "student_lr_scale": 1,
+                                  "backbone_lr_scale": 0.1}) == \
+        "kernel_size=3 backbone_lr_scale=0.1"
