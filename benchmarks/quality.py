@@ -68,7 +68,9 @@ fresh draw moves and the seed spread does not show.
 ``benchmarks/prior_errors.py`` reads back to show what a prior changes in Net0's images
 and to score the same arms on other test draws. ``--arm-loss mse`` trains every arm's own
 steps on the mean squared error instead of the backbone's loss (the shared base keeps
-its loss).
+its loss); ``--arm-lr 1e-4`` trains every arm's own steps at that peak learning rate
+(the shared base keeps ``--lr``): the bare arms at the rate a prior arm gives its
+backbone with ``--backbone-lr-scale 0.1``.
 
 On a GPU, ``--workers N`` gives each process DataLoader workers to synthesise the blurred
 crops; ``benchmarks/gpu_scratch.py`` runs every variant and seed at once on one GPU,
@@ -227,12 +229,15 @@ def build_arms(
     prior_options: dict[str, Any] | None = None,
     teacher: TeacherSpec | None = None,
     arm_loss: str | None = None,
+    arm_lr: float | None = None,
 ) -> list[Arm]:
     """The arms of ``names``; ``prior_train`` (``PRIOR_TRAIN_OPTIONS``) reaches the prior
     arms' own steps only, ``prior_options`` (``--prior-options``) and ``teacher``
-    (``--teacher-levels``) their priors, ``arm_loss`` (``--arm-loss``) every arm's own
-    steps (not the shared base's)."""
-    loss = {"loss": arm_loss} if arm_loss else {}
+    (``--teacher-levels``) their priors, ``arm_loss`` (``--arm-loss``) and ``arm_lr``
+    (``--arm-lr``) every arm's own steps (not the shared base's)."""
+    loss: dict[str, Any] = {"loss": arm_loss} if arm_loss else {}
+    if arm_lr is not None:
+        loss["lr"] = arm_lr
     arms = []
     for name in names:
         if name == CONTROL:
@@ -261,7 +266,7 @@ ADDED_LATER = {"student_lr_scale": 1.0, "backbone_lr_scale": 1.0, "prior_options
                "augment": False,
                "train_photos": None, "test_seed": 0,
                "teacher_levels": list(TeacherSpec().out_indices),
-               "teacher": TeacherSpec().arch, "arm_loss": None}
+               "teacher": TeacherSpec().arch, "arm_loss": None, "arm_lr": None}
 
 
 # PriorConfig fields that change no parameter count: the widened control, as wide as Net6
@@ -332,6 +337,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="learning-rate factor of the backbone's own layers in the prior "
                              "arms (0 freezes them: only the prior trains); the bare arms "
                              "train at the full rate")
+    parser.add_argument("--arm-lr", type=float, default=None,
+                        help="peak learning rate of every arm's own steps (default: --lr); "
+                             "the shared base keeps --lr")
     parser.add_argument("--arm-loss", default=None, choices=sorted(BACKBONE_LOSSES),
                         help="reconstruction loss of every arm's own steps (default: the "
                              "backbone's, L1 for the UNet); the shared base keeps it")
@@ -458,7 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      photos=args.train_photos)
         arms = build_arms(args.variants, args.student_steps, control,
                           {k: getattr(args, k) for k in PRIOR_TRAIN_OPTIONS}, prior_options,
-                          spec_of_teacher, args.arm_loss)
+                          spec_of_teacher, args.arm_loss, args.arm_lr)
         results = run_arms(
             arms, train, test, replace(config, seed=seed), backbone=spec, options=options,
             protocol=args.protocol, pretrain_steps=args.pretrain_steps, arm_steps=args.steps,
@@ -842,6 +850,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
            if args.teacher_levels != ADDED_LATER["teacher_levels"] else "")
         + (f"{args.arm_loss} loss in the arms' own steps (the shared base: the backbone's), "
            if args.arm_loss else "")
+        + (f"lr {args.arm_lr} in the arms' own steps (the shared base: {args.lr}), "
+           if args.arm_lr is not None else "")
         + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",

@@ -88,6 +88,21 @@ def test_quality_arm_loss_reaches_every_arms_own_steps():
         quality.parse_args(["--arm-loss", "l2"])
 
 
+def test_quality_arm_lr_reaches_every_arms_own_steps_not_the_base(tmp_path):
+    quality = load("quality")
+    arms = quality.build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1},
+                              arm_lr=1e-4)
+    assert [arm.train for arm in arms] == [{"lr": 1e-4}, {"backbone_lr_scale": 0.1, "lr": 1e-4}]
+    quality.main([*TINY_QUALITY, "--variants", "Net0", "--seeds", "0", "--lr", "1e-3",
+                  "--arm-lr", "1e-4", "--run-root", str(tmp_path / "arms"),
+                  "--out", str(tmp_path), "--tag", "a"])
+    arm = json.loads((tmp_path / "arms" / "seed0" / "Net0" / "run.json").read_text())
+    base = json.loads((tmp_path / "arms" / "seed0" / "pretrain" / "run.json").read_text())
+    assert (arm["config"]["lr"], base["config"]["lr"]) == (1e-4, 1e-3)
+    assert "lr 0.0001 in the arms' own steps (the shared base: 0.001)" in (
+        tmp_path / "quality_unet_a.md").read_text()
+
+
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     quality = load("quality")
 
