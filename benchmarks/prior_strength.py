@@ -104,8 +104,9 @@ def kept_arms(paths: list[str], variant: str, run_root: str | None) -> KeptArms:
                 origin[row["seed"], name] = path
                 if path not in sources.setdefault(name, []):
                     sources[name].append(path)
-            if name not in ("Net0", CONTROL) and prior_settings(payload["options"]):
-                settings.setdefault(name, prior_settings(payload["options"]))
+            trained_with = prior_settings(payload["options"])
+            if name not in ("Net0", CONTROL) and trained_with:
+                settings.setdefault(name, trained_with)
     assert options is not None
     for seed, found in arms.items():
         missing = [name for name in ("Net0", variant) if name not in found]

@@ -235,20 +235,20 @@ def build_arms(
     arms' own steps only, ``prior_options`` (``--prior-options``) and ``teacher``
     (``--teacher-levels``) their priors, ``arm_loss`` (``--arm-loss``) and ``arm_lr``
     (``--arm-lr``) every arm's own steps (not the shared base's)."""
-    loss: dict[str, Any] = {"loss": arm_loss} if arm_loss else {}
+    own_steps: dict[str, Any] = {"loss": arm_loss} if arm_loss else {}
     if arm_lr is not None:
-        loss["lr"] = arm_lr
+        own_steps["lr"] = arm_lr
     arms = []
     for name in names:
         if name == CONTROL:
             if control is not None:
-                arms.append(replace(control, train={**control.train, **loss}))
+                arms.append(replace(control, train={**control.train, **own_steps}))
             continue
         prior = variant_config(name, prior_options, teacher)
         # student pre-training is HCL distillation: the variant without HCL gets none
         arms.append(Arm(
             name, prior=prior, student_steps=student_steps if prior and prior.hcl else 0,
-            train={**(prior_train or {}), **loss} if prior else dict(loss),
+            train={**(prior_train or {}), **own_steps} if prior else dict(own_steps),
         ))
     return arms
 

@@ -222,6 +222,16 @@ def test_embedding_lr_scale_gives_the_embeddings_their_own_rate(teacher):
         config(embedding_lr_scale=0.0)
 
 
+def frozen_and_changed(model: nn.Module, trainer: Trainer, frozen: set[int]) -> set[str]:
+    """Check that the ``frozen`` parameters are outside ``trainer``'s optimiser, train,
+    and return the names of the state entries the training changed."""
+    assert frozen.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.fit()
+    after = model.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
 def test_student_lr_scale_gives_the_student_its_own_rate_and_0_freezes_it(teacher):
     model = small_wrapped(teacher)
     student = {id(p) for p in model.sp_prior.learner.student.parameters()}
@@ -232,12 +242,8 @@ def test_student_lr_scale_gives_the_student_its_own_rate_and_0_freezes_it(teache
 
     model = small_wrapped(teacher)
     student = {id(p) for p in model.sp_prior.learner.student.parameters()}
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = Trainer(model, Pairs(4), config(steps=2, lr=1e-3, student_lr_scale=0))
-    assert student.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])
-    trainer.fit()
-    after = model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = frozen_and_changed(model, trainer, student)
     assert changed and not any(k.startswith("sp_prior.learner.student.") for k in changed)
     assert any(k.startswith("sp_prior.embeddings.") for k in changed)
     assert any(k.startswith("sp_prior.learner.") for k in changed)  # CLC still trains
@@ -265,12 +271,8 @@ def test_backbone_lr_scale_gives_the_backbone_its_own_rate_and_0_freezes_it(teac
     assert len(bare) == 1 and bare[0]["lr"] == pytest.approx(1e-3)
 
     model = small_wrapped(teacher)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = Trainer(model, Pairs(4), config(steps=2, lr=1e-3, backbone_lr_scale=0))
-    assert backbone.isdisjoint(id(p) for g in trainer.optimizer.param_groups for p in g["params"])
-    trainer.fit()
-    after = model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    changed = frozen_and_changed(model, trainer, backbone)
     assert changed and all(k.startswith("sp_prior.") for k in changed)
     assert any(k.startswith("sp_prior.embeddings.") for k in changed)
     assert any(k.startswith("sp_prior.learner.student.") for k in changed)
