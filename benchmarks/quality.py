@@ -37,7 +37,9 @@ without training (runs may differ in options their arms did not read, such as
 ``FILE#Net0`` takes only that file's Net0 rows, so one run's Net0 pairs with another's
 prior variant trained with other options (``--student-lr-scale 0.1``, say). The widened
 control merges with prior arms whose ``--prior-options`` differ only in options that
-size nothing (``strength_jitter``). Pair runs of
+size nothing (``strength_jitter``). Arms whose own steps trained at other rates
+(``--arm-lr``, a prior arm's lr factors) merge too, each variant's rows sharing one
+recipe, and the table names each variant's (a matched-rate control, say). Pair runs of
 one machine: rows are bit-identical only on the same CPU kernels (newer result files
 name them); on another machine Net0 of the same seeds and settings moved by +0.002 to
 +0.007 dB.
@@ -251,6 +253,34 @@ def build_arms(
             train={**(prior_train or {}), **own_steps} if prior else dict(own_steps),
         ))
     return arms
+
+
+# options of an arm's own steps (its peak lr, a prior arm's lr factors): merged files may
+# differ in them where each variant's rows agree, and the table then names each variant's
+OWN_STEP_OPTIONS = ("arm_lr", *PRIOR_TRAIN_OPTIONS)
+OWN_STEP_LABELS = {"embedding_lr_scale": "MLA/SAT", "student_lr_scale": "student",
+                   "backbone_lr_scale": "backbone"}
+
+
+def own_step_options(options: dict[str, Any], name: str) -> dict[str, Any]:
+    """How variant ``name`` of a run with ``options`` trained its own steps: its peak lr
+    (``--arm-lr``, else ``--lr``) and, for a prior variant, its lr factors."""
+    lr = options["arm_lr"] if options.get("arm_lr") is not None else options["lr"]
+    factors = ({k: options.get(k, 1.0) for k in PRIOR_TRAIN_OPTIONS}
+               if VARIANTS.get(name) is not None else {})
+    return {"arm_lr": lr, **factors}
+
+
+def describe_own_steps(own: dict[str, dict[str, Any]]) -> str:
+    """``{"Net0": {"arm_lr": 1e-4}, ...}`` -> "Net0: lr 0.0001; Net0*: lr 0.001, backbone
+    x0.1" (variants trained alike share one entry)."""
+    groups: dict[str, list[str]] = {}
+    for name, options in own.items():
+        text = f"lr {options['arm_lr']:g}" + "".join(
+            f", {OWN_STEP_LABELS[k]} x{options[k]:g}" for k in PRIOR_TRAIN_OPTIONS
+            if options.get(k, 1.0) != 1.0)
+        groups.setdefault(text, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in groups.items())
 
 
 # options that may differ between runs merged into one table: where they write, how fast
@@ -695,7 +725,8 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
 
     for path, payload, own, uses, is_bare in zip(paths, payloads, options, used, bare,
                                                  strict=True):
-        differ = {k: paths[source[k]] for k in sorted(uses) if not agrees(k, own.get(k), is_bare)}
+        differ = {k: paths[source[k]] for k in sorted(uses - set(OWN_STEP_OPTIONS))
+                  if not agrees(k, own.get(k), is_bare)}
         if payload["test_min_detail"] != payloads[0]["test_min_detail"]:
             differ["its test set"] = paths[0]
         if differ:
@@ -703,6 +734,7 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
                 f"{path} differs in {list(differ)} from {', '.join(dict.fromkeys(differ.values()))}"
                 "; only runs that differ in their seeds or variants (or in options their "
                 "variants do not use) can be merged")
+    own_steps = merged_own_steps(paths, payloads, options)
     runs: dict[str, list[dict[str, Any]]] = {}
     seen: set[tuple[str, int]] = set()
     for path, payload in zip(paths, payloads, strict=True):
@@ -726,8 +758,34 @@ def merge(paths: list[str]) -> tuple[argparse.Namespace, dict[str, Any], list[st
         "test_min_detail": payloads[0]["test_min_detail"],
         "seconds": sum(p.get("seconds", float("nan")) for p in payloads),
         "machine": "; ".join(dict.fromkeys(p.get("machine", "not recorded") for p in payloads)),
+        **({"own_steps": {name: own_steps[name] for name in runs}} if own_steps else {}),
     }
     return args, context, [p["command"] for p in payloads]
+
+
+def merged_own_steps(paths: list[str], payloads: list[dict[str, Any]],
+                     options: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """Each variant's own-step options (:func:`own_step_options`) where the merged
+    variants trained their own steps differently (``None`` where they agree). The rows of
+    one variant must agree: a variant is one recipe."""
+    own: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path, payload, opts in zip(paths, payloads, options, strict=True):
+        recorded = payload.get("own_steps") or {}  # a merged file of mixed recipes
+        for name in payload["runs"]:
+            mine = recorded.get(name) or own_step_options(opts, name)
+            if name not in own:
+                own[name] = (path, mine)
+                continue
+            first, theirs = own[name]
+            differ = [k for k in mine if mine[k] != theirs.get(k)]
+            if differ:
+                raise SystemExit(
+                    f"{path} differs in {differ} from {first} in how its {name} rows trained "
+                    f"their own steps; one variant's rows must share how they trained")
+    by_variant = {name: mine for name, (_, mine) in own.items()}
+    mixed = any(len({opts[k] for opts in by_variant.values() if k in opts}) > 1
+                for k in OWN_STEP_OPTIONS)
+    return by_variant if mixed else None
 
 
 def paired_gain(rows: list[dict[str, Any]], reference: list[dict[str, Any]],
@@ -789,6 +847,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
            sources: list[str] | None = None) -> tuple[str, dict[str, Any]]:
     """The Markdown text and the JSON payload of a result."""
     runs = context["runs"]
+    own_steps = context.get("own_steps")
     summary, rows = summarise(runs)
     table = markdown_table(
         ["variant", "prior", "HCL", "CLC", "MLA", "fusion", "student", "params",
@@ -839,11 +898,13 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         f"crops {args.crop} px"
         + (" (rescaled 0.5-1 and turned by 90 degree steps)" if args.augment else "")
         + (f" of the photos {', '.join(args.train_photos)}" if args.train_photos else "")
-        + f", {args.blur} blur, lr {args.lr} (MLA/SAT x"
-        f"{args.embedding_lr_scale}, student x{args.student_lr_scale} after its pre-training"
-        + (f", backbone x{args.backbone_lr_scale}" if args.backbone_lr_scale != 1 else "")
-        + "), "
-        f"beta {args.beta}, "
+        + f", {args.blur} blur, lr {args.lr}"
+        + (" in the shared base (each variant's own steps: see below), " if own_steps else
+           f" (MLA/SAT x{args.embedding_lr_scale}, student x{args.student_lr_scale} after "
+           "its pre-training"
+           + (f", backbone x{args.backbone_lr_scale}" if args.backbone_lr_scale != 1 else "")
+           + "), ")
+        + f"beta {args.beta}, "
         + (f"prior options {' '.join(args.prior_options)}, " if args.prior_options else "")
         + (f"teacher {args.teacher}, " if args.teacher != ADDED_LATER["teacher"] else "")
         + (f"teacher levels {args.teacher_levels}, "
@@ -851,7 +912,7 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
         + (f"{args.arm_loss} loss in the arms' own steps (the shared base: the backbone's), "
            if args.arm_loss else "")
         + (f"lr {args.arm_lr} in the arms' own steps (the shared base: {args.lr}), "
-           if args.arm_lr is not None else "")
+           if args.arm_lr is not None and not own_steps else "")
         + "no "
         f"perceptual term; {args.student_steps} student pre-training steps for prior arms "
         "with HCL (Net0* has none).",
@@ -863,6 +924,8 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
          f"input PSNR {blurry})")
         + (f"; drawn with test seed {args.test_seed}, not the benchmark test set's 0."
            if args.test_seed else "."),
+        *([f"- Own steps, per variant (the same batches from the same base; a gain compares "
+           f"these recipes): {describe_own_steps(own_steps)}."] if own_steps else []),
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {context['control']}" if context["control"] else "",

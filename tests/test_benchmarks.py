@@ -103,6 +103,48 @@ def test_quality_arm_lr_reaches_every_arms_own_steps_not_the_base(tmp_path):
         tmp_path / "quality_unet_a.md").read_text()
 
 
+def test_quality_merge_names_each_variants_own_steps_where_they_differ(tmp_path, joint_seed0):
+    """A bare arm trained at --arm-lr 1e-4 merges with a prior arm whose backbone trained
+    at 0.1x the default rate: the table names each variant's recipe; one variant's rows
+    must share theirs."""
+    quality = load("quality")
+    both = json.loads(Path(joint_seed0[1]).read_text())
+    lr = both["options"]["lr"]
+
+    def write(name: str, runs: dict, **options) -> str:
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**both, "runs": runs,
+                                    "options": {**both["options"], **options}}))
+        return str(path)
+
+    bare = write("bare", {"Net0": both["runs"]["Net0"]}, arm_lr=1e-4)
+    prior = write("prior", {"Net6-small": both["runs"]["Net6-small"]}, backbone_lr_scale=0.1)
+    merged = quality.main(["--merge", bare, prior, "--out", str(tmp_path), "--tag", "mixed"])
+    assert merged["own_steps"] == {
+        "Net0": {"arm_lr": 1e-4},
+        "Net6-small": {"arm_lr": lr, "embedding_lr_scale": 0.5, "student_lr_scale": 1.0,
+                       "backbone_lr_scale": 0.1}}
+    text = (tmp_path / "quality_unet_mixed.md").read_text()
+    assert (f"Net0: lr 0.0001; Net6-small: lr {lr:g}, MLA/SAT x0.5, backbone x0.1."
+            in text)
+    assert "in the arms' own steps" not in text and "(MLA/SAT x" not in text
+    assert merged["summary"]["Net6-small"]["gain_mean"] == pytest.approx(
+        both["runs"]["Net6-small"][0]["psnr"] - both["runs"]["Net0"][0]["psnr"])
+    # a merged file keeps its variants' recipes when merged again
+    again = quality.main(["--merge", str(tmp_path / "quality_unet_mixed.json"), "--out",
+                          str(tmp_path), "--tag", "again"])
+    assert again["own_steps"] == merged["own_steps"]
+    # rows of one variant trained otherwise are refused
+    other = write("other", {"Net0": [{**both["runs"]["Net0"][0], "seed": 1}]})
+    with pytest.raises(SystemExit, match=r"other.json differs in \['arm_lr'\] from .*bare"
+                                         r".json in how its Net0 rows"):
+        quality.main(["--merge", bare, other, "--out", str(tmp_path), "--tag", "x"])
+    # variants trained alike: no per-variant line, as before
+    alike = quality.main(["--merge", joint_seed0[1], "--out", str(tmp_path), "--tag", "alike"])
+    assert "own_steps" not in alike
+    assert "Own steps" not in (tmp_path / "quality_unet_alike.md").read_text()
+
+
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     quality = load("quality")
 
