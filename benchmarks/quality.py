@@ -924,8 +924,9 @@ def report(args: argparse.Namespace, context: dict[str, Any], command: str,
          f"input PSNR {blurry})")
         + (f"; drawn with test seed {args.test_seed}, not the benchmark test set's 0."
            if args.test_seed else "."),
-        *([f"- Own steps, per variant (the same batches from the same base; a gain compares "
-           f"these recipes): {describe_own_steps(own_steps)}."] if own_steps else []),
+        *([f"- Own steps, per variant (each on the same batches after the same base "
+           f"steps; a gain compares these recipes): {describe_own_steps(own_steps)}."]
+          if own_steps else []),
         f"- Seeds {args.seeds}: the ± is the standard deviation over seeds; the gain is the mean "
         "± std of the per-seed difference to Net0 (the noise of the comparison).",
         f"- {context['control']}" if context["control"] else "",
