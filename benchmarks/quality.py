@@ -390,7 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "of 90 degrees (SyntheticBlurDataset(augment=True))")
     parser.add_argument("--train-photos", nargs="+", default=None, metavar="NAME",
                         help="the photos the arms train on (default: the built-in training "
-                             "photos); training or extra greyscale photos, never test "
+                             "photos); training or extra (greyscale or colour) photos, never test "
                              "photos (SyntheticBlurDataset(photos=...)); the --train-probe "
                              "crops stay on the built-in training photos")
     parser.add_argument("--test-crop", type=test_crop, default=128,

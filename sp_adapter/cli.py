@@ -113,7 +113,8 @@ def _train_parser(sub) -> None:
                    help="synthetic: also rescale (0.5-1) and turn the training crops")
     p.add_argument("--photos", nargs="+", default=None, metavar="NAME",
                    help="synthetic: train on these photos (built-in training photos or the "
-                        "extra greyscale ones: camera coins brick grass gravel moon)")
+                        "extra ones: greyscale camera coins brick grass gravel moon; colour "
+                        "quokka, luispedro where imgaug, mahotas are installed)")
     p.add_argument("--val-limit", type=int, default=None, help="validate on the first N images")
     p.add_argument("--backbone", default="unet", help="unet, mimo-unet, mprnet, mssnet, ...")
     p.add_argument("--width", type=int, default=None, help="UNet width")
@@ -391,7 +392,7 @@ def _calibrate_parser(sub) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .data import blur_preset, extra_photos
+    from .data import blur_preset, grey_photos
     from .train import calibrate_strength, held_out_set, load_trained
     from .train.distributed import DistInfo
     from .train.trainer import resolve_device
@@ -403,8 +404,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise SystemExit("error: calibrate needs a model trained with the prior; this one "
                          "has none")
     trained_on = set((info.get("data_options") or {}).get("photos") or ())
-    if trained_on & set(extra_photos()):
-        raise SystemExit(f"error: the model trained on {sorted(trained_on & set(extra_photos()))}"
+    if trained_on & set(grey_photos()):
+        raise SystemExit(f"error: the model trained on {sorted(trained_on & set(grey_photos()))}"
                          ", which the held-out crops would use; calibrate it from Python on "
                          "other held-out images (sp_adapter.train.calibrate_strength)")
     model.to(device)

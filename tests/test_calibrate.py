@@ -10,7 +10,7 @@ from torch.utils.data import TensorDataset
 
 import sp_adapter as sp
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.data import TEST_PHOTOS, blur_preset, extra_photos, photo_names
+from sp_adapter.data import TEST_PHOTOS, blur_preset, grey_photos, photo_names
 from sp_adapter.train import calibrate_strength, held_out_set
 from sp_adapter.train.evaluate import deblur
 
@@ -62,7 +62,7 @@ def test_calibration_ties_go_to_the_larger_strength_and_bad_lists_are_refused(te
 
 def test_held_out_set_uses_neither_training_nor_test_photos():
     data = held_out_set(64, blur_preset("mild"), count=6, seed=7)
-    assert len(data) == 6 and data.photos == extra_photos()
+    assert len(data) == 6 and data.photos == grey_photos()
     assert not set(data.photos) & (set(photo_names("train")) | set(TEST_PHOTOS))
     blurry, sharp, key = data[3]
     assert blurry.shape == sharp.shape == (3, 64, 64)

@@ -315,15 +315,64 @@ def test_broken_optional_package_counts_as_absent(monkeypatch, fresh_photo_cache
 
 
 def test_grey_extra_photos_load_as_three_equal_channels_outside_the_default_split() -> None:
-    from sp_adapter.data.photos import GREY_PHOTOS, extra_photos
+    from sp_adapter.data.photos import GREY_PHOTOS, extra_photos, grey_photos
 
-    assert extra_photos() == GREY_PHOTOS  # all bundled in scikit-image's wheel
+    assert grey_photos() == GREY_PHOTOS  # all bundled in scikit-image's wheel
+    assert extra_photos()[:len(GREY_PHOTOS)] == GREY_PHOTOS  # then any colour ones
     assert not set(GREY_PHOTOS) & set(available_photos())  # the default split is unchanged
     for name in GREY_PHOTOS:
         image = photo_array(name)
         assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
         assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
         assert image.std() > 10  # a photo, not a flat field
+
+
+def _fake_wheel(root, package: str, relative: str, image: np.ndarray | None) -> None:
+    """An installed-looking ``package`` whose import fails, bundling ``image`` (a JPEG at
+    ``relative``; ``None``: no such file)."""
+    from PIL import Image
+
+    folder = root / package
+    folder.mkdir()
+    (folder / "__init__.py").write_text("raise ImportError('this package never imports')\n")
+    if image is not None:
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path, quality=95)
+
+
+def test_colour_extra_photos_are_read_from_wheels_that_bundle_them_never_imported(
+        tmp_path, monkeypatch, fresh_photo_cache) -> None:
+    """quokka (imgaug) and luispedro (mahotas) are offered where their package's folder
+    holds the file, read without importing the package, and stay outside the default
+    split; a missing package or file leaves the photo out, and naming it says what to
+    install."""
+    from sp_adapter.data.photos import WHEEL_PHOTOS, extra_photos, grey_photos
+
+    for module in ("imgaug", "mahotas"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    colour = np.zeros((90, 120, 3), np.uint8)
+    colour[..., 0] = np.linspace(0, 250, 120, dtype=np.uint8)  # a red ramp, blue flat
+    colour[..., 2] = 40
+    _fake_wheel(tmp_path, "imgaug", "quokka.jpg", colour)
+    _fake_wheel(tmp_path, "mahotas", "demos/data/luispedro.jpg", None)
+
+    assert WHEEL_PHOTOS == ("quokka", "luispedro")
+    assert extra_photos() == (*grey_photos(), "quokka")
+    assert "quokka" not in available_photos() and "quokka" not in photo_names("train")
+    image = photo_array("quokka")
+    assert image.shape == (90, 120, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - colour).mean() < 3  # the JPEG, as RGB
+    assert "imgaug" not in sys.modules  # located, never imported
+    data = SyntheticBlurDataset("train", crop=48, length=4, blur=MILD, seed=0,
+                                photos=("quokka",))
+    assert data[0][1].shape == (3, 48, 48)
+    with pytest.raises(KeyError, match=r"'luispedro'.*mahotas wheel: pip install --no-deps "
+                                       r"mahotas"):
+        photo_array("luispedro")
+    with pytest.raises(ValueError, match=r"\['luispedro'\] are not training photos"):
+        SyntheticBlurDataset("train", crop=48, length=4, blur=MILD, photos=("luispedro",))
 
 
 def test_a_training_set_of_named_photos_draws_from_them_alone() -> None:

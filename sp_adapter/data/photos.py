@@ -9,10 +9,15 @@ Sources, in this order:
 * scikit-learn (a dependency): ``china``, ``flower`` (``load_sample_image``).
 * matplotlib (a dependency): ``grace_hopper`` (``cbook.get_sample_data``).
 
-Extra training photos, greyscale (given as three equal channels), outside the default
-split and used only where named (``SyntheticBlurDataset(photos=...)``):
-:data:`GREY_PHOTOS` = ``camera``, ``coins``, ``brick``, ``grass``, ``gravel``, ``moon``
-(scikit-image, bundled).
+Extra training photos, outside the default split and used only where named
+(``SyntheticBlurDataset(photos=...)``):
+
+* greyscale (given as three equal channels), :data:`GREY_PHOTOS` = ``camera``, ``coins``,
+  ``brick``, ``grass``, ``gravel``, ``moon`` (scikit-image, bundled);
+* colour, :data:`WHEEL_PHOTOS` = ``quokka`` (an animal outdoors, bundled in the imgaug
+  wheel) and ``luispedro`` (a portrait, bundled in the mahotas wheel). Neither package is
+  a dependency or ever imported: only its bundled file is read, so
+  ``pip install --no-deps imgaug mahotas`` is enough to offer them.
 
 The split is fixed by name: :data:`TEST_PHOTOS` = ``chelsea``, ``coffee``, ``rocket``,
 ``china`` (four natural scenes: fur, an indoor still life, an outdoor scene with sky, a
@@ -34,8 +39,10 @@ import torch
 __all__ = [
     "GREY_PHOTOS",
     "TEST_PHOTOS",
+    "WHEEL_PHOTOS",
     "available_photos",
     "extra_photos",
+    "grey_photos",
     "list_photos",
     "load_photo",
     "photo_array",
@@ -68,6 +75,12 @@ GREY_PHOTOS: tuple[str, ...] = tuple(_SKIMAGE_GREY)
 _SKIMAGE_ALL = {**_SKIMAGE, **_SKIMAGE_GREY}
 _SKLEARN: dict[str, str] = {"china": "china.jpg", "flower": "flower.jpg"}
 _MATPLOTLIB: dict[str, str] = {"grace_hopper": "grace_hopper.jpg"}
+# Extra colour photos: name -> (the package whose wheel bundles it, its path inside).
+_WHEEL_FILES: dict[str, tuple[str, str]] = {
+    "quokka": ("imgaug", "quokka.jpg"),
+    "luispedro": ("mahotas", "demos/data/luispedro.jpg"),
+}
+WHEEL_PHOTOS: tuple[str, ...] = tuple(_WHEEL_FILES)
 
 
 def _skimage_bundled(filename: str) -> bool:
@@ -77,6 +90,27 @@ def _skimage_bundled(filename: str) -> bool:
     return any(
         os.path.isfile(os.path.join(folder, filename)) for folder in spec.submodule_search_locations
     )
+
+
+def _wheel_file(name: str) -> str | None:
+    """The path of extra photo ``name`` inside its installed package, or ``None``. The
+    package is only located, never imported (its own imports may not work here)."""
+    package, relative = _WHEEL_FILES[name]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    folders = spec.submodule_search_locations if spec is not None else None
+    for folder in folders or []:
+        path = os.path.join(folder, *relative.split("/"))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def _wheel_photos() -> list[str]:
+    """The extra colour photos whose files are installed here, in a fixed order."""
+    return [name for name in _WHEEL_FILES if _wheel_file(name) is not None]
 
 
 def _importable(module: str) -> bool:
@@ -103,13 +137,24 @@ def _load_sklearn(name: str) -> np.ndarray:
     return load_sample_image(_SKLEARN[name])
 
 
-def _load_matplotlib(name: str) -> np.ndarray:
-    from matplotlib import cbook
+def _read_rgb(path: str) -> np.ndarray:
     from PIL import Image
 
-    path = cbook.get_sample_data(_MATPLOTLIB[name], asfileobj=False)
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def _load_matplotlib(name: str) -> np.ndarray:
+    from matplotlib import cbook
+
+    return _read_rgb(cbook.get_sample_data(_MATPLOTLIB[name], asfileobj=False))
+
+
+def _load_wheel_file(name: str) -> np.ndarray:
+    path = _wheel_file(name)
+    if path is None:  # uninstalled since it was listed
+        raise KeyError(f"photo {name!r}: {_WHEEL_FILES[name][0]} is no longer installed")
+    return _read_rgb(path)
 
 
 def _bundled_skimage(table: dict[str, tuple[str, str]]) -> list[str]:
@@ -118,8 +163,8 @@ def _bundled_skimage(table: dict[str, tuple[str, str]]) -> list[str]:
 
 
 def _sources(extra: bool = False) -> dict[str, Callable[[str], np.ndarray]]:
-    """Loaders of the photos available here, in a fixed order (``extra``: the greyscale
-    extra training photos too, after the others)."""
+    """Loaders of the photos available here, in a fixed order (``extra``: the extra
+    training photos too, greyscale then colour, after the others)."""
     found: dict[str, Callable[[str], np.ndarray]] = dict.fromkeys(
         _bundled_skimage(_SKIMAGE), _load_skimage)
     if _importable("sklearn.datasets"):
@@ -127,7 +172,8 @@ def _sources(extra: bool = False) -> dict[str, Callable[[str], np.ndarray]]:
     if _importable("matplotlib.cbook"):
         found.update(dict.fromkeys(_MATPLOTLIB, _load_matplotlib))
     if extra:
-        found.update(dict.fromkeys(_bundled_skimage(_SKIMAGE_GREY), _load_skimage))
+        found.update(dict.fromkeys(grey_photos(), _load_skimage))
+        found.update(dict.fromkeys(_wheel_photos(), _load_wheel_file))
     return found
 
 
@@ -137,8 +183,14 @@ def available_photos() -> tuple[str, ...]:
 
 
 def extra_photos() -> tuple[str, ...]:
-    """Names of the extra (greyscale) training photos that load offline here: outside the
-    default split, used only where a training set names them."""
+    """Names of the extra training photos (greyscale, then colour) that load offline
+    here: outside the default split, used only where a training set names them."""
+    return (*grey_photos(), *_wheel_photos())
+
+
+def grey_photos() -> tuple[str, ...]:
+    """Names of the greyscale extra photos bundled here (:data:`GREY_PHOTOS`): the
+    held-out set of ``sp-adapter calibrate``, whatever else is installed."""
     return tuple(_bundled_skimage(_SKIMAGE_GREY))
 
 
@@ -176,8 +228,10 @@ def photo_array(name: str) -> np.ndarray:
     photo as three equal channels)."""
     sources = _sources(extra=True)
     if name not in sources:
-        known = list(_SKIMAGE) + list(_SKLEARN) + list(_MATPLOTLIB) + list(GREY_PHOTOS)
-        hint = "" if name in known else f"; known names: {known}"
+        known = [*_SKIMAGE, *_SKLEARN, *_MATPLOTLIB, *GREY_PHOTOS, *WHEEL_PHOTOS]
+        hint = (f"; it ships in the {_WHEEL_FILES[name][0]} wheel: pip install --no-deps "
+                f"{_WHEEL_FILES[name][0]}" if name in _WHEEL_FILES
+                else "" if name in known else f"; known names: {known}")
         raise KeyError(
             f"photo {name!r} is not available offline here (available: {list(sources)}){hint}"
         )

@@ -117,8 +117,9 @@ class SyntheticBlurDataset(Dataset):
             pair by a random multiple of 90 degrees, so that few photos give more varied
             crops. Off by default (earlier results used flips alone).
         photos: training split only: the photos to draw from, each a training photo
-            (:func:`~sp_adapter.data.photos.photo_names` ``("train")``) or an extra one
-            (:func:`~sp_adapter.data.photos.extra_photos`); never a test photo. Default:
+            (:func:`~sp_adapter.data.photos.photo_names` ``("train")``) or an extra one,
+            greyscale or colour (:func:`~sp_adapter.data.photos.extra_photos`); never a
+            test photo. Default:
             the training photos.
     """
 

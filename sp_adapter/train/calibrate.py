@@ -8,7 +8,7 @@ below 1, chosen on photos that neither training nor testing uses, recovered part
 (README, "A prior strength chosen on held-out photos").
 
 The held-out images must be neither training nor test images: :func:`held_out_set` draws
-them from the extra greyscale photos (:func:`~sp_adapter.data.photos.extra_photos`),
+them from the extra greyscale photos (:func:`~sp_adapter.data.photos.grey_photos`),
 which no default training set and no test set contains.
 
 ``sp-adapter calibrate --save`` records the chosen strength beside the checkpoint
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import BlurConfig, SyntheticBlurDataset, extra_photos
+from ..data import BlurConfig, SyntheticBlurDataset, grey_photos
 from ..data.synthetic import TEST_MIN_DETAIL
 from ..wrap import prior_strength
 from .backbones import BackboneSpec
@@ -92,7 +92,7 @@ def held_out_set(crop: int, blur: BlurConfig, count: int = 48, seed: int = 1000,
     strength chosen on them is chosen on neither. Crops flatter than ``min_detail`` are
     redrawn, as in the test set. Do not use it for a model trained on those photos
     (``--train-photos`` naming them)."""
-    photos = extra_photos()
+    photos = grey_photos()
     if not photos:
         raise RuntimeError("the extra greyscale photos are not bundled with this "
                            "scikit-image install; pass another held-out dataset")
