@@ -119,8 +119,7 @@ class SyntheticBlurDataset(Dataset):
         photos: training split only: the photos to draw from, each a training photo
             (:func:`~sp_adapter.data.photos.photo_names` ``("train")``) or an extra one,
             greyscale or colour (:func:`~sp_adapter.data.photos.extra_photos`); never a
-            test photo. Default:
-            the training photos.
+            test photo. Default: the training photos.
     """
 
     def __init__(
