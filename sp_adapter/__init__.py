@@ -7,12 +7,16 @@ Two lines in a training script::
 """
 
 from .config import PriorConfig, TeacherSpec
+from .errors import (
+    IncompatiblePriorError,
+    LevelNotFoundError,
+    PriorFileError,
+    PriorNotFoundError,
+    SPAdapterError,
+)
 from .hcl import hcl_loss
 from .hook import SPEHook
 from .hub import (
-    IncompatiblePriorError,
-    PriorFileError,
-    PriorNotFoundError,
     from_pretrained,
     push_to_hub,
     save_pretrained,
@@ -40,11 +44,13 @@ __all__ = [
     "BackboneMap",
     "IncompatiblePriorError",
     "Level",
+    "LevelNotFoundError",
     "PriorConfig",
     "PriorFileError",
     "PriorLearner",
     "PriorNotFoundError",
     "Region",
+    "SPAdapterError",
     "SPEHook",
     "SemanticPrior",
     "Teacher",

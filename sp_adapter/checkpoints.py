@@ -36,6 +36,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from .errors import CheckpointError, CheckpointFormatError, UnsafeCheckpointError
+
 WRAPPER_KEYS: tuple[str, ...] = (
     "params_ema",
     "params",
@@ -51,19 +53,6 @@ MAX_LISTED = 10
 """How many keys an error message lists per category before summarising the rest."""
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
-
-
-class CheckpointError(ValueError):
-    """Base class of the errors raised by this module."""
-
-
-class CheckpointFormatError(CheckpointError):
-    """The object is not a state dict nor a recognised wrapper of one."""
-
-
-class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
-    """The file holds objects other than tensors and plain containers, so the restricted
-    (``weights_only``) unpickler refused it."""
 
 
 class CheckpointMismatchError(CheckpointError):

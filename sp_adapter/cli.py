@@ -15,6 +15,7 @@ command line and takes the short ``--run`` for its ``--run-path``.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from .config import WHEEL_TEACHERS, PriorConfig, TeacherSpec
+from .errors import CLIError, SPAdapterError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -79,7 +81,7 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
     from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
 
     if name != "synthetic" and (augment or photos):
-        raise SystemExit("error: --augment and --photos are for --dataset synthetic (the "
+        raise CLIError("--augment and --photos are for --dataset synthetic (the "
                          "built-in photos)")
     if name == "synthetic":
         if split == "train":
@@ -91,7 +93,7 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
                                     blur=blur_preset(blur),
                                     crops_per_photo=crops_per_photo, return_key=True)
     if root is None:
-        raise SystemExit(f"error: --dataset {name} needs --root (the dataset folder)")
+        raise CLIError(f"--dataset {name} needs --root (the dataset folder)")
     cls = {"gopro": GoProDataset, "hide": HIDEDataset, "realblur": RealBlurDataset}[name]
     if training:
         return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys)
@@ -260,12 +262,12 @@ def _apply_prior_strength(model: torch.nn.Module, strength: float | None,
             return ""
         return f" at strength {loaded:g} (saved by calibrate --save)"
     if not is_wrapped(model):
-        raise SystemExit("error: --prior-strength needs a model trained with the prior; "
+        raise CLIError("--prior-strength needs a model trained with the prior; "
                          "this one has none")
     try:
         set_prior_strength(model, strength)
     except ValueError as err:
-        raise SystemExit(f"error: --prior-strength: {err}") from None
+        raise CLIError(f"--prior-strength: {err}") from None
     return f" at strength {strength:g}"
 
 
@@ -288,7 +290,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model.to(device)
     strength = _apply_prior_strength(model, args.prior_strength, info)
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
-        raise SystemExit("error: --whole is for --dataset synthetic --split test (the "
+        raise CLIError("--whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
     data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0,
                     whole=args.whole)
@@ -401,11 +403,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, DistInfo())
     model, spec, info = load_trained(args.run_dir or args.checkpoint)
     if not is_wrapped(model):
-        raise SystemExit("error: calibrate needs a model trained with the prior; this one "
+        raise CLIError("calibrate needs a model trained with the prior; this one "
                          "has none")
     trained_on = set((info.get("data_options") or {}).get("photos") or ())
     if trained_on & set(grey_photos()):
-        raise SystemExit(f"error: the model trained on {sorted(trained_on & set(grey_photos()))}"
+        raise CLIError(f"the model trained on {sorted(trained_on & set(grey_photos()))}"
                          ", which the held-out crops would use; calibrate it from Python on "
                          "other held-out images (sp_adapter.train.calibrate_strength)")
     model.to(device)
@@ -523,10 +525,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sp-adapter`` console script."""
-    from .losses import PerceptualWeightsError
-    from .teacher import TeacherWeightsError
-    from .train.demo import ReportFolderError
-
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -536,8 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args, _command_line(argv))
         return handlers[args.command](args)
-    except (ReportFolderError, PerceptualWeightsError, TeacherWeightsError,
-            FileNotFoundError, ValueError) as err:
+    except (SPAdapterError, FileNotFoundError, ValueError) as err:
+        if os.environ.get("SP_ADAPTER_DEBUG") == "1":
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -33,6 +33,7 @@ from torch import nn
 
 from .atomic import write_atomic
 from .config import PriorConfig
+from .errors import IncompatiblePriorError, PriorFileError, PriorNotFoundError
 from .levels import BackboneMap, Level, Region, find_module
 from .prior import SemanticPrior, checked_strength
 
@@ -46,19 +47,6 @@ FORMAT_VERSION = 1
 _COMMIT_HASH = re.compile(r"[0-9a-f]{40}")
 
 PathLike = str | os.PathLike
-
-
-class PriorNotFoundError(FileNotFoundError):
-    """A saved prior could not be found: no such folder, repository, revision or file, or the
-    Hub could not be reached and nothing is cached."""
-
-
-class PriorFileError(ValueError):
-    """A saved prior's files are unreadable, from a newer format, or do not fit together."""
-
-
-class IncompatiblePriorError(ValueError):
-    """A prior does not fit the network (or the teacher) it is attached to."""
 
 
 # -- the config ------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .errors import LevelNotFoundError
+
 ImageGetter = Callable[[tuple, dict], torch.Tensor]
 
 
@@ -109,13 +111,15 @@ class BackboneMap:
         for item in names:
             if isinstance(item, int):
                 if not -len(keys) <= item < len(keys):
-                    raise ValueError(
+                    raise LevelNotFoundError(
                         f"level index {item} is out of range for {self.name}: it has "
                         f"{len(keys)} levels {keys}"
                     )
                 item = keys[item]
             if item not in self.levels:
-                raise ValueError(f"{self.name} has no level {item!r}; its levels are {keys}")
+                raise LevelNotFoundError(
+                    f"{self.name} has no level {item!r}; its levels are {keys}"
+                )
             chosen[item] = self.levels[item]
         return chosen
 
@@ -136,7 +140,7 @@ def find_module(model: nn.Module, name: str, what: str = "module") -> nn.Module:
         return modules[name]
     close = difflib.get_close_matches(name, [n for n in modules if n], n=6, cutoff=0.5)
     hint = f" Close names that exist: {close}." if close else ""
-    raise ValueError(
+    raise LevelNotFoundError(
         f"{what} {name!r} does not exist in {type(model).__name__}.{hint} "
         f"See model.named_modules() for all {len(modules) - 1} names."
     )

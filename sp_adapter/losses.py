@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import PerceptualWeightsError
+
 Outputs = torch.Tensor | Sequence[torch.Tensor]
 """A network's output: one image, or a list of images (multi-scale / multi-stage)."""
 
@@ -94,10 +96,6 @@ def fft_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # -- perceptual losses (Eq. 8) ---------------------------------------------------------
-class PerceptualWeightsError(RuntimeError):
-    """The pretrained weights of the perceptual loss's feature network are unavailable."""
-
-
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 VGG16_RELU3_3 = 16

@@ -22,11 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BUILTIN_TEACHER_WEIGHTS, WHEEL_TEACHERS, TeacherSpec, teacher_at_levels
+from .errors import TeacherWeightsError
 from .inference import pad_to_multiple
-
-
-class TeacherWeightsError(RuntimeError):
-    """The teacher's pretrained weights could not be found or loaded."""
 
 
 def feature_info(features: nn.Module) -> tuple[list[int], list[int]]:

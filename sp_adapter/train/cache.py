@@ -19,9 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-
-class CacheMismatchError(RuntimeError):
-    """A key came back with a different sharp crop than the one cached under it."""
+from ..errors import CacheMismatchError
 
 
 def _fingerprint(image: torch.Tensor) -> tuple[float, float]:

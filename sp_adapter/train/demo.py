@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from ..atomic import write_atomic
 from ..config import PriorConfig, TeacherSpec, teacher_at_levels
 from ..data import SyntheticBlurDataset, blur_preset
+from ..errors import ReportFolderError
 from ..wrap import get_prior
 from .config import TrainConfig
 from .data import SampleMemo
@@ -39,10 +40,6 @@ from .report import grid, markdown_table, prior_map_images, safe_name, save_png,
 
 DEMO_OUTPUTS = ("README.md", "results.json", "images", "priors", "runs")
 """What the demo writes in its folder (and removes first with ``overwrite``)."""
-
-
-class ReportFolderError(RuntimeError):
-    """The report folder is not empty and overwriting was not asked for."""
 
 
 @dataclass

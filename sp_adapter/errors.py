@@ -1,0 +1,74 @@
+"""The library's errors: one family, so callers (and the CLI) can catch them all at once.
+
+Every error derives from :class:`SPAdapterError` and keeps the builtin parent that says
+what kind of failure it is (``ValueError`` for bad input, ``FileNotFoundError`` for a
+missing file, ``RuntimeError`` for a failed run), as PEFT's errors do.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+
+class SPAdapterError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+# -- levels and wrapping ---------------------------------------------------------------
+class LevelNotFoundError(SPAdapterError, ValueError):
+    """A level names a module the network does not have (the message lists close names)."""
+
+
+class WrapError(SPAdapterError, ValueError):
+    """``wrap`` was given something it cannot attach the prior to (the message says what)."""
+
+
+# -- checkpoints -----------------------------------------------------------------------
+class CheckpointError(SPAdapterError, ValueError):
+    """Base class of the errors raised while reading a checkpoint (the key/shape mismatch,
+    ``sp_adapter.checkpoints.CheckpointMismatchError``, is one)."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The object is not a state dict nor a recognised wrapper of one."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """The file holds objects other than tensors and plain containers, so the restricted
+    (``weights_only``) unpickler refused it."""
+
+
+# -- saved priors (Hub or folder) ------------------------------------------------------
+class PriorNotFoundError(SPAdapterError, FileNotFoundError):
+    """A saved prior could not be found: no such folder, repository, revision or file, or the
+    Hub could not be reached and nothing is cached."""
+
+
+class PriorFileError(SPAdapterError, ValueError):
+    """A saved prior's files are unreadable, from a newer format, or do not fit together."""
+
+
+class IncompatiblePriorError(SPAdapterError, ValueError):
+    """A prior does not fit the network (or the teacher) it is attached to."""
+
+
+# -- pretrained feature networks -------------------------------------------------------
+class TeacherWeightsError(SPAdapterError, RuntimeError):
+    """The teacher's pretrained weights could not be found or loaded."""
+
+
+class PerceptualWeightsError(SPAdapterError, RuntimeError):
+    """The pretrained weights of the perceptual loss's feature network are unavailable."""
+
+
+# -- training and the CLI --------------------------------------------------------------
+class CacheMismatchError(SPAdapterError, RuntimeError):
+    """A key came back with a different sharp crop than the one cached under it."""
+
+
+class ReportFolderError(SPAdapterError, RuntimeError):
+    """The report folder is not empty and overwriting was not asked for."""
+
+
+class CLIError(SPAdapterError):
+    """A command-line mistake, said in terms of the command's flags."""
