@@ -68,16 +68,24 @@ def _add_dataset(p: argparse.ArgumentParser, default_crop: int) -> None:
     p.add_argument("--blur", default="severe", choices=["severe", "mild"],
                    help="synthetic blur strength")
     p.add_argument("--crop", type=int, default=default_crop, help="crop side in pixels")
+    p.add_argument("--gopro-blur", default="blur", choices=["blur", "blur_gamma"],
+                   help="GoPro's blurry folder: blur (most published tables; default) or "
+                        "blur_gamma (DeepDeblur's own numbers)")
+    p.add_argument("--realblur-variant", default="J", choices=["J", "R"],
+                   help="RealBlur-J (JPEG, default) or RealBlur-R (raw)")
 
 
 def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: str, seed: int,
              length: int | None = None, keys: bool = False, training: bool = False,
              crops_per_photo: int = 16, augment: bool = False,
-             photos: list[str] | None = None, whole: bool = False):
+             photos: list[str] | None = None, whole: bool = False,
+             gopro_blur: str = "blur", realblur_variant: str = "J"):
     """A training set (random crops, flips, new samples per epoch) or an evaluation set
     (whole images or the fixed synthetic test crops, in a fixed order, with keys).
     ``augment`` and ``photos`` choose the built-in training set's crops and photos;
-    ``whole`` makes the built-in test set the whole test photos instead of crops."""
+    ``whole`` makes the built-in test set the whole test photos instead of crops;
+    ``gopro_blur`` and ``realblur_variant`` choose GoPro's blurry folder and RealBlur's
+    variant."""
     from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
 
     if name != "synthetic" and (augment or photos):
@@ -95,9 +103,12 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
     if root is None:
         raise CLIError(f"--dataset {name} needs --root (the dataset folder)")
     cls = {"gopro": GoProDataset, "hide": HIDEDataset, "realblur": RealBlurDataset}[name]
+    extra = {"gopro": {"gamma": gopro_blur == "blur_gamma"},
+             "realblur": {"variant": realblur_variant}}.get(name, {})
     if training:
-        return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys)
-    return cls(root, split=split, train=False, crop=None, return_key=True)
+        return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys,
+                   **extra)
+    return cls(root, split=split, train=False, crop=None, return_key=True, **extra)
 
 
 # -- train ------------------------------------------------------------------------------
@@ -176,6 +187,11 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.dataset == "synthetic":
         options.update(blur=args.blur, length=args.length, augment=args.augment,
                        photos=args.photos)
+    # recorded only when not the default, so runs from before these flags still resume
+    if args.dataset == "gopro" and args.gopro_blur != "blur":
+        options["gopro_blur"] = args.gopro_blur
+    if args.dataset == "realblur" and args.realblur_variant != "J":
+        options["realblur_variant"] = args.realblur_variant
     return options
 
 
@@ -209,8 +225,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     train = _dataset(args.dataset, args.root, "train", args.crop, args.blur, args.seed,
                      length=args.length, keys=args.cache_teacher, training=True,
-                     augment=args.augment, photos=args.photos)
-    val = _dataset(args.dataset, args.root, "test", None, args.blur, 0)
+                     augment=args.augment, photos=args.photos, gopro_blur=args.gopro_blur,
+                     realblur_variant=args.realblur_variant)
+    val = _dataset(args.dataset, args.root, "test", None, args.blur, 0,
+                   gopro_blur=args.gopro_blur, realblur_variant=args.realblur_variant)
     if args.val_limit is not None:
         val = torch.utils.data.Subset(val, range(min(args.val_limit, len(val))))
     torch.manual_seed(args.seed)
@@ -228,10 +246,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval -------------------------------------------------------------------------------
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset")
-    _add_model_source(p)
+    from .metrics import CONVENTIONS
+
+    p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset, "
+                                    "with a row of the paper's Table 1 per model")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", "--run", dest="run_dir", nargs="+", metavar="RUN",
+                     help="training run folders (each one's latest checkpoint is used)")
+    src.add_argument("--checkpoint", nargs="+", metavar="FILE",
+                     help="checkpoint files (checkpoints/step_*.pt)")
     _add_dataset(p, default_crop=128)
     p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--convention", default=None, choices=list(CONVENTIONS),
+                   help="how PSNR/SSIM are computed, as published tables do (docs/metrics.md):"
+                        " matlab (default; realblur for --dataset realblur), basicsr, "
+                        "skimage (training validation's), realblur (needs sp_adapter[realblur])")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the scores (per image too) and the convention to FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--whole", action="store_true",
                    help="synthetic test split: score the whole test photos (less the blur "
                         "margin, 16 kernels each) instead of crops, one image per batch")
@@ -240,7 +272,6 @@ def _eval_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch (default 8 synthetic, else 1)")
     _add_prior_strength(p)
     _add_common(p)
-
 
 
 def _add_prior_strength(p: argparse.ArgumentParser) -> None:
@@ -280,40 +311,92 @@ def _lpips_or_note(device: torch.device):
         return None, f"LPIPS not computed: {err}"
 
 
+def _eval_convention(args: argparse.Namespace):
+    from .metrics import DEFAULT_CONVENTION, get_convention
+
+    if args.convention is not None:
+        return get_convention(args.convention), "chosen"
+    name = "realblur" if args.dataset == "realblur" else DEFAULT_CONVENTION
+    return get_convention(name), f"default for --dataset {args.dataset}"
+
+
+def _data_label(args: argparse.Namespace) -> str:
+    detail = {"gopro": f" ({args.gopro_blur})", "realblur": f" (RealBlur-{args.realblur_variant})",
+              "synthetic": f" ({args.blur} blur)"}.get(args.dataset, "")
+    return f"{args.dataset}{detail} {args.split}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from .atomic import write_atomic
     from .train import evaluate, load_trained
     from .train.distributed import DistInfo
+    from .train.evaluate import TABLE_HEADER, table_name, table_row, with_input_scores
     from .train.trainer import resolve_device
 
-    device = resolve_device(args.device, DistInfo())
-    model, spec, info = load_trained(args.run_dir or args.checkpoint)
-    model.to(device)
-    strength = _apply_prior_strength(model, args.prior_strength, info)
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
         raise CLIError("--whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
+    if args.json is not None and Path(args.json).exists() and not args.overwrite:
+        raise CLIError(f"--json {args.json} exists; pass --overwrite to replace it or "
+                       "choose another file")
+    convention, why = _eval_convention(args)
+    device = resolve_device(args.device, DistInfo())
     data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0,
-                    whole=args.whole)
+                    whole=args.whole, gopro_blur=args.gopro_blur,
+                    realblur_variant=args.realblur_variant)
     batch = args.batch or (8 if args.dataset == "synthetic" and not args.whole else 1)
     lpips, note = _lpips_or_note(device)
-    lpips_values: list[float] = []
+    count = len(data) if args.limit is None else min(args.limit, len(data))
+    print(f"data: {_data_label(args)}, {count} images")
+    print(f"convention: {convention.name} ({why}): {convention.description}")
+    inputs = None
+    models: list[dict[str, Any]] = []
+    rows: list[str] = []
+    for source in args.run_dir or args.checkpoint:
+        model, spec, info = load_trained(source)
+        model.to(device)
+        strength = _apply_prior_strength(model, args.prior_strength, info)
+        lpips_values: list[float] = []
 
-    def on_batch(blurry, restored, sharp, keys) -> None:
-        if lpips is not None:
-            lpips_values.append(float(lpips(restored, sharp)) * len(keys))
+        def on_batch(blurry, restored, sharp, keys, values=lpips_values) -> None:
+            if lpips is not None:
+                values.append(float(lpips(restored, sharp)) * len(keys))
 
-    result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
-                      tile=args.tile, limit=args.limit, score_blurry=True,
-                      progress=not args.no_progress, on_batch=on_batch)
-    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
-          f"{'with' if spec.prior else 'without'} prior{strength})")
-    print(f"data: {args.dataset} {args.split}, {result.count} images")
-    print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
-    print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
-    if lpips is not None:
-        print(f"LPIPS (alex): {sum(lpips_values) / result.count:.4f}")
-    else:
-        print(note)
+        result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
+                          tile=args.tile, limit=args.limit, score_blurry=inputs is None,
+                          progress=not args.no_progress, on_batch=on_batch,
+                          convention=convention.name)
+        if inputs is None:
+            inputs = result
+        else:  # the blurry inputs score the same for every model
+            result = with_input_scores(result, inputs)
+        model.to("cpu")
+        lpips_mean = sum(lpips_values) / result.count if lpips is not None else None
+        method, structure = table_name(spec.backbone, spec.prior is not None)
+        print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
+              f"{'with' if spec.prior else 'without'} prior{strength})")
+        print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
+        print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
+        print(f"LPIPS (alex): {lpips_mean:.4f}" if lpips_mean is not None else note)
+        print(f"time: {result.seconds_per_image:.4f} s per image ({device}, batch {batch})")
+        rows.append(table_row(method, structure, result, lpips_mean))
+        models.append({"path": info["path"], "step": info.get("step"),
+                       "backbone": spec.backbone, "prior": spec.prior is not None,
+                       "prior_strength": info.get("prior_strength"), "method": method,
+                       **result.as_dict(), "lpips": lpips_mean, "per_image": result.per_image})
+    table = "\n".join([TABLE_HEADER, *rows])
+    print(f"\nTable 1 ({convention.name} convention, time on {device}):\n{table}")
+    if args.json is not None:
+        report = {"command": "eval", "convention": convention.as_dict(),
+                  "convention_source": why,
+                  "data": {"dataset": args.dataset, "root": args.root, "split": args.split,
+                           "label": _data_label(args), "count": inputs.count},
+                  "device": str(device), "batch": batch, "lpips_note": note,
+                  "models": models, "table": table}
+        text = json.dumps(report, indent=2, allow_nan=True) + "\n"
+        print(f"scores: {write_atomic(args.json, text.encode())}")
     return 0
 
 

@@ -61,6 +61,20 @@ class PerceptualWeightsError(SPAdapterError, RuntimeError):
     """The pretrained weights of the perceptual loss's feature network are unavailable."""
 
 
+# -- metrics and optional libraries ---------------------------------------------------
+class OptionalDependencyError(SPAdapterError, ImportError):
+    """A feature needs a library that is an optional extra (the message says what to
+    install)."""
+
+
+class UnknownConventionError(SPAdapterError, ValueError):
+    """A metric convention name that does not exist (the message lists those that do)."""
+
+
+class AlignmentError(SPAdapterError, RuntimeError):
+    """The RealBlur protocol could not align a restored image to its sharp one."""
+
+
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
