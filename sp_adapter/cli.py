@@ -351,6 +351,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     count = len(data) if args.limit is None else min(args.limit, len(data))
     print(f"data: {_data_label(args)}, {count} images")
     print(f"convention: {convention.name} ({why}): {convention.description}")
+    if note is not None:
+        print(note)
     inputs = None
     models: list[dict[str, Any]] = []
     rows: list[str] = []
@@ -379,7 +381,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"{'with' if spec.prior else 'without'} prior{strength})")
         print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
         print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
-        print(f"LPIPS (alex): {lpips_mean:.4f}" if lpips_mean is not None else note)
+        if lpips_mean is not None:
+            print(f"LPIPS (alex): {lpips_mean:.4f}")
         print(f"time: {result.seconds_per_image:.4f} s per image ({device}, batch {batch})")
         rows.append(table_row(method, structure, result, lpips_mean))
         models.append({"path": info["path"], "step": info.get("step"),
