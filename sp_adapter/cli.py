@@ -342,6 +342,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CLIError(f"--json {args.json} exists; pass --overwrite to replace it or "
                        "choose another file")
     convention, why = _eval_convention(args)
+    if convention.align:
+        from .metrics.realblur import require_opencv
+
+        require_opencv()  # before any model is loaded
     device = resolve_device(args.device, DistInfo())
     data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0,
                     whole=args.whole, gopro_blur=args.gopro_blur,
@@ -369,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
                           tile=args.tile, limit=args.limit, score_blurry=inputs is None,
                           progress=not args.no_progress, on_batch=on_batch,
-                          convention=convention.name)
+                          convention=convention.name, warmup=True)
         if inputs is None:
             inputs = result
         else:  # the blurry inputs score the same for every model

@@ -281,6 +281,19 @@ def test_evaluate_records_its_convention_and_time() -> None:
     assert matlab.as_dict()["convention"] == "matlab"
     assert matlab.seconds_per_image is not None and matlab.seconds_per_image >= 0
 
+    class Counting(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            return x
+
+    model = Counting()
+    evaluate(model, data, "unet", batch_size=1)
+    assert model.calls == 2
+    evaluate(model, data, "unet", batch_size=1, warmup=True)  # one untimed pass first
+    assert model.calls == 2 + 3
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):

@@ -129,6 +129,18 @@ def test_clear_errors(monkeypatch) -> None:
     assert isinstance(info.value, ImportError)
 
 
+def test_eval_without_opencv_says_what_to_install(monkeypatch, tmp_path, capsys) -> None:
+    from sp_adapter.cli import main
+
+    monkeypatch.setitem(sys.modules, "cv2", None)
+    capsys.readouterr()
+    # refused before any model is read (the run folder does not even exist)
+    assert main(["eval", "--run-dir", str(tmp_path / "run"), "--convention", "realblur",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "sp-adapter[realblur]" in err and "Traceback" not in err
+
+
 def test_eval_on_realblur_uses_the_protocol(tmp_path, capsys) -> None:
     from sp_adapter.cli import main
 

@@ -3,8 +3,9 @@
 Layouts (``root`` is the folder you pass):
 
 * GoPro: ``GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/*.png``; ``root`` is
-  ``GOPRO_Large`` or its parent. Published numbers use ``blur`` (the default); pass
-  ``gamma=True`` for ``blur_gamma``.
+  ``GOPRO_Large`` or its parent. Most published numbers use ``blur`` (the default); pass
+  ``gamma=True`` for ``blur_gamma``, which DeepDeblur's own numbers use (the CLI's
+  ``--gopro-blur blur_gamma``).
 * HIDE: blurred images in ``train/`` and ``test/{test-close-ups,test-long-shot}/``, the
   sharp ones in ``GT/`` under the same file name; ``root`` holds those folders (or is
   the parent of ``HIDE_dataset`` that does).

@@ -28,13 +28,15 @@ from ..errors import AlignmentError, OptionalDependencyError
 from .core import _ssim_map_valid
 
 __all__ = ["Alignment", "RealBlurScore", "align_to_sharp", "masked_psnr", "masked_ssim",
-           "realblur_score"]
+           "realblur_score", "require_opencv"]
 
 ECC_ITERATIONS = 100
 ECC_GAUSSIAN_FILTER = 5
 
 
-def _cv2():
+def require_opencv():
+    """The ``cv2`` module, or :class:`~sp_adapter.errors.OptionalDependencyError` saying
+    how to install it."""
     try:
         import cv2
     except ImportError as err:
@@ -97,7 +99,7 @@ def align_to_sharp(restored: torch.Tensor | np.ndarray, sharp: torch.Tensor | np
         OptionalDependencyError: OpenCV is not installed.
         AlignmentError: ECC did not converge, or the restored image is black.
     """
-    cv2 = _cv2()
+    cv2 = require_opencv()
     z, x = _as_8bit_float(restored, data_range), _as_8bit_float(sharp, data_range)
     if z.shape != x.shape:
         raise ValueError(f"images differ in shape: {z.shape} vs {x.shape} (H, W, C)")

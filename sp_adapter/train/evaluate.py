@@ -87,6 +87,7 @@ def evaluate(
     progress: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[str]], None] | None = None,
     convention: str = "skimage",
+    warmup: bool = False,
 ) -> EvalResult:
     """PSNR/SSIM of ``model`` on ``dataset`` (``(blurry, sharp[, key])`` samples).
 
@@ -97,6 +98,8 @@ def evaluate(
             images).
         convention: how to compute the scores, a name in
             :data:`sp_adapter.metrics.CONVENTIONS` (``"realblur"`` needs OpenCV).
+        warmup: deblur the first batch once, untimed, before the timed pass (kernel
+            selection and allocations), so ``seconds_per_image`` is the steady pace.
     """
     conv = get_convention(convention)
     device = torch.device(device)
@@ -114,6 +117,9 @@ def evaluate(
             keys = list(batch[2]) if len(batch) > 2 else [
                 str(index + i) for i in range(blurry.shape[0])]
             index += blurry.shape[0]
+            if warmup:
+                deblur(model, blurry, backbone, tile=tile)
+                warmup = False
             started = _synchronized_clock(device)
             restored = deblur(model, blurry, backbone, tile=tile)
             seconds += _synchronized_clock(device) - started
