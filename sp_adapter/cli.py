@@ -391,7 +391,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         rows.append(table_row(method, structure, result, lpips_mean))
         models.append({"path": info["path"], "step": info.get("step"),
                        "backbone": spec.backbone, "prior": spec.prior is not None,
-                       "prior_strength": info.get("prior_strength"), "method": method,
+                       "prior_strength": (info.get("prior_strength")
+                                          if args.prior_strength is None
+                                          else args.prior_strength), "method": method,
                        **result.as_dict(), "lpips": lpips_mean, "per_image": result.per_image})
     table = "\n".join([TABLE_HEADER, *rows])
     print(f"\nTable 1 ({convention.name} convention, time on {device}):\n{table}")
