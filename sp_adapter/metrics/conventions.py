@@ -7,7 +7,8 @@ table's convention. ``docs/metrics.md`` says which table uses which.
 * ``matlab``: MATLAB ``psnr`` and ``ssim`` on saved 8-bit PNGs (MPRNet's, Restormer's and
   MSSNet's ``evaluate_GOPRO_HIDE.m``): both images rounded to 8 bits, the 3-D SSIM.
 * ``basicsr``: NAFNet's BasicSR fork scoring the float output (``use_image: false``):
-  no rounding, the 3-D SSIM (``calculate_ssim(..., ssim3d=True)``).
+  no rounding, the 3-D SSIM (``calculate_ssim(..., ssim3d=True)``). With ``use_image``
+  at its default the fork rounds first, which is ``matlab``.
 * ``skimage``: 8-bit rounding and scikit-image's 2-D per-channel Gaussian SSIM at the
   valid positions; the library's functions and training validation use it.
 * ``realblur``: the RealBlur protocol of :mod:`~sp_adapter.metrics.realblur` (8-bit
