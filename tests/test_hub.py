@@ -608,8 +608,10 @@ def test_offline_mode_with_nothing_cached_names_the_repo(saved, fake_hub, monkey
     fake_hub.add_folder("org/p", saved)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.monotonic()
     with pytest.raises(sp.PriorNotFoundError, match=r"'org/p'.*HF_HUB_OFFLINE"):
         sp.from_pretrained("org/p")
+    assert time.monotonic() - start < 10
     assert fake_hub.requests == []
     # once cached, offline loading works and sends no request
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -619,6 +621,9 @@ def test_offline_mode_with_nothing_cached_names_the_repo(saved, fake_hub, monkey
     net, blurry, reference = trained
     fresh = sp.wrap(_fresh_like(net), prior="org/p")
     assert torch.equal(_output(fresh, blurry), reference)
+    with pytest.raises(sp.PriorNotFoundError, match=r"force_download=True needs the Hub.*"
+                                                    r"HF_HUB_OFFLINE=1"):
+        sp.from_pretrained("org/p", force_download=True)
     assert len(fake_hub.requests) == count
 
 
@@ -784,25 +789,18 @@ def test_an_unreachable_hub_fails_within_seconds_naming_the_endpoint(unreachable
     assert time.monotonic() - start < 10
 
 
-def test_offline_mode_fails_within_seconds(fake_hub, monkeypatch):
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    start = time.monotonic()
-    with pytest.raises(sp.PriorNotFoundError, match=r"'org/p'.*HF_HUB_OFFLINE"):
-        sp.from_pretrained("org/p")
-    assert time.monotonic() - start < 10
-    assert fake_hub.requests == []
-
-
-@pytest.mark.parametrize("path", ["/api/repos/create", "/api/models/org/pushed/commit/main"])
-def test_a_server_error_on_push_is_a_hub_error(trained, fake_hub, path):
-    fake_hub.fail[path] = 500
-    with pytest.raises(sp.errors.HubError, match=r"cannot push the prior to 'org/pushed': the "
-                                                 r"Hub answered with server error 500; try "
-                                                 r"again later") as caught:
+@pytest.mark.parametrize(("path", "status", "message"), [
+    ("/api/repos/create", 500, r"the Hub answered with server error 500; try again later"),
+    ("/api/models/org/pushed/commit/main", 403,
+     r"the token is not valid or may not write there; pass a token with write access"),
+])
+def test_a_refused_push_is_a_hub_error(trained, fake_hub, path, status, message):
+    fake_hub.fail[path] = status
+    with pytest.raises(sp.errors.HubError,
+                       match=rf"cannot push the prior to 'org/pushed': {message}") as caught:
         sp.push_to_hub(trained[0], "org/pushed", token="hf_test")
     assert isinstance(caught.value, RuntimeError)
+    assert fake_hub.paths("POST")[-1] == path  # failed at that step, nothing after it
 
 
 def test_push_offline_or_unreachable_is_a_hub_error(trained, unreachable_hub, monkeypatch):

@@ -46,10 +46,15 @@ def _endpoint(endpoint: str | None) -> str:
 
 
 def _is_cached(repo_id: str, revision: str | None, cache_dir: PathLike | None) -> bool:
+    """Both files of ``revision`` are in the cache (then a failed request falls back to them
+    at once, without huggingface_hub's retries)."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, CONFIG_NAME, cache_dir=cache_dir, revision=revision)
-    return isinstance(found, str)
+    return all(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=cache_dir, revision=revision),
+                   str)
+        for name in (CONFIG_NAME, WEIGHTS_NAME)
+    )
 
 
 def _probe(repo_id: str, revision: str | None, token: str | bool | None,
@@ -117,9 +122,15 @@ def download_prior(
     named = repo_name(repo_id, revision)
     kwargs = dict(cache_dir=cache_dir, token=token, force_download=force_download,
                   local_files_only=local_files_only, endpoint=endpoint)
+    offline = local_files_only or constants.HF_HUB_OFFLINE
+    if offline and force_download:
+        raise PriorNotFoundError(
+            f"force_download=True needs the Hub, but downloads of {named} are disabled "
+            "(HF_HUB_OFFLINE=1 or local_files_only=True): drop force_download, or connect and "
+            "unset HF_HUB_OFFLINE"
+        )
     try:
         validate_repo_id(repo_id)
-        offline = local_files_only or constants.HF_HUB_OFFLINE
         if not offline and (force_download or not _is_cached(repo_id, revision, cache_dir)):
             _probe(repo_id, revision, token, endpoint)
         return _download(repo_id, revision, **kwargs).parent
