@@ -25,7 +25,8 @@ httpx2 in 2.x, requests before)."""
 
 
 class _Unreachable(Exception):
-    """The Hub did not answer (connection refused, no DNS, timeout)."""
+    """The Hub did not answer (connection refused, no DNS, timeout) or answered with a server
+    error; the message says which."""
 
 
 def is_network_error(err: BaseException) -> bool:
@@ -68,12 +69,15 @@ def _probe(repo_id: str, revision: str | None, token: str | bool | None,
     try:
         get_hf_file_metadata(url, token=token, timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except HfHubHTTPError as err:
-        if err.response is not None and err.response.status_code >= 500:
-            raise _Unreachable(f"the Hub answered {err.response.status_code}") from err
+        status = err.response.status_code if err.response is not None else None
+        if status is not None and status >= 500:
+            raise _Unreachable(f"the Hub at {_endpoint(endpoint)} answered with server error "
+                               f"{status}") from err
         raise
     except Exception as err:
         if is_network_error(err):
-            raise _Unreachable(f"{type(err).__name__}: {err}") from err
+            raise _Unreachable(f"cannot reach the Hub at {_endpoint(endpoint)} "
+                               f"({type(err).__name__}: {err})") from err
         raise
 
 
@@ -141,9 +145,8 @@ def download_prior(
         ) from err
     except _Unreachable as err:
         raise PriorNotFoundError(
-            f"cannot reach the Hub at {_endpoint(endpoint)} ({err}) to download the prior "
-            f"{named}, and it is not in the local cache: check the connection (or HF_ENDPOINT), "
-            "or give a local folder"
+            f"{err}, so the prior {named} cannot be downloaded, and it is not in the local "
+            "cache: check the connection (or HF_ENDPOINT) and try again, or give a local folder"
         ) from err
     except RepositoryNotFoundError as err:
         raise PriorNotFoundError(
