@@ -147,6 +147,11 @@ def from_pretrained(
             one ``config.json`` records, or from the Hub's), a newer format, or weights that
             do not fit the config (missing and unexpected keys are listed).
 
+    Warns:
+        UserWarning: the weights cannot be checked (a ``config.json`` saved before the
+            library recorded a SHA-256, and no digest from the Hub); or a local folder of the
+            repository id's name holds no prior, so the Hub repository was loaded instead.
+
     Example::
 
         prior = sp_adapter.from_pretrained("org/unet-prior", revision="v1")
