@@ -52,6 +52,11 @@ class IncompatiblePriorError(SPAdapterError, ValueError):
     """A prior does not fit the network (or the teacher) it is attached to."""
 
 
+class HubError(SPAdapterError, RuntimeError):
+    """A Hugging Face Hub operation (an upload) failed: the server refused or erred, the Hub
+    was unreachable, or uploads are disabled (the message says which and what to do)."""
+
+
 # -- pretrained feature networks -------------------------------------------------------
 class TeacherWeightsError(SPAdapterError, RuntimeError):
     """The teacher's pretrained weights could not be found or loaded."""
