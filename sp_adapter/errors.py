@@ -61,9 +61,23 @@ class PerceptualWeightsError(SPAdapterError, RuntimeError):
     """The pretrained weights of the perceptual loss's feature network are unavailable."""
 
 
+# -- files -----------------------------------------------------------------------------
+class ImageFileError(SPAdapterError, ValueError):
+    """An image file cannot be read (not an image, truncated, corrupt) or written in the
+    format its name asks for."""
+
+
+class DiskFullError(SPAdapterError, OSError):
+    """The disk filled up while a file was written (the file was left as it was)."""
+
+
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
+
+
+class RunFolderError(SPAdapterError, ValueError):
+    """A training run folder holds a run that would be overwritten, or no run to resume."""
 
 
 class ReportFolderError(SPAdapterError, RuntimeError):
