@@ -2,14 +2,16 @@
 
 A file is read into :class:`ImageData`: its pixels as stored (8 or 16 bits; grey, grey and
 alpha, RGB or RGBA) and what is needed to write a result back in the same form. Pillow
-reads 16-bit RGB only as 8 bits, so 16-bit PNGs are decoded with torchvision and 16-bit
-TIFFs with tifffile; 16-bit PNGs are encoded here (Pillow cannot write 16-bit RGB). A file
-that cannot be read raises :class:`~sp_adapter.errors.ImageFileError` naming it.
+reads 16-bit colour only as 8 bits and writes no 16-bit colour PNG, so 16-bit colour PNGs
+are decoded with torchvision and encoded here, and TIFFs go through tifffile. A file that
+cannot be read raises :class:`~sp_adapter.errors.ImageFileError` naming it.
 """
 
 from __future__ import annotations
 
+import io
 import struct
+import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,35 +62,57 @@ class ImageData:
 
 
 # -- reading -----------------------------------------------------------------------------
-def _png_bit_depth(path: Path) -> int:
+def _png_header(path: Path) -> tuple[int, int]:
+    """A PNG's bit depth and colour type (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA)."""
     with open(path, "rb") as handle:
         head = handle.read(26)
     if len(head) < 26 or not head.startswith(_PNG_SIGNATURE):
-        return 8
-    return head[24]
+        return 8, 2
+    return head[24], head[25]
 
 
-def _read_png16(path: Path) -> np.ndarray:
-    from torchvision.io import ImageReadMode, decode_png, read_file
-
-    decoded = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
+def _read_png16(path: Path) -> np.ndarray | None:
+    """A 16-bit colour PNG's pixels, decoded by torchvision (``None`` where this torchvision
+    decodes no PNGs: Pillow then reads 8 bits, with a warning)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_png, read_file
+    except ImportError:
+        warnings.warn(f"{path}: this torchvision decodes no PNGs, so the 16-bit image is "
+                      "read (and written) as 8 bits", stacklevel=3)
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision's move to torchcodec
+        decoded = decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED)
     return decoded.permute(1, 2, 0).contiguous().numpy().astype(np.uint16)
 
 
-def _read_tiff16(path: Path) -> np.ndarray | None:
-    """A 16-bit TIFF's pixels (``None`` for any other TIFF, left to Pillow)."""
+def _read_tiff(path: Path) -> np.ndarray | None:
+    """A grey or RGB(A) TIFF's 8- or 16-bit pixels read by tifffile (Pillow reads 16-bit
+    colour as 8 bits and no grey+alpha); ``None`` for any other TIFF, left to Pillow."""
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        if page.dtype != np.uint16:
-            return None
-        pixels = page.asarray()
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            if (page.dtype not in (np.uint8, np.uint16)
+                    or int(page.photometric) not in (1, 2)):  # 1: grey (0 is black), 2: RGB
+                return None
+            pixels = page.asarray()
+    except Exception:  # a compression tifffile cannot decode without imagecodecs, ...
+        return None
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[2] > 4:
         return None
     return pixels
+
+
+def _tiff_icc(path: Path) -> bytes | None:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags.get("InterColorProfile")
+        return bytes(tag.value) if tag is not None else None
 
 
 def _pillow_pixels(image: Image.Image, path: Path) -> np.ndarray:
@@ -114,14 +138,19 @@ def _pillow_pixels(image: Image.Image, path: Path) -> np.ndarray:
 
 
 def _decode(path: Path) -> ImageData:
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic in (b"II*\x00", b"MM\x00*"):
+        pixels = _read_tiff(path)
+        if pixels is not None:
+            return ImageData(np.ascontiguousarray(pixels), "TIFF", _tiff_icc(path))
     with Image.open(path) as image:
         fmt = image.format or path.suffix.lstrip(".").upper()
         icc = image.info.get("icc_profile")
         pixels = None
-        if fmt == "PNG" and _png_bit_depth(path) == 16:
+        # Pillow reads 16-bit grey ("I;16") but 16-bit colour and grey+alpha only as 8 bits
+        if fmt == "PNG" and _png_header(path)[0] == 16 and _png_header(path)[1] != 0:
             pixels = _read_png16(path)
-        elif fmt == "TIFF":
-            pixels = _read_tiff16(path)
         if pixels is None:
             image.load()  # decode now, so a truncated file fails here, with its name
             pixels = _pillow_pixels(image, path)
@@ -211,16 +240,16 @@ def _png16_bytes(image: ImageData) -> bytes:
     return _PNG_SIGNATURE + b"".join(chunks)
 
 
-def _tiff16_writer(image: ImageData):
+def _tiff_bytes(image: ImageData) -> bytes:
     import tifffile
 
-    def write(handle) -> None:
-        c = image.channels
-        tifffile.imwrite(handle, image.pixels if c > 1 else image.pixels[..., 0],
-                         photometric="rgb" if c >= 3 else "minisblack",
-                         extrasamples=["unassalpha"] if image.has_alpha else None,
-                         iccprofile=image.icc_profile)
-    return write
+    buffer = io.BytesIO()  # tifffile wants a named file or a buffer, not a bare handle
+    c = image.channels
+    tifffile.imwrite(buffer, image.pixels if c > 1 else image.pixels[..., 0],
+                     photometric="rgb" if c >= 3 else "minisblack",
+                     extrasamples=["unassalpha"] if image.has_alpha else None,
+                     iccprofile=image.icc_profile)
+    return buffer.getvalue()
 
 
 def _pillow_writer(image: ImageData, fmt: str):
@@ -253,6 +282,6 @@ def write_image(path: str | Path, image: ImageData) -> Path:
                              "to Pillow (write .png, .jpg, .tif, ...)")
     if fmt == "PNG" and image.bits == 16:
         return write_atomic(path, _png16_bytes(image))
-    if fmt == "TIFF" and image.bits == 16:
-        return write_atomic(path, _tiff16_writer(image))
+    if fmt == "TIFF":
+        return write_atomic(path, _tiff_bytes(image))
     return write_atomic(path, _pillow_writer(image, fmt))
