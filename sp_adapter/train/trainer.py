@@ -581,17 +581,18 @@ class Trainer:
                           "from step 0", stacklevel=2)
             return None
         skipped = []
-        for step, path in reversed(found):
+        for _, path in reversed(found):
             try:
                 state = load_checkpoint(path)
             except UNREADABLE as err:
                 skipped.append(f"{path.name} ({short_reason(err)})")
-                warnings.warn(
-                    f"skipped {path}: it cannot be read ({short_reason(err)}); resuming from "
-                    "the newest checkpoint before it (the damaged file is replaced when the "
-                    f"run reaches step {step} again)", stacklevel=2)
                 continue
             self.load_state_dict(state)
+            if skipped:
+                warnings.warn(
+                    f"skipped checkpoints that cannot be read: {'; '.join(skipped)}; resuming "
+                    f"from {path} (step {self.step}); the damaged files are replaced as the "
+                    "run reaches their steps again", stacklevel=2)
             return self.step
         raise RunFolderError(
             f"no checkpoint in {self.run_dir / 'checkpoints'} can be read: "
