@@ -350,6 +350,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .train.trainer import resolve_device
 
     _check_tile(args.tile)
+    _require_positive(args.limit, "--limit", "the number of images to score")
+    _require_positive(args.batch, "--batch", "images per batch")
     device = resolve_device(args.device, DistInfo())
     model, spec, info = _load_trained(args.run_dir or args.checkpoint)
     model.to(device)
@@ -513,6 +515,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .train.trainer import resolve_device
     from .wrap import is_wrapped
 
+    for value, flag, what in ((args.crop, "--crop", "the crop side in pixels"),
+                              (args.crops, "--crops", "the number of held-out crops"),
+                              (args.batch, "--batch", "crops per batch")):
+        _require_positive(value, flag, what)
     device = resolve_device(args.device, DistInfo())
     model, spec, info = _load_trained(args.run_dir or args.checkpoint)
     if not is_wrapped(model):
@@ -592,6 +598,8 @@ def _demo_parser(sub) -> None:
 def cmd_demo(args: argparse.Namespace, command: str) -> int:
     from .train.demo import DemoConfig, run_demo
 
+    _require_positive(args.width, "--width", "the UNet's channels")
+    _check_teacher_levels(args.teacher_levels, args.teacher)
     cfg = DemoConfig(
         out=args.out, overwrite=args.overwrite, steps=args.steps, protocol=args.protocol,
         arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,

@@ -79,11 +79,16 @@ def test_bad_numbers_are_refused_naming_the_flag(files, tmp_path, capsys):
     assert_cli_error(capsys, ["deblur", image, "--run-dir", run, "--out", out, "--overlap",
                               "-1"], "--overlap must be 0 or more")
     assert_cli_error(capsys, ["eval", "--run-dir", run, "--tile", "0"], "--tile must be")
+    assert_cli_error(capsys, ["eval", "--run-dir", run, "--limit", "0"], "--limit must be")
+    assert_cli_error(capsys, ["calibrate", "--run-dir", run, "--crops", "0"], "--crops must be")
+    assert_cli_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--width", "0"],
+                     "--width must be at least 1")
     for flag in ("--width", "--steps", "--batch"):
         argv = ["train", "--run-dir", str(tmp_path / "new"), "--no-prior", "--steps", "1",
                 *TINY, flag, "0"]
         assert_cli_error(capsys, argv, rf"{flag} must be at least 1 .*got 0")
     assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
+    assert not (tmp_path / "demo").exists()
 
 
 def test_teacher_levels_the_teacher_lacks_are_refused(tmp_path, capsys):
@@ -91,7 +96,9 @@ def test_teacher_levels_the_teacher_lacks_are_refused(tmp_path, capsys):
                               "--teacher-levels", "1", "2", "9", *TINY],
                      r"--teacher-levels 9: the teacher tf_efficientnet_lite0 has feature "
                      r"levels 0-4")
-    assert not (tmp_path / "new").exists()
+    assert_cli_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--teacher-levels",
+                              "0", "5", "--no-progress"], r"--teacher-levels 5: the teacher")
+    assert not (tmp_path / "new").exists() and not (tmp_path / "demo").exists()
 
 
 def test_out_pointing_at_a_file_is_refused(files, tmp_path, capsys):
