@@ -55,12 +55,14 @@ def _check_teacher_levels(levels: Sequence[int] | None, arch: str) -> None:
         return
     import timm
 
-    count = len(timm.create_model(arch, pretrained=False, features_only=True).feature_info)
+    reductions = timm.create_model(arch, pretrained=False, features_only=True
+                                   ).feature_info.reduction()
+    count = len(reductions)
     wrong = [level for level in levels if not 0 <= level < count]
     if wrong:
         raise CLIError(f"--teacher-levels {' '.join(map(str, wrong))}: the teacher {arch} has "
-                       f"feature levels 0-{count - 1} (reductions 2 to {2 ** count}), finest "
-                       "first")
+                       f"feature levels 0-{count - 1} (reductions {reductions[0]} to "
+                       f"{reductions[-1]}), finest first")
 
 
 def _load_trained(source: str):

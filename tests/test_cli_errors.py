@@ -61,6 +61,23 @@ def test_a_truncated_checkpoint_is_named_by_eval_deblur_and_calibrate(files, tmp
         assert "truncated or corrupt" in err and "weights_only" not in err
 
 
+class Gadget:
+    """An object the restricted unpickler refuses."""
+
+
+def test_a_checkpoint_holding_other_objects_is_refused_without_suggesting_unsafe_loading(
+        files, tmp_path, capsys):
+    import torch
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model_spec": None, "model": {}, "gadget": Gadget()}, evil)
+    for argv in (["eval", "--checkpoint", str(evil), "--no-progress"],
+                 ["deblur", str(files["image"]), "--checkpoint", str(evil), "--out",
+                  str(tmp_path / "out"), "--no-progress"]):
+        err = assert_cli_error(capsys, argv, re.escape(str(evil)))
+        assert "weights_only=False" not in err and "can be loaded" not in err, err
+
+
 def test_train_resume_with_only_damaged_checkpoints_names_them(files, tmp_path, capsys):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
