@@ -602,6 +602,12 @@ def cmd_demo(args: argparse.Namespace, command: str) -> int:
 
     _require_positive(args.width, "--width", "the UNet's channels")
     _check_teacher_levels(args.teacher_levels, args.teacher)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"the report folder {out} is not empty; pass --overwrite to replace the "
+                       "demo's files in it, or choose another folder with --out")
     cfg = DemoConfig(
         out=args.out, overwrite=args.overwrite, steps=args.steps, protocol=args.protocol,
         arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,

@@ -123,6 +123,8 @@ def test_out_pointing_at_a_file_is_refused(files, tmp_path, capsys):
     out.write_text("mine")
     assert_cli_error(capsys, ["deblur", str(files["image"]), "--run-dir", str(files["run"]),
                               "--out", str(out)], rf"--out {re.escape(str(out))} is a file")
+    assert_cli_error(capsys, ["demo", "--out", str(out)], rf"--out {re.escape(str(out))} is "
+                     "a file")
     assert out.read_text() == "mine"
 
 
