@@ -80,9 +80,23 @@ class AlignmentError(SPAdapterError, RuntimeError):
     """The RealBlur protocol could not align a restored image to its sharp one."""
 
 
+# -- files -----------------------------------------------------------------------------
+class ImageFileError(SPAdapterError, ValueError):
+    """An image file cannot be read (not an image, truncated, corrupt) or written in the
+    format its name asks for."""
+
+
+class DiskFullError(SPAdapterError, OSError):
+    """The disk filled up while a file was written (the file was left as it was)."""
+
+
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
+
+
+class RunFolderError(SPAdapterError, ValueError):
+    """A training run folder holds a run that would be overwritten, or no run to resume."""
 
 
 class ReportFolderError(SPAdapterError, RuntimeError):

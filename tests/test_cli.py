@@ -75,7 +75,7 @@ def test_deblur_keeps_the_input_size(report, tmp_path, capsys):
     code = main(["deblur", str(tmp_path / "a.png"), str(tmp_path / "b.jpg"),
                  "--run-dir", str(report / "runs" / "sp"), "--out", str(out), "--no-progress"])
     assert code == 0
-    for name, size in (("a.png", (51, 37)), ("b.png", (24, 40))):
+    for name, size in (("a.png", (51, 37)), ("b.jpg", (24, 40))):  # names and formats kept
         with Image.open(out / name) as image:
             assert image.size == size and image.mode == "RGB"
     code = main(["deblur", str(tmp_path / "a.png"), "--run", str(report / "runs" / "base"),

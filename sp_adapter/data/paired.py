@@ -35,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+
+from ..image_io import read_rgb8
 
 __all__ = [
     "GoProDataset",
@@ -192,9 +193,9 @@ def realblur_pairs(root: str | Path, split: str = "test", variant: str = "J") ->
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an ``(H, W, 3)`` uint8 RGB array (PIL, converted to RGB)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """Read an image file as an ``(H, W, 3)`` uint8 RGB array (16 bits rounded to 8, grey
+    repeated); a corrupt or truncated file raises ``ImageFileError`` naming it."""
+    return read_rgb8(path)
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:
