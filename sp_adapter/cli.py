@@ -183,6 +183,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import teacher_at_levels
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
 
+    if args.perceptual == "none" and args.alpha > 0:
+        raise CLIError(f"--perceptual none turns the perceptual loss off, but --alpha (its "
+                       f"weight) is {args.alpha:g}: add --alpha 0, or choose --perceptual "
+                       "teacher (offline) or vgg16")
     info = init_distributed()
     spec = backbone_spec(args.backbone)
     options = {"width": args.width} if args.width is not None else {}
