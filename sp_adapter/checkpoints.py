@@ -294,8 +294,12 @@ def load_backbone_checkpoint(
             stacklevel=2,
         )
     if prior is not None and not loaded_prior:
-        # the root's load hook keeps the prior (and warns) when no prior key is given
-        model.load_state_dict(state, strict=strict)
+        # the root's load hook keeps the prior when no prior key is given; it says so
+        # unless the prior that did not fit was reported above
+        with warnings.catch_warnings():
+            if prior_state:
+                warnings.filterwarnings("ignore", message=".*none of the prior's")
+            model.load_state_dict(state, strict=strict)
     elif prior is not None:
         model.load_state_dict(
             {**state, **{PRIOR_PREFIX + k: v for k, v in prior_state.items()}}, strict=strict

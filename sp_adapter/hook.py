@@ -158,6 +158,7 @@ class SPEHook:
         """A :class:`sp_adapter.optim.PriorUpdateWatch` (set by ``wrap``), closed on removal."""
         self._states: dict[torch.device, ForwardState] = {}
         self._forgiven: list[str] = []
+        self._strict = True
         self._warned: set[str] = set()
         modules = {}
         for name, level in self.levels.items():
@@ -188,6 +189,7 @@ class SPEHook:
         new.input_range, new.min_size = self.input_range, self.min_size
         new.watch = None
         new._states, new._forgiven, new._warned = {}, [], set(self._warned)
+        new._strict = True
         return new
 
     def _owns(self, fn: Any) -> bool:
@@ -301,11 +303,12 @@ class SPEHook:
 
     # -- load_state_dict hooks (on the root) ------------------------------------------
     def _before_load(self, module: nn.Module, state_dict: Mapping[str, Any], prefix: str,
-                     *_: Any) -> None:
+                     local_metadata: Any, strict: bool, *_: Any) -> None:
         """Note the prior's keys when the state dict holds none of them (a checkpoint saved
         before ``wrap``): :meth:`_after_load` then forgives them as missing."""
         prior = module._modules.get(PRIOR_ATTR)
         start = prefix + PRIOR_ATTR + "."
+        self._strict = strict
         if prior is None or any(k.startswith(start) for k in state_dict):
             self._forgiven = []
             return
@@ -318,6 +321,8 @@ class SPEHook:
         incompatible.missing_keys[:] = [
             k for k in incompatible.missing_keys if k not in forgiven
         ]
+        if self._strict and (incompatible.missing_keys or incompatible.unexpected_keys):
+            return  # the load fails on the backbone's own keys: say nothing of the prior
         warnings.warn(
             f"{type(module).__name__}.load_state_dict: the state dict holds none of the "
             f"prior's {len(forgiven)} tensors ({PRIOR_ATTR}.*), as a checkpoint saved before "
