@@ -418,6 +418,15 @@ def prior_loss(
             "so its priors belong to a batch that was never finished: run a forward that "
             "succeeds before prior_loss (skip the failed batch's loss too)"
         )
+    config = state.prior.config
+    if config.hcl and targets is None and hook.teacher is None:
+        raise PriorLossError(
+            "this wrapped model has no teacher (it was wrapped with teacher=None, or with "
+            "prior=..., which brings none), and prior_loss compares the prior with the "
+            "teacher's features: wrap it with the prior's teacher, e.g. sp_adapter.wrap("
+            f"model, prior=..., teacher={_teacher_call(config.teacher)}), or pass "
+            "targets=. Inference needs neither"
+        )
     if (
         not state.grad_enabled
         and torch.is_grad_enabled()
@@ -434,18 +443,9 @@ def prior_loss(
             f"the sharp batch has shape {tuple(sharp.shape)} but the last forward saw a blurry "
             f"batch of shape {tuple(state.image_shape)}"
         )
-    config = state.prior.config
     if not config.hcl:
         return sharp.new_zeros((), dtype=torch.float32)
     if targets is None:
-        if hook.teacher is None:
-            raise PriorLossError(
-                "this wrapped model has no teacher (it was wrapped with teacher=None, or with "
-                "prior=..., which brings none), and prior_loss compares the prior with the "
-                "teacher's features: wrap it with the prior's teacher, e.g. sp_adapter.wrap("
-                f"model, prior=..., teacher={_teacher_call(config.teacher)}), or pass "
-                "targets=. Inference needs neither"
-            )
         targets = hook.teacher(sharp)
     return hcl_loss(state.priors, targets, config.pool_sizes)
 
