@@ -209,12 +209,16 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = _GLOBAL.search(str(err))
-        seen = f" (it refers to {found.group(1)})" if found else ""
+        what = (
+            f"it holds objects other than tensors and plain containers (it refers to "
+            f"{found.group(1)})" if found else
+            "it is no file written by torch.save, or a pickle in a form the safe loader does "
+            "not read"
+        )
         raise UnsafeCheckpointError(
-            f"{path} is not a checkpoint this library can load safely: it holds objects other "
-            f"than tensors and plain containers{seen}, and such files are never unpickled. "
-            "Use a checkpoint saved as a state dict (torch.save(model.state_dict(), ...)) or "
-            "a .safetensors file"
+            f"{path} is not a checkpoint this library can load safely: {what}; such files are "
+            "never unpickled. Use a checkpoint saved as a state dict (torch.save("
+            "model.state_dict(), ...)) or a .safetensors file"
         ) from None
     except MemoryError:
         raise
