@@ -188,6 +188,7 @@ class NotWeights:
         NotWeights.rebuilt = True
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's, for evil.pkl
 def test_a_pickle_that_is_no_weights_file_is_refused_without_suggesting_unsafe_loading(
     tmp_path,
 ):
