@@ -268,6 +268,14 @@ def test_load_backbone_checkpoint_into_a_wrapped_model_takes_a_prior_that_fits(
         load_backbone_checkpoint(same, path)
     _assert_equal(same.state_dict(), run.state_dict())
 
+    bare = UNet(width=8, blocks=1)
+    torch.save({"params": nn.DataParallel(bare).state_dict()}, tmp_path / "bare.pt")
+    kept_prior = copy.deepcopy(sp.prior_state_dict(same))
+    with pytest.warns(UserWarning, match="none of the prior's"):
+        load_backbone_checkpoint(same, tmp_path / "bare.pt")
+    _assert_equal(sp.split_state_dict(same.state_dict())[0], bare.state_dict())
+    _assert_equal(sp.prior_state_dict(same), kept_prior)
+
     other = sp.wrap(UNet(width=8, blocks=1), levels=["level1"], teacher=teacher)
     kept = copy.deepcopy(sp.prior_state_dict(other))
     with pytest.warns(UserWarning, match="does not fit"):
