@@ -38,6 +38,14 @@ from .wrap import (
     wrap,
 )
 
+# isort: split
+# -- checkpoints either side of wrap, optimisers built before it ---------------------
+from .checkpoints import load_backbone_checkpoint
+from .errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
+from .locate import known_backbones_in
+from .optim import add_prior_to_optimizer, backbone_parameters
+from .state_dict import split_state_dict
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -70,4 +78,14 @@ __all__ = [
     "set_prior_strength",
     "unwrap",
     "wrap",
+    # checkpoints either side of wrap, optimisers built before it
+    "ImageInputError",
+    "PriorLossError",
+    "UnknownOptionError",
+    "WrapError",
+    "add_prior_to_optimizer",
+    "backbone_parameters",
+    "known_backbones_in",
+    "load_backbone_checkpoint",
+    "split_state_dict",
 ]

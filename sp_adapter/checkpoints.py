@@ -22,11 +22,17 @@ published numbers come from ``params_ema``: it is preferred.
 
 A ``module.`` prefix (``DataParallel``) is removed when every key has it (and, in
 :func:`load_backbone_checkpoint`, the model's own keys do not).
+
+Checkpoints saved after :func:`sp_adapter.wrap` hold the prior's tensors under
+``sp_prior.`` next to the backbone's: :func:`load_backbone_checkpoint` loads them into a
+wrapped model's prior, and splits them off (reporting them) for a bare network; a wrapped
+model given a checkpoint saved before ``wrap`` loads its backbone and keeps its prior.
 """
 
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,7 +42,14 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from .errors import CheckpointError, CheckpointFormatError, UnsafeCheckpointError
+from .errors import (
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+)
+from .hook import PRIOR_ATTR
+from .state_dict import PRIOR_PREFIX, split_state_dict
 
 WRAPPER_KEYS: tuple[str, ...] = (
     "params_ema",
@@ -172,19 +185,48 @@ def unwrap_checkpoint(
     return strip_module_prefix(state) if strip_prefix else OrderedDict(state)
 
 
-def _load_file(path: Path) -> Any:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
-        return load_file(str(path), device="cpu")
+
+def read_checkpoint(path: str | Path) -> Any:
+    """The object in a checkpoint file, read safely onto the CPU: ``.safetensors`` with
+    safetensors, anything else with ``torch.load(weights_only=True)``, which rebuilds only
+    tensors and plain containers.
+
+    Every failure is a :class:`CheckpointError` naming the file: missing
+    (:class:`CheckpointNotFoundError`), truncated or corrupt, or holding other objects
+    (:class:`UnsafeCheckpointError`; such a file is never unpickled).
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointNotFoundError(f"checkpoint {path} {what}")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        found = _GLOBAL.search(str(err))
+        what = (
+            f"it holds objects other than tensors and plain containers (it refers to "
+            f"{found.group(1)})" if found else
+            "it is no file written by torch.save, or a pickle in a form the safe loader does "
+            "not read"
+        )
         raise UnsafeCheckpointError(
-            f"{path} holds objects other than tensors and plain containers, so it was not "
-            "loaded (checkpoints are only read with torch.load(weights_only=True)). If you "
-            "trust the file, extract its state dict in a separate trusted step and save it "
-            f"with torch.save or safetensors. Loader message: {err}"
+            f"{path} is not a checkpoint this library can load safely: {what}; such files are "
+            "never unpickled. Use a checkpoint saved as a state dict (torch.save("
+            "model.state_dict(), ...)) or a .safetensors file"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as err:  # torch's zip reader, pickle's EOF, safetensors' header checks
+        reason = str(err).split(". ")[0] or type(err).__name__
+        raise CheckpointError(
+            f"{path} could not be read as a checkpoint ({type(err).__name__}: {reason}): it is "
+            "truncated, corrupt or not a checkpoint; download or copy it again"
         ) from err
 
 
@@ -209,7 +251,8 @@ def load_backbone_checkpoint(
     path_or_state: str | Path | Any,
     strict: bool = True,
     key: str | None = None,
-) -> ModelT:
+    return_prior: bool = False,
+) -> ModelT | tuple[ModelT, dict[str, torch.Tensor]]:
     """Load a published checkpoint into ``model`` and return ``model``.
 
     ``path_or_state`` is a file path (``.safetensors``, or anything ``torch.load`` reads
@@ -219,20 +262,31 @@ def load_backbone_checkpoint(
 
     With ``strict`` any missing or unexpected key raises :class:`CheckpointMismatchError`;
     without, those are skipped with a warning. A shape mismatch always raises. A file with
-    arbitrary pickled objects raises :class:`UnsafeCheckpointError`; all errors are
-    ``ValueError`` subclasses.
+    arbitrary pickled objects raises :class:`UnsafeCheckpointError`, an unreadable one
+    :class:`CheckpointError` (see :func:`read_checkpoint`); all errors are ``ValueError``
+    subclasses.
+
+    Either side of ``wrap``: into a wrapped ``model`` the backbone loads strictly and the
+    checkpoint's prior tensors, if it has any (saved after ``wrap``), load into the prior
+    when they fit it exactly; otherwise they are reported and the prior is kept. Into a
+    bare ``model`` a wrapped checkpoint's prior tensors are split off and reported.
+    ``return_prior=True`` returns ``(model, prior_state)``, the checkpoint's prior tensors
+    without the ``sp_prior.`` prefix (empty if none).
     """
-    if isinstance(path_or_state, str | Path):
-        obj = _load_file(Path(path_or_state))
-    else:
-        obj = path_or_state
+    is_path = isinstance(path_or_state, str | Path)
+    obj = read_checkpoint(path_or_state) if is_path else path_or_state
     state = unwrap_checkpoint(obj, key=key, strip_prefix=False)
     own_keys = list(model.state_dict())
     model_prefixed = bool(own_keys) and all(k.startswith(MODULE_PREFIX) for k in own_keys)
     if not model_prefixed:
         state = strip_module_prefix(state)
+    state, prior_state = split_state_dict(state)
+    source = str(path_or_state) if is_path else "the checkpoint"
+    prior = _prior_of(model)
+    loaded_prior = prior is not None and _load_prior(prior, prior_state, source)
 
-    missing, unexpected, shapes = compare_state_dict(model, state)
+    target = _BackboneView(model) if prior is not None else model
+    missing, unexpected, shapes = compare_state_dict(target, state)
     name = type(model).__name__
     if shapes or (strict and (missing or unexpected)):
         raise CheckpointMismatchError(missing, unexpected, shapes, model_name=name)
@@ -243,5 +297,63 @@ def load_backbone_checkpoint(
             f"({_short_list(unexpected)})",
             stacklevel=2,
         )
-    model.load_state_dict(state, strict=strict)
+    if prior is not None and not loaded_prior:
+        # the root's load hook keeps the prior when no prior key is given; it says so
+        # unless the prior that did not fit was reported above
+        with warnings.catch_warnings():
+            if prior_state:
+                warnings.filterwarnings("ignore", message=".*none of the prior's")
+            model.load_state_dict(state, strict=strict)
+    elif prior is not None:
+        model.load_state_dict(
+            {**state, **{PRIOR_PREFIX + k: v for k, v in prior_state.items()}}, strict=strict
+        )
+    else:
+        model.load_state_dict(state, strict=strict)
+        if prior_state:
+            warnings.warn(
+                f"{source} was saved from a wrapped model: its {len(prior_state)} prior tensors "
+                f"({PRIOR_PREFIX}*) were split off and {name}'s backbone loaded. To keep the "
+                "prior, wrap the model first with the options it was trained with, then load "
+                "(or pass return_prior=True to get them)",
+                stacklevel=2,
+            )
+    if return_prior:
+        return model, prior_state
     return model
+
+
+class _BackboneView(nn.Module):
+    """A wrapped model's state dict without the prior's entries (for key comparisons)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.__dict__["_model"] = model  # not a submodule: nothing registered twice
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        return split_state_dict(self._model.state_dict(keep_vars=True))[0]
+
+
+def _prior_of(model: nn.Module) -> nn.Module | None:
+    """The prior submodule of a wrapped network (``None`` for a bare one)."""
+    from .hook import HOOK_ATTR
+
+    return model._modules.get(PRIOR_ATTR) if HOOK_ATTR in model.__dict__ else None
+
+
+def _load_prior(prior: nn.Module, prior_state: dict[str, torch.Tensor], source: str) -> bool:
+    """Whether ``prior_state`` (a checkpoint's prior tensors) fits ``prior`` exactly, so it
+    is loaded with the backbone; one that does not is reported and the prior kept."""
+    if not prior_state:
+        return False
+    missing, unexpected, shapes = compare_state_dict(prior, prior_state)
+    if not (missing or unexpected or shapes):
+        return True
+    warnings.warn(
+        f"{source} holds a prior that does not fit this model's ({len(missing)} missing, "
+        f"{len(unexpected)} unexpected, {len(shapes)} mismatched tensors, e.g. "
+        f"{_short_list((missing + unexpected + [k for k, *_ in shapes])[:3])}); it was wrapped "
+        "with other levels or options: the backbone was loaded and the prior kept",
+        stacklevel=3,
+    )
+    return False

@@ -258,6 +258,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
     from .train.trainer import check_run_folder
 
+    if args.perceptual == "none" and args.alpha > 0:
+        raise CLIError(f"--perceptual none turns the perceptual loss off, but --alpha (its "
+                       f"weight) is {args.alpha:g}: add --alpha 0, or choose --perceptual "
+                       "teacher (offline) or vgg16")
     _require_positive(args.steps, "--steps", "the optimiser steps to train")
     _require_positive(args.width, "--width", "the UNet's channels")
     _require_positive(args.batch, "--batch", "images per step")

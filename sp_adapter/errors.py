@@ -23,10 +23,31 @@ class WrapError(SPAdapterError, ValueError):
     """``wrap`` was given something it cannot attach the prior to (the message says what)."""
 
 
+class UnknownOptionError(WrapError, TypeError):
+    """An option or :class:`~sp_adapter.levels.Level` field name that does not exist (the
+    message lists the valid names, closest first). Also a ``TypeError``, as Python's own
+    error for an unexpected keyword is."""
+
+
+# -- inputs of a wrapped model and of the prior loss -------------------------------------
+class ImageInputError(SPAdapterError, ValueError):
+    """An image given to a wrapped model or to ``prior_loss`` has the wrong size, precision
+    or pixel range (the message says what was seen and what is expected)."""
+
+
+class PriorLossError(SPAdapterError, RuntimeError):
+    """``prior_loss`` cannot be computed from the model's last forward (none ran, it failed,
+    it ran without gradients or under DataParallel replicas, or there is no teacher)."""
+
+
 # -- checkpoints -----------------------------------------------------------------------
 class CheckpointError(SPAdapterError, ValueError):
     """Base class of the errors raised while reading a checkpoint (the key/shape mismatch,
     ``sp_adapter.checkpoints.CheckpointMismatchError``, is one)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint file does not exist."""
 
 
 class CheckpointFormatError(CheckpointError):

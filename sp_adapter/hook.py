@@ -14,10 +14,17 @@ toggles them (``torch.compile`` caches hook sets, so nothing is added or removed
 the prior's :attr:`~sp_adapter.prior.SemanticPrior.strength` scales every SPE's change (1
 by default; see :func:`sp_adapter.wrap.set_prior_strength`), drawn once per forward
 (per image in training with ``PriorConfig.strength_jitter``).
+
+The hook also checks what crosses into the library: the blurry input's precision, size
+and (where the backbone map declares it) pixel range; and it lets the root's
+``load_state_dict`` accept a checkpoint saved before ``wrap`` (none of the prior's keys:
+the prior is kept, with one warning), while a checkpoint with only some of them is still
+an error.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import ImageInputError
 from .levels import ImageGetter, Level, find_module
 from .prior import SemanticPrior
 from .teacher import Teacher
@@ -34,6 +42,15 @@ PRIOR_ATTR = "sp_prior"
 """Name of the prior submodule added to a wrapped model (so ``parameters()`` has it)."""
 HOOK_ATTR = "_sp_hook"
 """Name of the plain attribute holding the :class:`SPEHook` of a wrapped model."""
+RANGE_SLACK = 0.1
+"""How far outside [0, 1] an image may go (resampling overshoot, noise) before it is
+taken for one in another pixel range."""
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_hooks",
+    "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks",
+)
 
 
 @dataclass
@@ -47,6 +64,12 @@ class ForwardState:
     calls: dict[str, int] = field(default_factory=dict)
     maps: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     strength: float | torch.Tensor = 1.0
+    complete: bool = False
+    """Set when the forward returned (it stays ``False`` after a forward that raised)."""
+    grad_enabled: bool = True
+    """Whether gradients were on during the forward (off under ``torch.no_grad``)."""
+    replica: bool = False
+    """Whether the forward ran in a ``DataParallel`` replica (one chunk of the batch)."""
 
 
 def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
@@ -62,6 +85,29 @@ def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
     if not image.is_floating_point():
         raise TypeError(f"{what} must be a floating-point tensor in [0, 1], got {image.dtype}")
     return image
+
+
+def check_pixel_range(
+    image: torch.Tensor, what: str, scale: float = 1.0, fix: str = ""
+) -> None:
+    """Refuse ``image`` (meant to be in [0, 1]) when it lies clearly outside [0, 1]; the
+    message gives the values seen in the caller's units (``image * scale``). Skipped while
+    ``torch.compile`` traces (reading the values would break the graph)."""
+    if torch.compiler.is_compiling() or image.numel() == 0:
+        return
+    low, high = (v * scale for v in torch.aminmax(image.detach().float()))
+    low, high = float(low), float(high)
+    if -RANGE_SLACK * scale <= low and high <= (1 + RANGE_SLACK) * scale:
+        return
+    if not fix:
+        fix = (
+            "divide it by 255 (images in [0, 255])" if high > 2 * scale
+            else f"scale it to [0, {scale:g}]"
+        )
+    raise ImageInputError(
+        f"{what} has values in [{low:.4g}, {high:.4g}], but it must be in [0, {scale:g}]: "
+        f"{fix}"
+    )
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
@@ -88,6 +134,9 @@ class SPEHook:
         levels: the levels to modulate, by name.
         image: returns the blurry image from the root forward's ``(args, kwargs)``.
         teacher: the frozen teacher for :meth:`prior_loss` (``None`` for inference only).
+        input_range: the network's pixel range ``[0, input_range]`` when known (the image
+            getter divides by it); the input is then checked against it.
+        min_size: the smallest height and width the network accepts.
     """
 
     def __init__(
@@ -96,12 +145,21 @@ class SPEHook:
         levels: Mapping[str, Level],
         image: ImageGetter,
         teacher: Teacher | None,
+        *,
+        input_range: float | None = None,
+        min_size: int = 1,
     ) -> None:
         self.levels = dict(levels)
         self.image = image
         self.teacher = teacher
         self.enabled = True
+        self.input_range, self.min_size = input_range, min_size
+        self.watch: Any = None
+        """A :class:`sp_adapter.optim.PriorUpdateWatch` (set by ``wrap``), closed on removal."""
         self._states: dict[torch.device, ForwardState] = {}
+        self._forgiven: list[str] = []
+        self._strict = True
+        self._warned: set[str] = set()
         modules = {}
         for name, level in self.levels.items():
             modules[name] = (
@@ -110,6 +168,8 @@ class SPEHook:
             )
         model.register_forward_pre_hook(self._begin, with_kwargs=True)
         model.register_forward_hook(self._end, always_call=True)
+        model.register_load_state_dict_pre_hook(self._before_load)
+        model.register_load_state_dict_post_hook(self._after_load)
         for name, (site, skip) in modules.items():
             if skip is not None:
                 skip.register_forward_hook(partial(self._capture, name))
@@ -126,10 +186,14 @@ class SPEHook:
         memo[id(self)] = new
         new.levels, new.image, new.teacher = self.levels, self.image, self.teacher
         new.enabled = self.enabled
-        new._states = {}
+        new.input_range, new.min_size = self.input_range, self.min_size
+        new.watch = None
+        new._states, new._forgiven, new._warned = {}, [], set(self._warned)
+        new._strict = True
         return new
 
     def _owns(self, fn: Any) -> bool:
+        fn = getattr(fn, "hook", fn)  # load_state_dict hooks are kept inside a _WrappedHook
         fn = fn.func if isinstance(fn, partial) else fn
         return getattr(fn, "__self__", None) is self
 
@@ -137,7 +201,7 @@ class SPEHook:
         """``(module, hook dict name, hook id)`` of every hook of this object in ``model``."""
         found = []
         for module in model.modules():
-            for kind in ("_forward_pre_hooks", "_forward_hooks"):
+            for kind in _HOOK_DICTS:
                 for key, fn in getattr(module, kind).items():
                     if self._owns(fn):
                         found.append((module, kind, key))
@@ -154,34 +218,117 @@ class SPEHook:
             ):
                 getattr(module, extra, {}).pop(key, None)
         self._states.clear()
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
 
     def state(self, device: torch.device) -> ForwardState | None:
         """The state of the last forward on ``device`` (``None`` if none ran)."""
         return self._states.get(device)
 
     # -- root hooks -------------------------------------------------------------------
+    def check_input(self, image: torch.Tensor, prior: SemanticPrior) -> None:
+        """Refuse a blurry input the network or the prior cannot take, naming the cause:
+        too small, another precision than the weights (outside autocast), or (where the
+        backbone's pixel range is known) values outside it."""
+        h, w = image.shape[-2:]
+        if h < self.min_size or w < self.min_size:
+            raise ImageInputError(
+                f"the wrapped model's input is {h}x{w} pixels; this network needs at least "
+                f"{self.min_size}x{self.min_size} (it pads by reflection to a multiple of its "
+                "stride): give larger images"
+            )
+        weight = next((p for p in prior.parameters() if p.is_floating_point()), None)
+        if (
+            weight is not None
+            and image.dtype != weight.dtype
+            and not torch.is_autocast_enabled(image.device.type)
+        ):
+            raise ImageInputError(
+                f"the wrapped model's input is {image.dtype} but its weights are "
+                f"{weight.dtype}: cast the input (x.to({weight.dtype})) or the model "
+                f"(model.to({image.dtype})), or run under torch.autocast"
+            )
+        if self.input_range is not None:
+            r = self.input_range
+            check_pixel_range(
+                image, "the wrapped model's blurry input", scale=r,
+                fix=f"this network takes images in [0, {r:g}]"
+                + (" (divide images in [0, 255] by 255)" if r == 1 else
+                   f" (multiply images in [0, 1] by {r:g})"),
+            )
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, stacklevel=4)
+
     def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        prior: SemanticPrior = getattr(module, PRIOR_ATTR)
         try:
             image = check_image(self.image(args, kwargs), "the wrapped model's blurry input")
+            if self.enabled:
+                self.check_input(image, prior)
         except Exception:
             self._states.clear()
             raise
         self._states.pop(image.device, None)
         if not self.enabled:
             return
-        prior: SemanticPrior = getattr(module, PRIOR_ATTR)
+        if getattr(prior, "needs_weights", False):
+            self._warn_once(
+                "weights",
+                "the prior was wrapped with teacher=None and no trained prior weights were "
+                "loaded since, so its student has random weights: load them (the model's "
+                "load_state_dict with a wrapped checkpoint, or wrap(model, prior=folder)), "
+                "or wrap with a teacher to train the prior",
+            )
         self._states[image.device] = ForwardState(
             prior, prior(image), image.shape,
-            strength=prior.sample_strengths(image.shape[0], image.device))
+            strength=prior.sample_strengths(image.shape[0], image.device),
+            grad_enabled=torch.is_grad_enabled(),
+            replica=bool(getattr(module, "_is_replica", False)))
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
+        # torch calls this hook with output None when the forward raised
         tensor = _first_tensor(output)
+        if tensor is not None and tensor.device in self._states:
+            self._states[tensor.device].complete = True
         states = [self._states.get(tensor.device)] if tensor is not None else self._states.values()
         for state in states:
             if state is not None:
                 state.skips.clear()
                 state.maps.clear()
                 state.calls.clear()
+
+    # -- load_state_dict hooks (on the root) ------------------------------------------
+    def _before_load(self, module: nn.Module, state_dict: Mapping[str, Any], prefix: str,
+                     local_metadata: Any, strict: bool, *_: Any) -> None:
+        """Note the prior's keys when the state dict holds none of them (a checkpoint saved
+        before ``wrap``): :meth:`_after_load` then forgives them as missing."""
+        prior = module._modules.get(PRIOR_ATTR)
+        start = prefix + PRIOR_ATTR + "."
+        self._strict = strict
+        if prior is None or any(k.startswith(start) for k in state_dict):
+            self._forgiven = []
+            return
+        self._forgiven = [start + k for k in prior.state_dict(keep_vars=True)]
+
+    def _after_load(self, module: nn.Module, incompatible: Any) -> None:
+        forgiven, self._forgiven = set(self._forgiven), []
+        if not forgiven:
+            return
+        incompatible.missing_keys[:] = [
+            k for k in incompatible.missing_keys if k not in forgiven
+        ]
+        if self._strict and (incompatible.missing_keys or incompatible.unexpected_keys):
+            return  # the load fails on the backbone's own keys: say nothing of the prior
+        warnings.warn(
+            f"{type(module).__name__}.load_state_dict: the state dict holds none of the "
+            f"prior's {len(forgiven)} tensors ({PRIOR_ATTR}.*), as a checkpoint saved before "
+            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is",
+            stacklevel=3,
+        )
 
     # -- level hooks ------------------------------------------------------------------
     def _state_for(self, tensor: torch.Tensor, name: str) -> ForwardState:

@@ -93,6 +93,10 @@ class BackboneMap:
         image: returns the blurry image (``B x 3 x H x W`` in [0, 1]) from the
             forward call's ``(args, kwargs)``.
         size_multiple: input height and width must be multiples of this.
+        input_range: the network's pixel range ``[0, input_range]`` where the adapter
+            knows it (1 for most networks, ``rgb_range`` for DeepDeblur); the wrapped
+            model's input is checked against it. ``None``: unknown, not checked.
+        min_size: the smallest height and width the network accepts.
     """
 
     name: str
@@ -101,6 +105,8 @@ class BackboneMap:
     image: ImageGetter = first_tensor
     size_multiple: int = 1
     notes: str = field(default="", compare=False)
+    input_range: float | None = field(default=None, compare=False)
+    min_size: int = field(default=1, compare=False)
 
     def select(self, names: Sequence[str | int] | None) -> dict[str, Level]:
         """The levels named (or indexed, finest first) in ``names``; defaults if None."""
@@ -109,6 +115,12 @@ class BackboneMap:
         keys = list(self.levels)
         chosen: dict[str, Level] = {}
         for item in names:
+            if isinstance(item, bool) or not isinstance(item, (str, int)):
+                raise LevelNotFoundError(
+                    f"{item!r} is not a level of {self.name}: give a level name "
+                    f"{keys} or an index 0..{len(keys) - 1} (finest first)"
+                    + (" (a bool is not an index)" if isinstance(item, bool) else "")
+                )
             if isinstance(item, int):
                 if not -len(keys) <= item < len(keys):
                     raise LevelNotFoundError(
@@ -118,10 +130,18 @@ class BackboneMap:
                 item = keys[item]
             if item not in self.levels:
                 raise LevelNotFoundError(
-                    f"{self.name} has no level {item!r}; its levels are {keys}"
+                    f"{self.name} has no level {item!r}; its levels are "
+                    f"{closest_first(item, keys)} (closest first)"
                 )
             chosen[item] = self.levels[item]
         return chosen
+
+
+def closest_first(name: str, choices: Sequence[str]) -> list[str]:
+    """``choices`` with the ones closest to ``name`` first (for messages that list what
+    exists after a misspelling)."""
+    close = difflib.get_close_matches(name, list(choices), n=len(choices), cutoff=0.5)
+    return close + [c for c in choices if c not in close]
 
 
 def conv_channels(module: nn.Module) -> int:

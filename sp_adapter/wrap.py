@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import os
+import types
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,12 +15,14 @@ from torch import nn
 
 from .compat import check_prior_fits, check_teacher_fits
 from .config import PriorConfig, TeacherSpec
+from .errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
 from .hcl import hcl_loss
-from .hook import HOOK_ATTR, PRIOR_ATTR, SPEHook, check_image
+from .hook import HOOK_ATTR, PRIOR_ATTR, SPEHook, check_image, check_pixel_range
 from .hub.load import from_pretrained
-from .levels import BackboneMap, Level, first_tensor
+from .levels import BackboneMap, Level, closest_first, first_tensor
+from .locate import inner_backbone
 from .prior import SemanticPrior
-from .teacher import Teacher, build_feature_model, feature_info, load_teacher
+from .teacher import Teacher, build_feature_model, load_teacher
 
 _FROM_CONFIG: Any = object()
 
@@ -36,25 +40,41 @@ def base_model(model: nn.Module) -> nn.Module:
             return model
 
 
+def wrapped_module(model: nn.Module) -> nn.Module | None:
+    """The network that carries the prior: ``model`` itself (inside DDP / DataParallel /
+    compile), or the one wrapped network among its submodules (``wrap`` of a container);
+    ``None`` if there is none."""
+    inner = base_model(model)
+    if HOOK_ATTR in inner.__dict__:
+        return inner
+    found = [(path, m) for path, m in inner.named_modules() if HOOK_ATTR in m.__dict__]
+    if len(found) > 1:
+        raise WrapError(
+            f"{type(inner).__name__} holds several wrapped networks "
+            f"({', '.join('model.' + path for path, _ in found)}): pass the one you mean"
+        )
+    return found[0][1] if found else None
+
+
 def is_wrapped(model: nn.Module) -> bool:
-    return HOOK_ATTR in base_model(model).__dict__
+    return wrapped_module(model) is not None
 
 
 def get_hook(model: nn.Module) -> SPEHook:
     """The :class:`SPEHook` of a wrapped model."""
-    inner = base_model(model)
-    hook = inner.__dict__.get(HOOK_ATTR)
-    if hook is None:
-        raise ValueError(
-            f"{type(inner).__name__} is not wrapped: call sp_adapter.wrap(model) first"
+    inner = wrapped_module(model)
+    if inner is None:
+        raise WrapError(
+            f"{type(base_model(model)).__name__} is not wrapped: call sp_adapter.wrap(model) "
+            "first"
         )
-    return hook
+    return inner.__dict__[HOOK_ATTR]
 
 
 def get_prior(model: nn.Module) -> SemanticPrior:
     """The :class:`SemanticPrior` module a wrapped model carries."""
     get_hook(model)
-    return getattr(base_model(model), PRIOR_ATTR)
+    return getattr(wrapped_module(model), PRIOR_ATTR)
 
 
 def backbone_map_for(model: nn.Module) -> BackboneMap | None:
@@ -67,10 +87,47 @@ def backbone_map_for(model: nn.Module) -> BackboneMap | None:
     return adapter_for(model)
 
 
+def check_names(given: Any, choices: Sequence[str], what: str, where: str = "") -> None:
+    """Refuse names in ``given`` that are not in ``choices`` (``what`` says what they
+    are), listing the valid ones, closest to the first unknown name first."""
+    unknown = [str(k) for k in given if k not in choices]
+    if not unknown:
+        return
+    ordered = closest_first(unknown[0], list(choices))
+    close = difflib.get_close_matches(unknown[0], list(choices), n=1, cutoff=0.5)
+    guess = f" (did you mean {close[0]!r}?)" if close else ""
+    plural = "s" if len(unknown) > 1 else ""
+    raise UnknownOptionError(
+        f"unknown {what}{plural} {', '.join(map(repr, unknown))}{where}{guess}; valid: "
+        f"{ordered}"
+    )
+
+
+def _checked_model(model: Any) -> nn.Module:
+    """``model`` itself if it is a network instance, else an error saying what it is."""
+    if isinstance(model, nn.Module):
+        return model
+    if isinstance(model, type) and issubclass(model, nn.Module):
+        raise WrapError(
+            f"wrap() was given the class {model.__name__}, not a network: build it first, "
+            f"e.g. sp_adapter.wrap({model.__name__}(...))"
+        )
+    if isinstance(model, (types.FunctionType, types.LambdaType, types.MethodType)):
+        kind = "a function"
+    else:
+        kind = f"{type(model).__name__} {model!r}"[:80]
+    raise WrapError(
+        f"wrap() takes the network to attach the prior to, an nn.Module instance (e.g. "
+        f"sp_adapter.backbones.unet.UNet()); got {kind}. A saved prior goes in prior=..."
+    )
+
+
 def _as_level(item: LevelLike, position: int) -> Level:
     if isinstance(item, Level):
         level = item
     elif isinstance(item, dict):
+        check_names(item, [f.name for f in dataclasses.fields(Level)], "Level field",
+                    f" in levels[{position}]")
         level = Level(**item)
     elif isinstance(item, tuple) and len(item) in (2, 3):
         site, *rest = item
@@ -84,7 +141,7 @@ def _as_level(item: LevelLike, position: int) -> Level:
             "Level, a dict of Level fields, or a tuple (site, channels) / (site, skip, channels)"
         )
     if not isinstance(level.channels, int) or level.channels < 1:
-        raise ValueError(
+        raise WrapError(
             f"levels[{position}]: channels must be a positive int, got {level.channels!r}"
         )
     return level
@@ -98,19 +155,30 @@ def resolve_levels(
         if backbone is None:
             from .adapters import known_backbones
 
-            raise ValueError(
+            raise WrapError(
                 f"no level map is known for {type(model).__name__} (known: {known_backbones()}); "
                 "pass levels=[Level(site=..., skip=..., channels=...), ...] or "
                 "backbone=BackboneMap(...)"
             )
         return backbone.select(None)
-    if isinstance(levels, (str, int, Level, dict)):
+    names = list(backbone.levels) if backbone is not None else []
+    valid = (
+        f"level names {names} or indices 0..{len(names) - 1} of {backbone.name}'s map, "
+        if backbone is not None else ""
+    ) + "Level objects, dicts of Level fields or (site, channels) tuples"
+    if isinstance(levels, (str, int, Level, dict)) and not isinstance(levels, bool):
         levels = [levels]
+    if not isinstance(levels, (list, tuple)):
+        raise WrapError(f"levels must be a list of {valid}; got {type(levels).__name__} "
+                        f"{levels!r}")
     resolved: dict[str, Level] = {}
     for position, item in enumerate(levels):
+        if isinstance(item, bool) or not isinstance(item, (str, int, Level, dict, tuple)):
+            why = " (a bool is not an index)" if isinstance(item, bool) else ""
+            raise WrapError(f"levels[{position}] is {item!r}{why}: give {valid}")
         if isinstance(item, (str, int)):
             if backbone is None:
-                raise ValueError(
+                raise WrapError(
                     f"level {item!r} given by name, but {type(model).__name__} has no level map; "
                     "give Level(site=..., channels=...) objects instead"
                 )
@@ -118,7 +186,7 @@ def resolve_levels(
         else:
             name, level = f"level{position + 1}", _as_level(item, position)
         if name in resolved:
-            raise ValueError(f"level {name!r} is given twice")
+            raise WrapError(f"level {name!r} is given twice")
         resolved[name] = level
     return resolved
 
@@ -127,7 +195,7 @@ def _default_prior_levels(levels: dict[str, Level], n_prior: int) -> dict[str, L
     out = {}
     for i, (name, level) in enumerate(levels.items()):
         if level.prior_level >= n_prior:
-            raise ValueError(
+            raise WrapError(
                 f"level {name!r} asks for prior level {level.prior_level}; "
                 f"the teacher has {n_prior}"
             )
@@ -159,7 +227,7 @@ def _trained_prior(
     """The trained prior ``wrap(prior=...)`` attaches (loaded if a folder / repo id), checked
     against ``model``, and the teacher (``None`` unless one is given)."""
     if levels is not None or config is not None or options:
-        raise ValueError(
+        raise WrapError(
             "a trained prior brings its own levels and options: do not pass levels=, config= "
             f"or options ({sorted(options)}) together with prior="
         )
@@ -170,7 +238,7 @@ def _trained_prior(
             f"prior must be a SemanticPrior, a folder or a Hub repo id, got {type(prior).__name__}"
         )
     elif revision is not None:
-        raise ValueError("prior_revision applies only when prior names a Hub repository")
+        raise WrapError("prior_revision applies only when prior names a Hub repository")
     check_prior_fits(prior, model, backbone)
     teacher_module = load_teacher(None if teacher is _FROM_CONFIG else teacher)
     check_teacher_fits(prior, teacher_module)
@@ -213,13 +281,17 @@ def wrap(
         prior's trainable parameters) and hooks registered. Its output at initialisation is
         bit-exact with the unwrapped model's.
     """
-    inner = base_model(model)
+    inner = base_model(_checked_model(model))
     if is_wrapped(inner):
-        raise ValueError(
+        raise WrapError(
             f"{type(inner).__name__} is already wrapped; call sp_adapter.unwrap(model) first"
         )
+    check_names(options, [f.name for f in dataclasses.fields(PriorConfig)], "option")
+    if backbone is None and backbone_map_for(inner) is None and _levels_by_name(levels):
+        # adapter for the model itself -> a known backbone inside it -> (level discovery)
+        inner = inner_backbone(inner) or inner
     if PRIOR_ATTR in dir(inner):
-        raise ValueError(f"{type(inner).__name__} already has an attribute {PRIOR_ATTR!r}")
+        raise WrapError(f"{type(inner).__name__} already has an attribute {PRIOR_ATTR!r}")
     backbone = backbone if backbone is not None else backbone_map_for(inner)
     image_getter = backbone.image if backbone is not None else first_tensor
     if prior is not None:
@@ -233,43 +305,77 @@ def wrap(
         if teacher is _FROM_CONFIG:
             teacher = config.teacher
         teacher_module = load_teacher(teacher)
-        if teacher_module is not None:
-            channels, reductions = teacher_module.channels, teacher_module.reductions
-        else:
-            channels, reductions = feature_info(
-                build_feature_model(config.teacher, pretrained=False)
-            )
-        if config.student == "teacher" and teacher_module is None:
-            raise ValueError(
-                "student='teacher' starts from the teacher's weights: give a teacher, or load "
-                "trained prior weights with prior=..."
-            )
-        chosen = _default_prior_levels(chosen, len(channels))
+        # without a teacher (inference: trained weights are loaded next) a
+        # teacher-initialised student is built from the teacher's architecture alone
+        source = teacher_module or _architecture_teacher(config.teacher)
+        chosen = _default_prior_levels(chosen, len(source.channels))
         prior = SemanticPrior(
             config,
             chosen,
-            channels,
-            reductions,
+            source.channels,
+            source.reductions,
             backbone=backbone.name if backbone else "custom",
-            teacher=teacher_module,
+            teacher=source if config.student == "teacher" else None,
         )
+        prior.needs_weights = teacher_module is None and config.student == "teacher"
     device, dtype = _model_device_dtype(inner)
     prior.to(device=device, dtype=dtype)
     prior.train(inner.training)
-    hook = SPEHook(inner, chosen, image_getter, teacher_module)
+    hook = SPEHook(
+        inner, chosen, image_getter, teacher_module,
+        input_range=backbone.input_range if backbone is not None else None,
+        min_size=backbone.min_size if backbone is not None else 1,
+    )
     inner.add_module(PRIOR_ATTR, prior)
     inner.__dict__[HOOK_ATTR] = hook
+    if any(p.requires_grad for p in prior.parameters()):
+        from .optim import PriorUpdateWatch
+
+        hook.watch = PriorUpdateWatch(inner)
     return model
 
 
+def _levels_by_name(levels: Any) -> bool:
+    """Whether ``levels`` refers to a backbone map (none, or names / indices), so the map
+    of a known backbone inside a container may serve."""
+    if levels is None or isinstance(levels, str):
+        return True
+    return isinstance(levels, (list, tuple)) and all(
+        isinstance(item, (str, int)) and not isinstance(item, bool) for item in levels
+    )
+
+
+def _architecture_teacher(spec: TeacherSpec) -> Teacher:
+    """The teacher's network without pretrained weights: enough for the prior's shapes and
+    for a student whose trained weights are loaded afterwards."""
+    return Teacher(build_feature_model(spec, pretrained=False), spec.mean, spec.std,
+                   name=spec.arch)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
-    """Remove every hook and the prior module; returns the original network, unchanged."""
-    inner = base_model(model)
-    hook = get_hook(inner)
+    """Remove every hook and the prior module; returns ``model`` (the original network,
+    unchanged; or the container whose known backbone ``wrap`` wrapped, restored)."""
+    inner = wrapped_module(model)
+    hook = get_hook(model)
     hook.remove(inner)
     del inner._modules[PRIOR_ATTR]
     del inner.__dict__[HOOK_ATTR]
-    return inner
+    return base_model(model)
+
+
+def _teacher_call(spec: TeacherSpec) -> str:
+    """How to write ``spec`` in a call (the default spec is just ``TeacherSpec()``)."""
+    if spec == TeacherSpec():
+        return "sp_adapter.TeacherSpec()"
+    return (f"sp_adapter.TeacherSpec(arch={spec.arch!r}, weights={spec.weights!r}, "
+            f"out_indices={tuple(spec.out_indices)})")
+
+
+def _input_units(hook: SPEHook) -> str:
+    r = hook.input_range
+    if r is None or r == 1:
+        return ""
+    return f" (this network takes [0, {r:g}]: pass prior_loss(model, sharp / {r:g}))"
 
 
 def prior_loss(
@@ -279,32 +385,67 @@ def prior_loss(
 
     Args:
         model: the wrapped model (or DDP / compile around it).
-        sharp: the sharp images of the batch the last forward saw, ``B x 3 x H x W`` in [0, 1].
+        sharp: the sharp images of the batch the last forward saw, ``B x 3 x H x W`` in
+            [0, 1] whatever the network's own pixel range (DeepDeblur: ``sharp / 255``).
         targets: precomputed standardised teacher features of ``sharp`` (a cache); the
             teacher runs on ``sharp`` when omitted.
+
+    Refused (:class:`~sp_adapter.errors.PriorLossError`): no forward yet, a last forward
+    that raised (its priors are incomplete), a forward under ``torch.no_grad`` while
+    gradients are on here, a forward split over ``nn.DataParallel`` replicas, no teacher.
     """
     hook = get_hook(model)
     check_image(sharp, "the sharp batch")
+    check_pixel_range(sharp, "the sharp batch given to prior_loss",
+                      fix="the prior's teacher sees images in [0, 1]" + (
+                          _input_units(hook) or ": divide images in [0, 255] by 255"))
     state = hook.state(sharp.device)
     if state is None:
-        raise RuntimeError(
+        raise PriorLossError(
             f"no forward of the wrapped model has run on {sharp.device} yet: call "
             "model(blurry) first, then prior_loss(model, sharp)"
         )
+    if state.replica:
+        raise PriorLossError(
+            "the last forward ran in nn.DataParallel replicas, each on one chunk of the "
+            "batch, so no device holds the whole batch's priors: train with "
+            "DistributedDataParallel (torchrun; one process per GPU, prior_loss per process), "
+            "or on one GPU"
+        )
+    if not state.complete:
+        raise PriorLossError(
+            "the last forward of the wrapped model raised an exception (e.g. out of memory), "
+            "so its priors belong to a batch that was never finished: run a forward that "
+            "succeeds before prior_loss (skip the failed batch's loss too)"
+        )
+    config = state.prior.config
+    if config.hcl and targets is None and hook.teacher is None:
+        raise PriorLossError(
+            "this wrapped model has no teacher (it was wrapped with teacher=None, or with "
+            "prior=..., which brings none), and prior_loss compares the prior with the "
+            "teacher's features: wrap it with the prior's teacher, e.g. sp_adapter.wrap("
+            f"model, prior=..., teacher={_teacher_call(config.teacher)}), or pass "
+            "targets=. Inference needs neither"
+        )
+    if (
+        not state.grad_enabled
+        and torch.is_grad_enabled()
+        and any(p.requires_grad for p in state.prior.parameters())
+    ):
+        raise PriorLossError(
+            "the last forward ran without gradients (under torch.no_grad() or "
+            "torch.inference_mode()), so the prior loss could not train anything: run the "
+            "training forward with gradients on, or compute prior_loss under torch.no_grad() "
+            "too when only logging it"
+        )
     if sharp.shape != state.image_shape:
-        raise ValueError(
+        raise ImageInputError(
             f"the sharp batch has shape {tuple(sharp.shape)} but the last forward saw a blurry "
             f"batch of shape {tuple(state.image_shape)}"
         )
-    config = state.prior.config
     if not config.hcl:
         return sharp.new_zeros((), dtype=torch.float32)
     if targets is None:
-        if hook.teacher is None:
-            raise RuntimeError(
-                "this wrapped model has no teacher (it was wrapped with teacher=None for "
-                "inference); wrap it with a teacher to train the prior"
-            )
         targets = hook.teacher(sharp)
     return hcl_loss(state.priors, targets, config.pool_sizes)
 

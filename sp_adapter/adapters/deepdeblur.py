@@ -19,7 +19,9 @@ skip to add back (at initialisation the output is unchanged).
 | scale2 | ``body_models.2.body.19``     | ``body_models.2.body.0`` | 64 | 1/4 | 2           |
 
 (19 is ``n_resblocks``). The blurry image is the full-resolution entry of the input
-pyramid, divided by ``rgb_range``. Default: all three scales.
+pyramid, divided by ``rgb_range``. Default: all three scales. The network's pixel range is
+[0, ``rgb_range``] (``input_range``): the wrapped model checks its input against it, and
+``prior_loss`` takes the sharp image in [0, 1] (``prior_loss(model, sharp / rgb_range)``).
 """
 
 from __future__ import annotations
@@ -55,5 +57,6 @@ def backbone_map(model) -> BackboneMap:
         for s in range(model.n_scales)
     }
     return BackboneMap(
-        "MSResNet", levels, tuple(levels), image=_image(model.rgb_range), size_multiple=4
+        "MSResNet", levels, tuple(levels), image=_image(model.rgb_range), size_multiple=4,
+        input_range=float(model.rgb_range),
     )

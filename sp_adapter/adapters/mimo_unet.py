@@ -33,4 +33,6 @@ def backbone_map(model) -> BackboneMap:
         ),
         "level3": Level("Decoder.0", conv_channels(model.Decoder[0]), prior_level=2, reduction=4),
     }
-    return BackboneMap(type(model).__name__, levels, tuple(levels), size_multiple=4)
+    return BackboneMap(
+        type(model).__name__, levels, tuple(levels), size_multiple=4, input_range=1.0
+    )

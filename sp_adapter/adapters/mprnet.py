@@ -59,6 +59,9 @@ def backbone_map(model) -> BackboneMap:
     patch_wise = getattr(model, "patch_wise", True)
     stage1 = _stage_levels(1, n_feat, s, HALVES if patch_wise else ())
     if type(model).__name__ == "MPRNetStage1":
-        return BackboneMap("MPRNetStage1", stage1, tuple(stage1), size_multiple=model.size_multiple)
+        return BackboneMap("MPRNetStage1", stage1, tuple(stage1),
+                           size_multiple=model.size_multiple, input_range=1.0)
     stage2 = _stage_levels(2, n_feat, s, ())
-    return BackboneMap("MPRNet", {**stage1, **stage2}, tuple(stage2), size_multiple=8)
+    return BackboneMap(
+        "MPRNet", {**stage1, **stage2}, tuple(stage2), size_multiple=8, input_range=1.0
+    )

@@ -46,5 +46,6 @@ def backbone_map(model) -> BackboneMap:
                 f"{pair}.{site}", widths[i], prior_level=i, reduction=r * 2**i
             )
     return BackboneMap(
-        "MSSNet", levels, tuple(f"D3_3_level{i}" for i in (1, 2, 3)), size_multiple=16
+        "MSSNet", levels, tuple(f"D3_3_level{i}" for i in (1, 2, 3)), size_multiple=16,
+        input_range=1.0,
     )

@@ -25,4 +25,7 @@ def backbone_map(model) -> BackboneMap:
         },
         default_levels=("level1", "level2", "level3"),
         size_multiple=1,
+        input_range=1.0,
+        # the network reflect-pads to a multiple of 4, which needs a side above half of it
+        min_size=model.size_multiple // 2 + 1,
     )

@@ -102,8 +102,11 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``) onto the CPU."""
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """Read a checkpoint safely (``weights_only=True``) onto the CPU; an unreadable or
+    unsafe file is a :class:`~sp_adapter.errors.CheckpointError` naming it."""
+    from ..checkpoints import read_checkpoint
+
+    return read_checkpoint(path)
 
 
 def rng_state() -> dict[str, Any]:
