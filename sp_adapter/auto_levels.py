@@ -399,7 +399,7 @@ def _no_levels(model: nn.Module, probe: torch.Tensor, candidates: list[Candidate
             lines.append(f"  1/{reduction}: {shown}")
         if not usable:
             # the last module at each of the three finest reductions, as a starting point
-            last = {r: (m, c) for m, c, r in features}
+            last = {r: (m, c) for m, c, r in features if c != probe.shape[1]}
             usable = [Level(site=m, channels=c) for r, (m, c) in sorted(last.items())[:3]]
     lines.append("Pass the levels by hand, e.g. sp_adapter.wrap(model, "
                  + (_example(usable) if usable else "levels=[Level(site=..., channels=...)]")

@@ -16,6 +16,8 @@ Default: level1-level3, the three finest joins, as the paper's three levels at 1
 and 1/4, one per prior level. The 1/8 join has the most channels (its SAT convolutions
 are the largest) and no prior level of its own; add it with ``levels=[..., "level4"]``.
 NAFNet pads to a multiple of 16 inside its forward, so any image size works wrapped.
+Both classes are named ``NAFNet`` in saved priors: NAFNetLocal is the same network at test
+time, so a prior trained on NAFNet attaches to it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,6 @@ def backbone_map(model) -> BackboneMap:
             prior_level=min(k, 2), reduction=2**k,
         )
     return BackboneMap(
-        name=type(model).__name__, levels=levels, default_levels=tuple(levels)[:3],
+        name="NAFNet", levels=levels, default_levels=tuple(levels)[:3],
         size_multiple=1,
     )
