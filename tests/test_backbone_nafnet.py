@@ -227,3 +227,14 @@ def test_finetune_example_from_a_basicsr_checkpoint(tmp_path) -> None:
             got = fresh(x)
         # 40 px is under the local converter's 96 px window: both compute the same
         assert torch.allclose(got, expected, atol=1e-6), cls.__name__
+
+
+@pytest.mark.parametrize(("name", "width"), [("nafnet", 32), ("nafnet-64", 64)])
+def test_training_table_builds_the_gopro_models(name: str, width: int) -> None:
+    from sp_adapter.train.backbones import backbone_spec
+
+    with torch.device("meta"):
+        model = backbone_spec(name).build()
+    f = facts(f"NAFNet-GoPro-width{width}")
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == f["state_dict"]
+    assert backbone_spec(name).size_multiple == 1

@@ -128,3 +128,12 @@ def test_one_step_gives_gradients_in_every_sat_layer(teacher) -> None:
     for sat in sats:
         assert sat.conv1.weight.grad.abs().sum() > 0
         assert sat.conv2.weight.grad.abs().sum() > 0
+
+
+def test_training_table_builds_the_published_model() -> None:
+    from sp_adapter.train.backbones import backbone_spec
+
+    with torch.device("meta"):
+        model = backbone_spec("restormer").build()
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == facts()["state_dict"]
+    assert backbone_spec("restormer").size_multiple == 8
