@@ -290,3 +290,20 @@ def test_the_probe_leaves_the_model_as_it_was():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
     after = model.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_a_prior_on_found_levels_saves_and_reattaches(teacher, tmp_path):
+    torch.manual_seed(0)
+    model = sp.wrap(CatUNet().eval(), teacher=teacher)
+    for embedding in model.sp_prior.embeddings.values():
+        nn.init.normal_(embedding.fusion.conv2.weight, std=0.1)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+    sp.save_pretrained(model, tmp_path / "prior")
+    fresh = CatUNet().eval()
+    fresh.load_state_dict(sp.unwrap(model).state_dict())
+    sp.wrap(fresh, prior=tmp_path / "prior")
+    assert [_lv(lv) for lv in fresh.sp_prior.levels.values()] == FOREIGN["CatUNet"][1]
+    with torch.no_grad():
+        assert torch.allclose(fresh(x), expected, atol=1e-6)
