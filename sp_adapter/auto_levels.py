@@ -299,7 +299,9 @@ def _candidate(trace: _Trace, join: _Join, probe: torch.Tensor) -> Candidate:
     consumer = trace.consumed.get(id(join.result))
     reduction = max(1, round(probe.shape[-2] / join.result.shape[-2]))
     common = dict(op=join.op, reduction=reduction, decoder=decoder, encoder=encoder)
-    if join.op == "add" and result_of is not None:
+    # an in-place addition (x += skip) returns f_de itself, not a join a module made
+    in_place = join.result is join.de or join.result is join.en
+    if join.op == "add" and result_of is not None and not in_place:
         kind, site, skip, channels = "output", result_of, None, join.result.shape[1]
     elif join.op == "add" and decoder is not None and encoder is not None:
         kind, site, skip, channels = "after", decoder, encoder, join.de.shape[1]

@@ -82,6 +82,30 @@ class CatUNet(nn.Module):
         return self.out(d1)
 
 
+class InPlaceUNet(nn.Module):
+    """Joins written two more ways: ``h += skip`` in place after a module (level 1), and a
+    functional up-sampling added to the skip and handed to a module (level 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.e1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.e2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.e3 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.reduce = nn.Conv2d(32, 16, 1)
+        self.d2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.up1 = nn.ConvTranspose2d(16, 8, 2, stride=2)
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.e1(x)
+        e2 = self.e2(e1)
+        b = self.reduce(self.e3(e2))
+        h = self.d2(F.interpolate(b, scale_factor=2) + e2)
+        h = self.up1(h)
+        h += e1
+        return self.tail(h)
+
+
 class PlainCNN(nn.Module):
     """No skips, no up-sampling: nothing to find."""
 
@@ -179,6 +203,7 @@ FOREIGN = {
     "AddUNet": (AddUNet, [("fuse.0", "enc.0", 8, False), ("fuse.1", "enc.1", 16, False),
                           ("fuse.2", "enc.2", 32, False)]),
     "CatUNet": (CatUNet, [("dec1", None, 16, True), ("dec2", None, 32, True)]),
+    "InPlaceUNet": (InPlaceUNet, [("up1", "e1", 8, False), ("d2", None, 16, True)]),
 }
 
 
