@@ -109,6 +109,18 @@ def test_local_pool_is_a_box_mean_edge_padded() -> None:
     assert torch.equal(LocalAvgPool2d((20, 27))(x), x.mean((2, 3), keepdim=True))
 
 
+def test_fast_local_pool_keeps_size_and_constants() -> None:
+    """The official fast approximation: the input's size, a constant stays that constant."""
+    pool = LocalAvgPool2d((12, 12), fast_imp=True, max_r=(2, 2))
+    x = torch.full((1, 2, 40, 30), 0.7)
+    assert pool(x).shape == x.shape
+    assert torch.allclose(pool(x), x, atol=1e-5)
+    model = NAFNetLocal(**TINY, train_size=(1, 3, 32, 32), fast_imp=True)
+    assert model.encoders[0][0].sca[0].fast_imp
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 48)).shape == (1, 3, 64, 48)
+
+
 def test_local_converter_windows_follow_the_training_size() -> None:
     """The window of each block is 1.5x its feature size at ``train_size`` (GoPro: 384 at
     full resolution, 24 at 1/16); the state dict is NAFNet's."""
