@@ -318,7 +318,8 @@ def _candidate(trace: _Trace, join: _Join, probe: torch.Tensor) -> Candidate:
     calls = {m: trace.calls.get(m, 0) for m in modules}
     if any(n != 1 for n in calls.values()):
         reason = (f"{', '.join(f'{m} runs {n} times' for m, n in calls.items() if n != 1)} "
-                  "per forward (on image patches?): give Level(..., regions=...) by hand")
+                  "per forward (shared, or run on image patches): one Level cannot tell the calls "
+                  "apart; give Level(..., regions=...) by hand for patches")
     elif kind == "after" and any(
             trace.versions.get(id(t)) != v for t, v in ((join.de, join.de_version),
                                                         (join.en, join.en_version))):
@@ -427,8 +428,8 @@ def find_levels(
         raise AutoLevelsError(
             f"finding levels in {type(model).__name__} needs one forward on a "
             f"{'x'.join(map(str, probe.shape))} image, which failed: {err}. Give a probe "
-            "input that the network accepts (sp_adapter.find_levels(model, probe)) or pass "
-            "levels=[Level(...)] by hand"
+            "input that the network accepts (sp_adapter.auto_levels.find_levels(model, probe)) "
+            "or pass levels=[Level(...)] by hand"
         ) from err
     usable = [c for c in candidates if c.reason is None]
     by_site: dict[str, list[Candidate]] = {}
