@@ -15,7 +15,8 @@ two, where one operand ``f_de`` was up-sampled after the other, ``f_en``, existe
 made. This keeps residual additions (both operands share one history), joins at the
 start of a later stage (``f_en`` is newer than ``f_de``'s up-sampling) and a later
 stage's additions of up-sampled features of an earlier stage (``f_en`` went through a
-decoder since) out; a join of image-sized tensors (a global residual) is not a level.
+decoder since) out; a join with a 3-channel tensor (an image, a global residual) is not
+a level.
 
 Each join becomes a :class:`~sp_adapter.levels.Level` of one of the three kinds:
 
@@ -250,6 +251,7 @@ class _Trace(TorchFunctionMode):
         self.calls[name] = self.calls.get(name, 0) + 1
         if args and isinstance(args[0], torch.Tensor):
             self.consumed.setdefault(id(args[0]), name)
+            self.infos.setdefault(id(args[0]), (args[0], _Info(created=-1)))  # keep its id
 
     def post_hook(self, name: str, module: nn.Module, args: tuple, output: Any) -> None:
         now = self.tick()
@@ -285,8 +287,8 @@ def trace_joins(model: nn.Module, probe: torch.Tensor) -> list[Candidate]:
         model.train(was_training)
     found: dict[tuple, Candidate] = {}
     for join in trace.joins:
-        if join.de.shape[1] == probe.shape[1]:
-            continue  # a join of image-sized tensors is a global residual, not a level
+        if probe.shape[1] in (join.de.shape[1], join.en.shape[1]):
+            continue  # a join with an image (a global residual) is not a level
         c = _candidate(trace, join, probe)
         # a module run several times (on patches) joins once per call: list it once
         found.setdefault((c.op, c.kind, c.site, c.skip, c.decoder, c.encoder), c)
@@ -297,7 +299,9 @@ def _candidate(trace: _Trace, join: _Join, probe: torch.Tensor) -> Candidate:
     decoder, encoder = trace.produced.get(id(join.de)), trace.produced.get(id(join.en))
     result_of = trace.produced.get(id(join.result))
     consumer = trace.consumed.get(id(join.result))
-    reduction = max(1, round(probe.shape[-2] / join.result.shape[-2]))
+    # the smaller ratio: a module run on image halves sees the full width
+    reduction = max(1, round(min(probe.shape[-2] / join.result.shape[-2],
+                                 probe.shape[-1] / join.result.shape[-1])))
     common = dict(op=join.op, reduction=reduction, decoder=decoder, encoder=encoder)
     # an in-place addition (x += skip) returns f_de itself, not a join a module made
     in_place = join.result is join.de or join.result is join.en
