@@ -81,6 +81,11 @@ BACKBONES: dict[str, Backbone] = {
     "MIMO-UNet": Backbone(_twin("mimo_unet", "MIMOUNet"), _image, lambda out: out[-1]),
     "MIMO-UNetPlus": Backbone(_twin("mimo_unet", "MIMOUNetPlus"), _image, lambda out: out[-1]),
     "MSSNet": Backbone(_twin("mssnet", "DeblurNet"), _image, lambda out: out[-1]),
+    "NAFNet-32": Backbone(_twin("nafnet", "NAFNet", width=32, enc_blk_nums=[1, 1, 1, 28],
+                                dec_blk_nums=[1, 1, 1, 1]), _image, lambda out: out),
+    "NAFNet-64": Backbone(_twin("nafnet", "NAFNet", width=64, enc_blk_nums=[1, 1, 1, 28],
+                                dec_blk_nums=[1, 1, 1, 1]), _image, lambda out: out),
+    "Restormer": Backbone(_twin("restormer", "Restormer"), _image, lambda out: out),
 }
 
 

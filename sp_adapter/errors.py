@@ -19,6 +19,11 @@ class LevelNotFoundError(SPAdapterError, ValueError):
     """A level names a module the network does not have (the message lists close names)."""
 
 
+class AutoLevelsError(LevelNotFoundError):
+    """No skip join could be found (or chosen) automatically; the message lists the joins
+    and feature modules seen and the ``levels=[...]`` to pass by hand."""
+
+
 class WrapError(SPAdapterError, ValueError):
     """``wrap`` was given something it cannot attach the prior to (the message says what)."""
 

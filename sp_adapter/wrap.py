@@ -262,7 +262,9 @@ def wrap(
         model: any U-shaped network; its code and ``state_dict`` keys are not changed.
         levels: which levels: names or indices of the backbone's level map, or
             :class:`Level` objects (dicts/tuples) for a network no adapter knows.
-            ``None``: the backbone's default levels.
+            ``None``: the backbone's default levels; with no level map for the network,
+            or ``"auto"``, the skip joins found by one probe forward
+            (:func:`sp_adapter.auto_levels.find_levels`; the table is logged at INFO).
         backbone: a :class:`BackboneMap` for a network the adapters don't know.
         teacher: the frozen teacher for the prior loss: a :class:`TeacherSpec`, a timm
             name, a ``features_only`` module, a :class:`Teacher`, or ``None`` for
@@ -301,7 +303,10 @@ def wrap(
         chosen = prior.levels
     else:
         config = dataclasses.replace(config or PriorConfig(), **options)
-        chosen = resolve_levels(inner, levels, backbone)
+        from . import auto_levels  # levels="auto", or a network no level map knows
+
+        chosen = (auto_levels.levels_for_wrap(inner) if auto_levels.wanted(levels, backbone)
+                  else resolve_levels(inner, levels, backbone))
         if teacher is _FROM_CONFIG:
             teacher = config.teacher
         teacher_module = load_teacher(teacher)

@@ -75,9 +75,10 @@ def test_user_backbone_map_with_named_levels(teacher):
         sp.wrap(ConcatUNet(), ["middle"], backbone=bmap, teacher=teacher)
 
 
-def test_model_without_map_asks_for_levels(teacher):
-    with pytest.raises(ValueError, match="no level map is known for ConcatUNet"):
-        sp.wrap(ConcatUNet(), teacher=teacher)
+def test_model_without_map_gets_its_join_found_automatically(teacher):
+    net = sp.wrap(ConcatUNet(), teacher=teacher)  # sp_adapter.auto_levels; more there
+    assert [(lv.site, lv.channels, lv.on_input) for lv in net.sp_prior.levels.values()] == [
+        ("fuse", 24, True)]
 
 
 def test_deepcopy_of_wrapped_model_is_independent(teacher):

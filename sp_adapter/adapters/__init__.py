@@ -22,6 +22,9 @@ ADAPTERS: dict[str, str] = {
     "MPRNet": "mprnet",
     "MPRNetStage1": "mprnet",
     "DeblurNet": "mssnet",
+    "NAFNet": "nafnet",
+    "NAFNetLocal": "nafnet",
+    "Restormer": "restormer",
 }
 """Class name -> the adapter file (in this folder) that maps it."""
 

@@ -64,6 +64,9 @@ class BackboneSpec:
 
 
 _B = "sp_adapter.backbones"
+_NAFNET_GOPRO = {"width": 32, "middle_blk_num": 1, "enc_blk_nums": [1, 1, 1, 28],
+                 "dec_blk_nums": [1, 1, 1, 1]}
+"""NAFNet's GoPro configuration (width 32; ``nafnet-64`` is the width-64 model)."""
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -77,6 +80,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("mssnet-large", f"{_B}.mssnet:mssnet_large", "mssnet", 16),
         BackboneSpec("deepdeblur", f"{_B}.deepdeblur:MSResNet", "deepdeblur", 4,
                      pyramid_input=True),
+        BackboneSpec("nafnet", f"{_B}.nafnet:NAFNet", "l1", 1, defaults=_NAFNET_GOPRO),
+        BackboneSpec("nafnet-64", f"{_B}.nafnet:NAFNet", "l1", 1,
+                     defaults={**_NAFNET_GOPRO, "width": 64}),
+        BackboneSpec("restormer", f"{_B}.restormer:Restormer", "l1", 8),
     )
 }
 """The backbones training knows, by name."""
