@@ -17,6 +17,7 @@ beyond what was allocated before it (weights, optimiser state): on CUDA from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 import sp_adapter as sp
 from sp_adapter.atomic import write_atomic
 from sp_adapter.config import teacher_at_levels
+from sp_adapter.embedding import reference_modulation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -139,12 +141,16 @@ def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Te
     return fn
 
 
-def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor,
+              reference: bool = False) -> Callable[[], object]:
+    """One inference forward; ``reference``: with every SPE's reference modulation
+    (full-resolution maps, :func:`sp_adapter.embedding.reference_modulation`)."""
     spec = BACKBONES[name]
     model.eval()
 
     def fn():
-        with torch.inference_mode():
+        with torch.inference_mode(), (reference_modulation() if reference
+                                      else contextlib.nullcontext()):
             return model(*spec.inputs(x))
 
     return fn
@@ -238,8 +244,10 @@ def measure(
     name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool,
     teacher, levels: list[str] | None = None, kernel_size: int = 1, memory: bool = True,
     warmup: int = 2, train_repeats: int | None = None,
-    teacher_spec: sp.TeacherSpec | None = None,
+    teacher_spec: sp.TeacherSpec | None = None, reference: bool = False,
 ) -> dict:
+    """One row; ``reference`` adds the wrapped model with the reference modulation as a
+    third variant, timed interleaved with the other two (fields ``*_reference*``)."""
     base, wrapped = build_pair(name, teacher, levels, kernel_size, teacher_spec)
     base, wrapped = base.to(device), wrapped.to(device)
     x = torch.rand(batch, 3, size, size, device=device)
@@ -260,6 +268,8 @@ def measure(
         "param_overhead": n_prior / n_base,
     }
     infer = {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)}
+    if reference:
+        infer["reference"] = _infer_fn(name, wrapped, x, reference=True)
     if repeats > 0:
         row.update(_timed("infer", infer, repeats, device, warmup))
     if memory:
@@ -285,13 +295,17 @@ def _timed(
     ``_ratio_of_minima`` and ``_times_s`` (every timed run) for a base/wrapped pair."""
     times: dict[str, list[float]] = {}
     median = _interleaved(fns, repeats, device, warmup, times)
-    return {
+    fields = {
         f"{prefix}_base_s": median["base"],
         f"{prefix}_wrapped_s": median["wrapped"],
         f"{prefix}_ratio": median["wrapped"] / median["base"],
         f"{prefix}_ratio_of_minima": min(times["wrapped"]) / min(times["base"]),
         f"{prefix}_times_s": times,
     }
+    if "reference" in median:
+        fields[f"{prefix}_reference_s"] = median["reference"]
+        fields[f"{prefix}_reference_ratio"] = median["reference"] / median["base"]
+    return fields
 
 
 def _peaks(prefix: str, fns: dict[str, Callable[[], object]], device) -> dict:
@@ -326,6 +340,25 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _reference_table(rows: list[dict]) -> str:
+    """Base, wrapped and wrapped with the reference modulation, side by side."""
+    lines = ["| backbone | size | base s | +SP s | ratio | +SP reference s | reference ratio "
+             "| peak MiB base | +SP | ratio | +SP reference | reference ratio |",
+             "|" + "---|" * 12]
+    for r in rows:
+        g = r.get
+        base_mb, mb, ref_mb = g("peak_mb_base"), g("peak_mb_wrapped"), g("peak_mb_reference")
+        lines.append(
+            f"| {r['backbone']} | {r['size']} | {_fmt(g('infer_base_s'), '.4f')} | "
+            f"{_fmt(g('infer_wrapped_s'), '.4f')} | {_fmt(g('infer_ratio'), '.3f')} | "
+            f"{_fmt(g('infer_reference_s'), '.4f')} | {_fmt(g('infer_reference_ratio'), '.3f')} | "
+            f"{_fmt(base_mb, '.0f')} | {_fmt(mb, '.0f')} | "
+            f"{_fmt(mb / base_mb if base_mb and mb else None, '.3f')} | {_fmt(ref_mb, '.0f')} | "
+            f"{_fmt(ref_mb / base_mb if base_mb and ref_mb else None, '.3f')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -350,6 +383,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=None, metavar="INDEX",
                         help="the teacher's feature levels (TeacherSpec.out_indices; "
                              "default 1 2 3)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also run the wrapped model with the reference modulation "
+                             "(full-resolution maps), interleaved with the other two")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "overhead"))
     args = parser.parse_args(argv)
@@ -399,6 +435,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"(training steps: {args.train_repeats or max(3, args.repeats // 2)})"
             if args.repeats > 0 else "no timing (--repeats 0)"
         )
+        reference_text = (
+            "Wrapped with the lean modulation (+SP, the default) and with the reference "
+            "modulation (full-resolution maps):\n\n" + _reference_table(rows) + "\n\n"
+            if args.reference else ""
+        )
         machinery_text = (
             "Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
             f"{machinery_table}\n" if machinery else ""
@@ -408,7 +449,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
             f"of the prior's convolutions; teacher levels {meta['teacher_levels']}; peak "
             f"memory: {peak_kind}\n\n{table}\n\n"
-            f"{machinery_text}"
+            f"{reference_text}{machinery_text}"
         )
         write_atomic(f"{out}.md", text.encode("utf-8"))
 
@@ -421,7 +462,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for kernel_size in args.kernel_size:
                 row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
                               teacher, args.levels, kernel_size, not args.no_memory,
-                              args.warmup, args.train_repeats, teacher_spec)
+                              args.warmup, args.train_repeats, teacher_spec, args.reference)
                 rows.append(row)
                 print(_table([row]).splitlines()[-1], flush=True)
                 save()

@@ -220,7 +220,7 @@ class SPEHook:
                 f"{level.channels}: fix Level(channels=...) or choose another module"
             )
         state = self._state_for(h, name)
-        g = h
+        skip = None
         if level.skip is not None:
             if name not in state.skips:
                 raise RuntimeError(
@@ -238,7 +238,6 @@ class SPEHook:
                     f"{where} has shape {tuple(h.shape)} but its skip {level.skip!r} has "
                     f"{tuple(skip.shape)}: f_de and f_en must match to be added"
                 )
-            g = h + skip
         call = state.calls.get(name, 0)
         state.calls[name] = call + 1
         region = None
@@ -259,7 +258,9 @@ class SPEHook:
                 f"{state.image_shape[0]}: the prior's maps are one per input image, so a "
                 "level must see the batch as the network received it"
             )
-        return embedding(h, g, maps, region, state.image_shape[-2:], state.strength)
+        # g = h + skip, summed inside (in chunks where nothing needs a gradient)
+        return embedding.modulate(h, skip, maps, region, state.image_shape[-2:],
+                                  state.strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:
