@@ -12,14 +12,16 @@ the output is the eager one either way.
 
 from __future__ import annotations
 
+import difflib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .embedding import SemanticPriorEmbedding
+from .errors import LevelNotFoundError
 from .prior import SemanticPrior
 
 
@@ -73,6 +75,12 @@ def _prior_of(model: nn.Module) -> SemanticPrior:
     return get_prior(model)
 
 
+def get_hook(model: nn.Module):
+    from .wrap import get_hook as hook_of
+
+    return hook_of(model)
+
+
 def compile_prior(
     model: nn.Module, *, mode: str | None = None, backend: str = "inductor", **options: Any
 ) -> nn.Module:
@@ -119,6 +127,7 @@ def is_prior_compiled(model: nn.Module) -> bool:
 
 
 def optimize_for_inference(model: nn.Module, *, compile: bool | None = None,
+                           recompute_skips: bool | Sequence[str] = False,
                            **options: Any) -> nn.Module:
     """Ready a wrapped ``model`` for fast inference, in place; returns ``model``.
 
@@ -127,9 +136,27 @@ def optimize_for_inference(model: nn.Module, *, compile: bool | None = None,
     (:func:`compile_prior`, ``options`` go to it). ``compile=True`` compiles on any
     device, ``False`` never. The memory-lean modulation needs no switch: every wrapped
     model uses it wherever nothing needs a gradient.
+
+    ``recompute_skips`` (``True``: every level with a skip, or level names): a level
+    whose skip module's inputs are much smaller than its output (DeepDeblur's head conv)
+    recomputes ``f_en`` at its site instead of holding it through the forward, where
+    nothing needs a gradient. The first forward checks that recomputing gives the
+    captured output exactly; where not (keyword arguments, inputs changed in place
+    later), one warning and the level holds its skip as usual.
     """
     prior = _prior_of(model)
     model.eval()
+    if recompute_skips:
+        hook = get_hook(model)
+        with_skip = [name for name, level in hook.levels.items() if level.skip]
+        names = with_skip if recompute_skips is True else list(recompute_skips)
+        for name in names:
+            if name not in with_skip:
+                close = difflib.get_close_matches(name, with_skip, n=len(with_skip), cutoff=0)
+                raise LevelNotFoundError(
+                    f"recompute_skips: {name!r} is not a level with a skip module; levels "
+                    f"with one: {close or 'none'}")
+        hook.recompute_skips = dict.fromkeys(names, False)  # False: not verified yet
     if compile is None:
         compile = any(p.is_cuda for p in prior.parameters())
     if compile:

@@ -292,3 +292,100 @@ def test_optimize_for_inference_sets_eval_and_compiles_only_on_a_gpu(teacher):
     torch._dynamo.reset()
     sp.optimize_for_inference(net, compile=True, backend="eager")
     assert is_prior_compiled(net)
+
+
+# -- recomputed skips ------------------------------------------------------------------
+
+
+def test_recomputed_skips_give_the_same_output_in_less_memory(teacher, monkeypatch):
+    monkeypatch.setattr(embedding_module, "LEAN_CHUNK_ELEMENTS", 2**16)
+    torch.manual_seed(0)
+    bare = MSResNet(n_resblocks=3, n_feats=64).eval()
+    net = sp.wrap(copy.deepcopy(bare), teacher=teacher).eval()
+    for embedding in net.sp_prior.embeddings.values():
+        nn.init.normal_(embedding.fusion.conv1.weight, std=0.1)
+    x = to_input_pyramid(_blurry(1, 128))
+
+    def run(model):
+        def fn():
+            with torch.inference_mode():
+                return model(x)
+        return fn
+
+    held_mb, held = _peak_mib(run(net)), run(net)()
+    sp.optimize_for_inference(net, recompute_skips=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = run(net)()  # verifies the recomputed skips against the captured ones
+    assert sp.get_hook(net).recompute_skips == dict.fromkeys(["scale0", "scale1", "scale2"], True)
+    recomputed_mb, again = _peak_mib(run(net)), run(net)()
+    for out in (first, again):
+        _assert_all_close(out, held)
+    base_mb = _peak_mib(run(bare))
+    skip_mb = 64 * 128 * 128 * 4 / 2**20  # the finest scale's head output
+    assert recomputed_mb < held_mb - 0.5 * skip_mb
+    assert recomputed_mb - base_mb < 0.5 * skip_mb
+
+
+class ScaledHead(nn.Module):
+    """A skip module whose input the network changes in place after the call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, 32, 3, padding=1)
+        self.body = nn.Conv2d(32, 32, 3, padding=1)
+        self.tail = nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * 1.0
+        f = self.head(y)
+        y.mul_(2.0)  # recomputing head(y) at the site would see the changed y
+        return x + self.tail(self.body(f)) + y.mean()
+
+
+def test_a_skip_that_cannot_be_recomputed_warns_and_is_held(teacher):
+    torch.manual_seed(0)
+    levels = [sp.Level("body", 32, skip="head", reduction=1, prior_level=0)]
+    net = sp.wrap(ScaledHead(), levels, teacher=teacher)
+    for embedding in net.sp_prior.embeddings.values():
+        nn.init.normal_(embedding.fusion.conv1.weight, std=0.1)
+    net.eval()
+    x = _blurry()
+    with torch.no_grad():
+        held = net(x)
+        sp.optimize_for_inference(net, recompute_skips=list(sp.get_hook(net).levels))
+        with pytest.warns(UserWarning, match="holds the skip as usual"):
+            first = net(x)
+        assert sp.get_hook(net).recompute_skips == {}
+        torch.testing.assert_close(first, held)
+        torch.testing.assert_close(net(x), held)
+    with pytest.raises(sp.LevelNotFoundError, match="not a level with a skip"):
+        sp.optimize_for_inference(net, recompute_skips=["bodyy"])
+
+
+# -- the benchmark that measures all this ------------------------------------------------
+
+
+def test_overhead_benchmark_measures_every_variant_under_bf16(tmp_path):
+    """What benchmarks/gpu_session.sh runs on a GPU, at a tiny size on the CPU."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent.parent / "benchmarks"
+    assert subprocess.run(["bash", "-n", str(script / "gpu_session.sh")]).returncode == 0
+    sys.path.insert(0, str(script))
+    try:
+        import overhead
+    finally:
+        sys.path.remove(str(script))
+    rows = overhead.main(["--backbones", "UNet", "--sizes", "32", "--batch", "2", "--repeats",
+                          "1", "--warmup", "1", "--train-repeats", "1", "--no-machinery",
+                          "--reference", "--compile-prior", "eager", "--amp", "bf16",
+                          "--out", str(tmp_path / "overhead")])
+    (row,) = rows
+    assert row["amp"] == "bf16" and row["batch"] == 2
+    for field in ("infer_optimized_ratio", "infer_reference_ratio", "train_optimized_ratio",
+                  "peak_mb_reference", "peak_mb_optimized"):
+        assert row[field] > 0, field
+    table = (tmp_path / "overhead.md").read_text()
+    assert "| UNet | 32 | 2 | bf16 |" in table and "optimized s" in table
