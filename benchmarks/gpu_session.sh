@@ -25,7 +25,11 @@ exec > >(tee "$out/session.log") 2>&1
 
 left() { echo $((total - (SECONDS - start))); }
 # a stage's limit: its share, never more than the time left minus a margin
-limit() { local want=$1 rest=$(( $(left) - 15 )); echo $(( want < rest ? want : rest )); }
+limit() {
+    local want=$1 rest=$(( $(left) - 15 ))
+    rest=$(( rest > 1 ? rest : 1 ))
+    echo $(( want < rest ? want : rest ))
+}
 
 dry=${SP_GPU_SESSION_DRY:-0}
 if [ "$dry" = 1 ]; then

@@ -3,7 +3,8 @@
 One :class:`SemanticPriorEmbedding` per chosen decoder level. It turns the priors into
 modulation maps at the PRIOR's resolution (cheap) and resizes those maps bilinearly to
 the decoder level, aligned pixel for pixel with the image (:func:`crop_to_site`); the
-element-wise modulation is then applied at the decoder's resolution. Every fusion is
+element-wise modulation is then applied at the decoder's resolution (where nothing
+needs a gradient a few channels at a time, :func:`lean_modulation`). Every fusion is
 written as ``h + delta`` with ``delta`` exactly zero at initialisation, so a freshly
 wrapped network is bit-exact with the original.
 """
