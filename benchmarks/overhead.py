@@ -17,6 +17,7 @@ beyond what was allocated before it (weights, optimiser state): on CUDA from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -37,6 +38,7 @@ import torch.nn.functional as F
 import sp_adapter as sp
 from sp_adapter.atomic import write_atomic
 from sp_adapter.config import teacher_at_levels
+from sp_adapter.embedding import reference_modulation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -126,17 +128,25 @@ def build_pair(
     return base, sp.wrap(copy.deepcopy(base), levels, teacher=teacher, config=config)
 
 
+def _autocast(device: torch.device, amp: str | None):
+    """bfloat16 autocast on ``device`` for ``amp == "bf16"``, else nothing."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Tensor,
-             with_prior: bool) -> Callable[[], None]:
+             with_prior: bool, amp: str | None = None) -> Callable[[], None]:
     spec = BACKBONES[name]
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
     def fn() -> None:
-        out = spec.final(model(*spec.inputs(x)))
-        loss = F.l1_loss(out, sharp)
-        if with_prior:
-            loss = loss + 0.1 * sp.prior_loss(model, sharp)
+        with _autocast(x.device, amp):
+            out = spec.final(model(*spec.inputs(x)))
+            loss = F.l1_loss(out.float(), sharp)
+            if with_prior:
+                loss = loss + 0.1 * sp.prior_loss(model, sharp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -144,12 +154,16 @@ def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Te
     return fn
 
 
-def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor,
+              reference: bool = False, amp: str | None = None) -> Callable[[], object]:
+    """One inference forward; ``reference``: with every SPE's reference modulation
+    (full-resolution maps, :func:`sp_adapter.embedding.reference_modulation`)."""
     spec = BACKBONES[name]
     model.eval()
 
     def fn():
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(x.device, amp), (
+                reference_modulation() if reference else contextlib.nullcontext()):
             return model(*spec.inputs(x))
 
     return fn
@@ -243,8 +257,16 @@ def measure(
     name: str, size: int, device: torch.device, repeats: int, batch: int, train_step: bool,
     teacher, levels: list[str] | None = None, kernel_size: int = 1, memory: bool = True,
     warmup: int = 2, train_repeats: int | None = None,
-    teacher_spec: sp.TeacherSpec | None = None,
+    teacher_spec: sp.TeacherSpec | None = None, reference: bool = False,
+    recompute_skips: bool = False, amp: str | None = None, compile_backend: str | None = None,
 ) -> dict:
+    """One row; ``reference`` adds the wrapped model with the reference modulation as a
+    third variant, timed interleaved with the other two (fields ``*_reference*``);
+    ``recompute_skips``: the wrapped model's inference runs with
+    ``optimize_for_inference(recompute_skips=True)`` (verified by one forward first);
+    ``amp="bf16"``: every variant under bfloat16 autocast; ``compile_backend``: adds the
+    variant ``optimized``, a copy of the wrapped model with :func:`sp.compile_prior`
+    (that backend; CUDA graphs with inductor on a GPU)."""
     base, wrapped = build_pair(name, teacher, levels, kernel_size, teacher_spec)
     base, wrapped = base.to(device), wrapped.to(device)
     x = torch.rand(batch, 3, size, size, device=device)
@@ -259,19 +281,35 @@ def measure(
         "teacher_levels": list(sp.get_prior(wrapped).config.teacher.out_indices),
         "size": size,
         "batch": batch,
+        "amp": amp,
         "device": str(device),
         "params_base": n_base,
         "params_prior": n_prior,
         "param_overhead": n_prior / n_base,
     }
-    infer = {"base": _infer_fn(name, base, x), "wrapped": _infer_fn(name, wrapped, x)}
+    infer = {"base": _infer_fn(name, base, x, amp=amp),
+             "wrapped": _infer_fn(name, wrapped, x, amp=amp)}
+    if reference:
+        infer["reference"] = _infer_fn(name, wrapped, x, reference=True, amp=amp)
+    if compile_backend:
+        torch._dynamo.reset()
+        optimized = sp.optimize_for_inference(copy.deepcopy(wrapped), compile=True,
+                                              backend=compile_backend)
+        infer["optimized"] = _infer_fn(name, optimized, x, amp=amp)
+    if recompute_skips:
+        sp.optimize_for_inference(wrapped, compile=False, recompute_skips=True)
+        infer["wrapped"]()  # the forward that checks the recomputed skips
+        row["recompute_skips"] = sorted(sp.get_hook(wrapped).recompute_skips)
     if repeats > 0:
         row.update(_timed("infer", infer, repeats, device, warmup))
     if memory:
         row.update(_peaks("peak_mb", infer, device))
     if train_step:
-        steps = {"base": _step_fn(name, base, x, sharp, False),
-                 "wrapped": _step_fn(name, wrapped, x, sharp, True)}
+        steps = {"base": _step_fn(name, base, x, sharp, False, amp),
+                 "wrapped": _step_fn(name, wrapped, x, sharp, True, amp)}
+        if compile_backend:
+            trained = sp.compile_prior(copy.deepcopy(wrapped), backend=compile_backend)
+            steps["optimized"] = _step_fn(name, trained, x, sharp, True, amp)
         if repeats > 0:
             train_repeats = max(3, repeats // 2) if train_repeats is None else train_repeats
             row.update(_timed("train", steps, train_repeats, device, warmup))
@@ -290,13 +328,18 @@ def _timed(
     ``_ratio_of_minima`` and ``_times_s`` (every timed run) for a base/wrapped pair."""
     times: dict[str, list[float]] = {}
     median = _interleaved(fns, repeats, device, warmup, times)
-    return {
+    fields = {
         f"{prefix}_base_s": median["base"],
         f"{prefix}_wrapped_s": median["wrapped"],
         f"{prefix}_ratio": median["wrapped"] / median["base"],
         f"{prefix}_ratio_of_minima": min(times["wrapped"]) / min(times["base"]),
         f"{prefix}_times_s": times,
     }
+    for variant in EXTRA_VARIANTS:
+        if variant in median:
+            fields[f"{prefix}_{variant}_s"] = median[variant]
+            fields[f"{prefix}_{variant}_ratio"] = median[variant] / median["base"]
+    return fields
 
 
 def _peaks(prefix: str, fns: dict[str, Callable[[], object]], device) -> dict:
@@ -331,6 +374,41 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+EXTRA_VARIANTS = ("reference", "optimized")
+"""Variants besides base and wrapped: the reference modulation (``--reference``) and the
+compiled prior path (``--compile-prior``)."""
+
+
+def _variants_table(rows: list[dict]) -> str:
+    """Every variant's time, training-step time and peak memory, with its ratio to base."""
+    variants = ["wrapped"] + [v for v in EXTRA_VARIANTS if any(
+        f"infer_{v}_s" in r or f"peak_mb_{v}" in r or f"train_{v}_s" in r for r in rows)]
+    head = "| backbone | size | batch | amp | base s |" + "".join(
+        f" {v} s | ratio |" for v in variants) + " train base s |" + "".join(
+        f" train {v} s | ratio |" for v in variants) + " peak MiB base |" + "".join(
+        f" {v} | ratio |" for v in variants)
+    lines = [head, "|" + "---|" * (6 + 6 * len(variants))]
+    for r in rows:
+        g = r.get
+        cells = [r["backbone"], str(r["size"]), str(r["batch"]), g("amp") or "fp32",
+                 _fmt(g("infer_base_s"), ".4f")]
+        for v in variants:
+            key = "infer_wrapped" if v == "wrapped" else f"infer_{v}"
+            ratio = "infer_ratio" if v == "wrapped" else f"infer_{v}_ratio"
+            cells += [_fmt(g(f"{key}_s"), ".4f"), _fmt(g(ratio), ".3f")]
+        cells.append(_fmt(g("train_base_s"), ".4f"))
+        for v in variants:
+            ratio = "train_ratio" if v == "wrapped" else f"train_{v}_ratio"
+            cells += [_fmt(g(f"train_{v}_s"), ".4f"), _fmt(g(ratio), ".3f")]
+        base_mb = g("peak_mb_base")
+        cells.append(_fmt(base_mb, ".0f"))
+        for v in variants:
+            mb = g(f"peak_mb_{v}")
+            cells += [_fmt(mb, ".0f"), _fmt(mb / base_mb if base_mb and mb else None, ".3f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -355,6 +433,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--teacher-levels", type=int, nargs="+", default=None, metavar="INDEX",
                         help="the teacher's feature levels (TeacherSpec.out_indices; "
                              "default 1 2 3)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also run the wrapped model with the reference modulation "
+                             "(full-resolution maps), interleaved with the other two")
+    parser.add_argument("--recompute-skips", action="store_true",
+                        help="inference with optimize_for_inference(recompute_skips=True)")
+    parser.add_argument("--amp", choices=["bf16"], default=None,
+                        help="run every variant under bfloat16 autocast")
+    parser.add_argument("--compile-prior", nargs="?", const="inductor", default=None,
+                        metavar="BACKEND",
+                        help="add the variant 'optimized': the prior's path compiled with "
+                             "this torch.compile backend (default inductor; CUDA graphs on "
+                             "a GPU)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS / "overhead"))
     args = parser.parse_args(argv)
@@ -404,6 +494,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"(training steps: {args.train_repeats or max(3, args.repeats // 2)})"
             if args.repeats > 0 else "no timing (--repeats 0)"
         )
+        reference_text = (
+            "Variants: wrapped (+SP: the default, lean modulation), reference (the "
+            "reference modulation: full-resolution maps), optimized (the prior's path "
+            "compiled: sp_adapter.compile_prior / optimize_for_inference):\n\n"
+            + _variants_table(rows) + "\n\n"
+            if args.reference or args.compile_prior or args.amp else ""
+        )
         machinery_text = (
             "Hook machinery (UNet, hooks vs the same modulation inlined by hand):\n\n"
             f"{machinery_table}\n" if machinery else ""
@@ -413,7 +510,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"torch {meta['torch']}, {meta['threads']} threads, {device}; {timing}; k: kernel "
             f"of the prior's convolutions; teacher levels {meta['teacher_levels']}; peak "
             f"memory: {peak_kind}\n\n{table}\n\n"
-            f"{machinery_text}"
+            f"{reference_text}{machinery_text}"
         )
         write_atomic(f"{out}.md", text.encode("utf-8"))
 
@@ -426,7 +523,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for kernel_size in args.kernel_size:
                 row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
                               teacher, args.levels, kernel_size, not args.no_memory,
-                              args.warmup, args.train_repeats, teacher_spec)
+                              args.warmup, args.train_repeats, teacher_spec, args.reference,
+                              args.recompute_skips, args.amp, args.compile_prior)
                 rows.append(row)
                 print(_table([row]).splitlines()[-1], flush=True)
                 save()

@@ -22,6 +22,7 @@ from .hub import (
     save_pretrained,
 )
 from .levels import BackboneMap, Level, Region
+from .optimize import compile_prior, decompile_prior, optimize_for_inference
 from .prior import SemanticPrior
 from .prior_learner import PriorLearner
 from .teacher import Teacher, load_teacher
@@ -61,6 +62,8 @@ __all__ = [
     "SPAdapterError",
     "SPEHook",
     "SemanticPrior",
+    "compile_prior",
+    "decompile_prior",
     "Teacher",
     "TeacherSpec",
     "from_pretrained",
@@ -69,6 +72,7 @@ __all__ = [
     "hcl_loss",
     "is_wrapped",
     "load_teacher",
+    "optimize_for_inference",
     "prior_disabled",
     "prior_loss",
     "prior_state_dict",

@@ -3,15 +3,17 @@
 One :class:`SemanticPriorEmbedding` per chosen decoder level. It turns the priors into
 modulation maps at the PRIOR's resolution (cheap) and resizes those maps bilinearly to
 the decoder level, aligned pixel for pixel with the image (:func:`crop_to_site`); the
-element-wise modulation is then applied at the decoder's resolution. Every fusion is
+element-wise modulation is then applied at the decoder's resolution (where nothing
+needs a gradient a few channels at a time, :func:`lean_modulation`). Every fusion is
 written as ``h + delta`` with ``delta`` exactly zero at initialisation, so a freshly
 wrapped network is bit-exact with the original.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -210,8 +212,23 @@ class SemanticPriorEmbedding(nn.Module):
         else:
             self.fusion = ConcatFusion(c, channels, k)
 
+    fast_maps: Callable[[Sequence[torch.Tensor]], tuple[torch.Tensor, ...]] | None = None
+    """A compiled :meth:`reference_maps` (:func:`sp_adapter.optimize.compile_prior`);
+    ``None``: eager. Not copied with the module."""
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("fast_maps", None)  # bound to this instance: a copy computes eagerly
+        return state
+
     def maps(self, priors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """The modulation maps at the prior's resolution (computed once per forward)."""
+        if self.fast_maps is not None:
+            return self.fast_maps(priors)
+        return self.reference_maps(priors)
+
+    def reference_maps(self, priors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """:meth:`maps`, always computed eagerly."""
         m = self.mla(priors) if self.mla is not None else priors[self.prior_level]
         return self.fusion.maps(m)
 
@@ -233,3 +250,103 @@ class SemanticPriorEmbedding(nn.Module):
         if isinstance(strength, torch.Tensor):
             strength = strength.to(h.dtype)
         return self.fusion.apply(h, g, site_maps, strength)
+
+    def modulate(
+        self,
+        h: torch.Tensor,
+        skip: torch.Tensor | None,
+        maps: Sequence[torch.Tensor],
+        region: Region | None = None,
+        image_size: Sequence[int] | None = None,
+        strength: float | torch.Tensor = 1.0,
+    ) -> torch.Tensor:
+        """:meth:`forward` with ``g = h + skip`` (``g = h`` without a skip), in as little
+        memory as the computation allows: where nothing needs a gradient, SAT and add
+        apply their maps a few channels at a time (:func:`lean_modulation`), so neither the
+        full-resolution maps nor ``g`` exist whole; otherwise it is :meth:`forward`."""
+        if lean_applies(self.fusion, h, skip, maps, strength):
+            return lean_modulation(self.fusion, h, skip, maps, lambda m: crop_to_site(
+                m, h.shape[-2:], region, image_size, self.reduction), strength)
+        return self(h, h if skip is None else h + skip, maps, region, image_size, strength)
+
+
+_lean = True
+
+
+@contextlib.contextmanager
+def reference_modulation() -> Iterator[None]:
+    """Within this block every SPE computes its modulation the reference way
+    (:meth:`SemanticPriorEmbedding.forward`, full-resolution maps): for comparisons."""
+    global _lean
+    saved, _lean = _lean, False
+    try:
+        yield
+    finally:
+        _lean = saved
+
+
+LEAN_CHUNK_ELEMENTS = 2**22
+"""Sites with more elements than this are modulated in :data:`LEAN_CHUNKS` channel chunks
+(smaller ones in one: on a GPU every chunk costs kernel launches)."""
+LEAN_CHUNKS = 16
+
+
+def lean_applies(fusion: nn.Module, h: torch.Tensor, skip: torch.Tensor | None,
+                 maps: Sequence[torch.Tensor], strength: float | torch.Tensor) -> bool:
+    """Whether :func:`lean_modulation` computes this modulation: SAT or add, nothing that
+    needs a gradient (autograd would keep the full maps anyway), not while
+    ``torch.compile`` traces (the compiler fuses the reference itself), and every
+    operand already in ``h``'s dtype (so no type promotion is skipped)."""
+    if not _lean or not isinstance(fusion, (SemanticAttentionTransform, AddFusion)):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    tensors = [h, *maps] + ([skip] if skip is not None else [])
+    if isinstance(strength, torch.Tensor):
+        tensors.append(strength)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if skip is not None and skip.dtype != h.dtype:
+        return False
+    return all(m.dtype == h.dtype for m in maps)
+
+
+def lean_modulation(
+    fusion: nn.Module,
+    h: torch.Tensor,
+    skip: torch.Tensor | None,
+    maps: Sequence[torch.Tensor],
+    to_site: Callable[[Sequence[torch.Tensor]], list[torch.Tensor]],
+    strength: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """The fusion's output, the same operations as its ``apply`` on the same values, but
+    channel chunk by channel chunk into one output tensor: each chunk's maps are resized
+    to the site (``to_site``) and ``g`` summed only for that chunk. Bilinear resizing and
+    the element-wise maths are per channel, so the result equals the reference."""
+    if isinstance(strength, torch.Tensor):
+        strength = strength.to(h.dtype)
+    out = torch.empty_like(h)
+    channels, numel = h.shape[1], h.numel()
+    per_chunk = numel if numel <= LEAN_CHUNK_ELEMENTS else -(-numel // LEAN_CHUNKS)
+    step = max(1, min(channels, per_chunk * channels // max(1, numel)))
+    for c0 in range(0, channels, step):
+        c1 = min(channels, c0 + step)
+        site = to_site([m[:, c0:c1] for m in maps])
+        part, h_part = out[:, c0:c1], h[:, c0:c1]
+        if isinstance(fusion, AddFusion):
+            delta = site[0]
+            if isinstance(strength, torch.Tensor) or strength != 1.0:
+                delta = delta * strength
+            torch.add(h_part, delta, out=part)
+            continue
+        mu_minus_one, sigma = site
+        g_part = h_part if skip is None else h_part + skip[:, c0:c1]
+        if isinstance(strength, torch.Tensor):
+            torch.add(h_part, torch.addcmul(sigma, mu_minus_one, g_part) * strength, out=part)
+        elif strength == 1.0:
+            torch.add(h_part, sigma, out=part)
+            part.addcmul_(mu_minus_one, g_part)
+        else:
+            torch.add(h_part, sigma * strength, out=part)
+            part.addcmul_(mu_minus_one, g_part, value=strength)
+    return out

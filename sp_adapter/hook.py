@@ -72,6 +72,18 @@ class ForwardState:
     """Whether the forward ran in a ``DataParallel`` replica (one chunk of the batch)."""
 
 
+@dataclass
+class SkipRecipe:
+    """A skip to recompute at its site from the skip module's (smaller) inputs instead of
+    holding it through the forward (:func:`sp_adapter.optimize_for_inference` with
+    ``recompute_skips``); ``check``: the captured output, kept on the first forward to
+    verify that recomputing gives it exactly."""
+
+    module: nn.Module
+    args: tuple
+    check: torch.Tensor | None = None
+
+
 def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
     """``image`` must be a float ``B x 3 x H x W`` tensor."""
     if not isinstance(image, torch.Tensor):
@@ -352,7 +364,44 @@ class SPEHook:
             )
         untracked = torch.compiler.is_compiling() or output.is_inference()
         version = -1 if untracked else output._version
-        self._state_for(output, name).skips[name] = (output, version)
+        recipe = self._skip_recipe(name, module, args, output)
+        self._state_for(output, name).skips[name] = (output if recipe is None else recipe,
+                                                     version)
+
+    def _skip_recipe(self, name: str, module: nn.Module, args: tuple,
+                     output: torch.Tensor) -> SkipRecipe | None:
+        """A :class:`SkipRecipe` where level ``name`` may recompute its skip: opted in,
+        nothing needs a gradient, the module is in eval mode with no hooks but this one,
+        and its inputs are tensors of at most half the output's size."""
+        verified = getattr(self, "recompute_skips", {}).get(name)
+        if verified is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return None
+        if module.training or module._forward_pre_hooks or len(module._forward_hooks) != 1:
+            return None
+        if not args or not all(isinstance(a, torch.Tensor) for a in args):
+            return None
+        if 2 * sum(a.numel() for a in args) > output.numel():
+            return None
+        return SkipRecipe(module, args, None if verified else output)
+
+    def _recomputed(self, name: str, recipe: SkipRecipe) -> torch.Tensor:
+        """The skip of level ``name`` recomputed; on its first forward compared with the
+        captured one, and recomputing switched off (one warning) unless they are equal."""
+        skip = recipe.module.forward(*recipe.args)
+        if recipe.check is not None:
+            if skip.shape == recipe.check.shape and torch.equal(skip, recipe.check):
+                self.recompute_skips[name] = True
+            else:
+                self.recompute_skips.pop(name, None)
+                warnings.warn(
+                    f"level {name!r}: recomputing skip module {self.levels[name].skip!r} from "
+                    "its inputs does not give its output (it takes keyword arguments or its "
+                    "inputs change later); the level holds the skip as usual",
+                    stacklevel=2,
+                )
+                skip = recipe.check
+            recipe.check = None
+        return skip
 
     def _modulate(self, name: str, h: Any) -> torch.Tensor:
         level = self.levels[name]
@@ -367,13 +416,15 @@ class SPEHook:
                 f"{level.channels}: fix Level(channels=...) or choose another module"
             )
         state = self._state_for(h, name)
-        g = h
+        skip = None
         if level.skip is not None:
             if name not in state.skips:
                 raise RuntimeError(
                     f"{where}: its skip module {level.skip!r} has not run before it in this forward"
                 )
             skip, version = state.skips[name]
+            if isinstance(skip, SkipRecipe):  # a fresh tensor: no version to compare
+                skip, version = self._recomputed(name, skip), -1
             if version >= 0 and skip._version != version:  # eager only
                 raise RuntimeError(
                     f"level {name!r}: the output of skip module {level.skip!r} was modified in "
@@ -385,7 +436,6 @@ class SPEHook:
                     f"{where} has shape {tuple(h.shape)} but its skip {level.skip!r} has "
                     f"{tuple(skip.shape)}: f_de and f_en must match to be added"
                 )
-            g = h + skip
         call = state.calls.get(name, 0)
         state.calls[name] = call + 1
         region = None
@@ -406,7 +456,9 @@ class SPEHook:
                 f"{state.image_shape[0]}: the prior's maps are one per input image, so a "
                 "level must see the batch as the network received it"
             )
-        return embedding(h, g, maps, region, state.image_shape[-2:], state.strength)
+        # g = h + skip, summed inside (in chunks where nothing needs a gradient)
+        return embedding.modulate(h, skip, maps, region, state.image_shape[-2:],
+                                  state.strength)
 
     def _modulate_output(self, name: str, module: nn.Module, args: tuple, output: Any):
         if not self.enabled:

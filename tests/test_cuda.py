@@ -222,3 +222,56 @@ def test_the_demo_runs_on_cuda(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["environment"]["device"].startswith("cuda")
     assert (out / "README.md").is_file() and any((out / "images").glob("*.png"))
+
+
+@pytest.mark.parametrize("name", ["UNet", "DeepDeblur", "MPRNet", "MPRNetStage1", "MIMO-UNet",
+                                  "MIMO-UNetPlus", "MSSNet"])
+def test_prior_compiled_with_cuda_graphs_equals_eager_on_every_backbone(name, gpu_teacher):
+    from test_optimize import compiled_equals_eager
+
+    compiled_equals_eager(name, gpu_teacher, device="cuda")  # inductor, reduce-overhead
+
+
+def test_optimize_for_inference_compiles_on_cuda_and_keeps_the_output(gpu_teacher):
+    net = active_wrapped(gpu_teacher).cuda().eval()
+    x = torch.rand(2, 3, 64, 64, device="cuda")
+    with torch.no_grad():
+        eager = net(x)
+        torch._dynamo.reset()
+        sp_adapter.optimize_for_inference(net)
+        assert sp_adapter.optimize.is_prior_compiled(net)
+        for _ in range(3):  # CUDA graphs are recorded, then replayed
+            torch.testing.assert_close(net(x), eager, atol=1e-5, rtol=1e-5)
+    with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
+        torch.testing.assert_close(net(x).float(), eager, atol=0.1, rtol=0.1)
+
+
+def test_lean_modulation_on_cuda_equals_the_reference_and_saves_memory(gpu_teacher):
+    from sp_adapter.backbones.deepdeblur import MSResNet, to_input_pyramid
+    from sp_adapter.embedding import reference_modulation
+
+    torch.manual_seed(0)
+    bare = MSResNet(n_resblocks=2).cuda().eval()
+    net = sp_adapter.wrap(copy.deepcopy(bare), teacher=gpu_teacher).cuda().eval()
+    for embedding in net.sp_prior.embeddings.values():
+        nn.init.normal_(embedding.fusion.conv1.weight, std=0.1)
+    x = to_input_pyramid(torch.rand(1, 3, 512, 512, device="cuda"))
+
+    def peak(fn) -> float:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = torch.cuda.memory_allocated()
+        with torch.inference_mode():
+            out = fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - start, out
+
+    def reference():
+        with reference_modulation():
+            return net(x)
+
+    base_mb, _ = peak(lambda: bare(x))
+    lean_mb, lean = peak(lambda: net(x))
+    full_mb, full = peak(reference)
+    torch.testing.assert_close(lean[0], full[0], atol=1e-4, rtol=1e-5)
+    assert lean_mb - base_mb < 0.5 * (full_mb - base_mb)
