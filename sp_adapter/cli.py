@@ -477,8 +477,10 @@ def _demo_parser(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, command: str) -> int:
+    from .extras import require_demo_extra
     from .train.demo import DemoConfig, run_demo
 
+    require_demo_extra("the demo")  # before any output
     cfg = DemoConfig(
         out=args.out, overwrite=args.overwrite, steps=args.steps, protocol=args.protocol,
         arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,

@@ -61,6 +61,12 @@ class PerceptualWeightsError(SPAdapterError, RuntimeError):
     """The pretrained weights of the perceptual loss's feature network are unavailable."""
 
 
+# -- optional installs -----------------------------------------------------------------
+class MissingExtraError(SPAdapterError, ImportError):
+    """A feature needs a package of an optional extra (the built-in photos, the blur
+    synthesis and the demo need ``sp-adapter[demo]``) that is not installed."""
+
+
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
