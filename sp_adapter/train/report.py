@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 # A perceptually ordered dark-blue -> green -> yellow ramp (viridis-like), 9 anchors.
 _COLORMAP_ANCHORS = np.array(
@@ -105,7 +106,7 @@ def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int],
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """``3 x H x W`` in [0, 1] -> ``H x W x 3`` uint8 (rounded, as PNGs are scored)."""
     array = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    return np.ascontiguousarray(array.transpose(1, 2, 0))
+    return np.ascontiguousarray(rearrange(array, "c h w -> h w c"))
 
 
 def grid(panels: Sequence[np.ndarray], labels: Sequence[str] = (), gap: int = 4) -> np.ndarray:
