@@ -56,7 +56,7 @@ from .report import (
 DEMO_OUTPUTS = ("README.md", "results.json", "images", "priors", "runs")
 """What the demo writes in its folder (and removes first with ``overwrite``)."""
 
-CHANGE_GAIN = 10.0
+CHANGE_GAIN = 20.0
 """How many times the pictures amplify the difference between the two restorations."""
 
 
