@@ -76,7 +76,8 @@ def test_demo_report_says_what_its_budget_shows_and_ends_with_a_real_dataset(rep
 
     readme = (report / "README.md").read_text()
     budget = readme.split("## What this budget shows")[1].split("##")[0]
-    assert [line[:10] for line in budget.strip().splitlines()] == ["- It shows", "- It canno"]
+    assert [line.split(":")[0] for line in budget.strip().splitlines()] == [
+        "- What it shows", "- What it cannot show"]
     commands = real_dataset_commands()
     assert readme.rstrip().endswith("\n".join([*commands, "```"]))
     parsed = [build_parser().parse_args(shlex.split(c)[1:]) for c in commands]

@@ -83,8 +83,7 @@ class DemoConfig:
         arm_fraction: the share of ``steps`` trained after the split (fine-tuning).
         batch_size, crop, lr, beta, train_length: training (``train_length`` samples per
             epoch; new ones every epoch).
-        blur: ``"mild"`` (15-31 px kernels, the default: the bare UNet learns to deblur
-            within the demo's budget) or ``"severe"`` (31-65 px).
+        blur: ``"mild"`` (15-31 px kernels) or ``"severe"`` (31-65 px).
         test_crop, test_crops_per_photo: the fixed test set (the defaults are the
             benchmark test set).
         width: UNet width.
@@ -290,12 +289,12 @@ def _readme(cfg: DemoConfig, command: str, base: ArmResult, sp: ArmResult,
         "",
         "## What this budget shows",
         "",
-        f"- It shows the library at work: the same UNet trained {shared + arm} steps with and "
-        "without the prior on identical batches, the prior's effect on each test crop, and "
-        "the priors it learns, on a CPU, offline.",
-        "- It cannot show the paper's gains: one seed of a few hundred steps on a dozen "
-        "photos is within the spread between seeds (`benchmarks/RESULTS.md` has the "
-        "benchmark over seeds); they need a real dataset and the paper's budget (below).",
+        f"- What it shows: the same UNet trained {shared + arm} steps with and without the "
+        "prior on identical batches, how far the prior moves each restoration and where "
+        "(the pictures), and the priors it learns, on a CPU and offline.",
+        "- What it cannot show: the gains the paper reports, which need a real dataset and "
+        "the paper's budget (below); this is one seed on a dozen photos, and "
+        "`benchmarks/RESULTS.md` gives the spread over seeds.",
         "",
         "## Compute",
         "",
