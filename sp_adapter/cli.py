@@ -35,6 +35,60 @@ def _command_line(argv: Sequence[str] | None) -> str:
     return " ".join(["sp-adapter", *map(shlex.quote, args)])
 
 
+# -- checks shared by sub-commands -----------------------------------------------------
+def _require_positive(value: int | None, flag: str, what: str) -> None:
+    """Refuse a flag's value below 1 (``None``: not given)."""
+    if value is not None and value < 1:
+        raise CLIError(f"{flag} must be at least 1 ({what}), got {value}")
+
+
+def _check_tile(tile: int | None, overlap: int | None = None) -> None:
+    _require_positive(tile, "--tile", "the tile side in pixels; leave it out to run whole "
+                      "images")
+    if overlap is not None and overlap < 0:
+        raise CLIError(f"--overlap must be 0 or more pixels, got {overlap}")
+
+
+def _check_teacher_levels(levels: Sequence[int] | None, arch: str) -> None:
+    """Refuse ``--teacher-levels`` the teacher does not have, before anything is built."""
+    if not levels:
+        return
+    import timm
+
+    reductions = timm.create_model(arch, pretrained=False, features_only=True
+                                   ).feature_info.reduction()
+    count = len(reductions)
+    wrong = [level for level in levels if not 0 <= level < count]
+    if wrong:
+        raise CLIError(f"--teacher-levels {' '.join(map(str, wrong))}: the teacher {arch} has "
+                       f"feature levels 0-{count - 1} (reductions {reductions[0]} to "
+                       f"{reductions[-1]}), finest first")
+
+
+def _load_trained(source: str):
+    """``load_trained`` of a run folder or checkpoint, with a damaged or unsafe file said in
+    one line naming it (never suggesting an unsafe load)."""
+    import pickle
+
+    from .train import load_trained
+    from .train.checkpoint import short_reason
+    from .train.model_spec import resolve_checkpoint
+
+    file = resolve_checkpoint(source)
+    try:
+        return load_trained(file)
+    except (SPAdapterError, FileNotFoundError):
+        raise
+    except pickle.UnpicklingError:
+        raise CLIError(f"{file} is not a checkpoint this library can load safely (it holds "
+                       "objects other than tensors and plain containers); use a checkpoint "
+                       "written by sp-adapter train") from None
+    except (OSError, RuntimeError, EOFError) as err:
+        raise CLIError(f"cannot read the checkpoint {file}: {short_reason(err)} (the file is "
+                       "truncated or corrupt); use another checkpoint of the run "
+                       "(checkpoints/step_*.pt) or train again") from None
+
+
 # -- argument groups shared by sub-commands --------------------------------------------
 def _add_teacher(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--teacher", default=default, choices=list(WHEEL_TEACHERS.values()),
@@ -68,16 +122,24 @@ def _add_dataset(p: argparse.ArgumentParser, default_crop: int) -> None:
     p.add_argument("--blur", default="severe", choices=["severe", "mild"],
                    help="synthetic blur strength")
     p.add_argument("--crop", type=int, default=default_crop, help="crop side in pixels")
+    p.add_argument("--gopro-blur", default="blur", choices=["blur", "blur_gamma"],
+                   help="GoPro's blurry folder: blur (most published tables; default) or "
+                        "blur_gamma (DeepDeblur's own numbers)")
+    p.add_argument("--realblur-variant", default="J", choices=["J", "R"],
+                   help="RealBlur-J (JPEG, default) or RealBlur-R (raw)")
 
 
 def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: str, seed: int,
              length: int | None = None, keys: bool = False, training: bool = False,
              crops_per_photo: int = 16, augment: bool = False,
-             photos: list[str] | None = None, whole: bool = False):
+             photos: list[str] | None = None, whole: bool = False,
+             gopro_blur: str = "blur", realblur_variant: str = "J"):
     """A training set (random crops, flips, new samples per epoch) or an evaluation set
     (whole images or the fixed synthetic test crops, in a fixed order, with keys).
     ``augment`` and ``photos`` choose the built-in training set's crops and photos;
-    ``whole`` makes the built-in test set the whole test photos instead of crops."""
+    ``whole`` makes the built-in test set the whole test photos instead of crops;
+    ``gopro_blur`` and ``realblur_variant`` choose GoPro's blurry folder and RealBlur's
+    variant."""
     from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
 
     if name != "synthetic" and (augment or photos):
@@ -95,9 +157,12 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
     if root is None:
         raise CLIError(f"--dataset {name} needs --root (the dataset folder)")
     cls = {"gopro": GoProDataset, "hide": HIDEDataset, "realblur": RealBlurDataset}[name]
+    extra = {"gopro": {"gamma": gopro_blur == "blur_gamma"},
+             "realblur": {"variant": realblur_variant}}.get(name, {})
     if training:
-        return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys)
-    return cls(root, split=split, train=False, crop=None, return_key=True)
+        return cls(root, split=split, train=True, crop=crop, seed=seed, return_key=keys,
+                   **extra)
+    return cls(root, split=split, train=False, crop=None, return_key=True, **extra)
 
 
 # -- train ------------------------------------------------------------------------------
@@ -105,8 +170,12 @@ def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a backbone with or without the prior")
     p.add_argument("--run-dir", "--run", dest="run_dir", required=True,
                    help="run folder (log, run.json, checkpoints); write --run-dir under torchrun")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the latest checkpoint in --run")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from the newest readable checkpoint in --run-dir")
+    start.add_argument("--overwrite", action="store_true",
+                       help="start again in a --run-dir that holds a run (deletes its log "
+                            "and checkpoints)")
     _add_dataset(p, default_crop=256)
     p.add_argument("--length", type=int, default=1000, help="synthetic samples per epoch")
     p.add_argument("--fixed-samples", action="store_true",
@@ -176,13 +245,26 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.dataset == "synthetic":
         options.update(blur=args.blur, length=args.length, augment=args.augment,
                        photos=args.photos)
+    # recorded only when not the default, so runs from before these flags still resume
+    if args.dataset == "gopro" and args.gopro_blur != "blur":
+        options["gopro_blur"] = args.gopro_blur
+    if args.dataset == "realblur" and args.realblur_variant != "J":
+        options["realblur_variant"] = args.realblur_variant
     return options
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import teacher_at_levels
     from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
+    from .train.trainer import check_run_folder
 
+    _require_positive(args.steps, "--steps", "the optimiser steps to train")
+    _require_positive(args.width, "--width", "the UNet's channels")
+    _require_positive(args.batch, "--batch", "images per step")
+    _require_positive(args.crop, "--crop", "the crop side in pixels")
+    if args.prior:
+        _check_teacher_levels(args.teacher_levels, args.teacher)
+    check_run_folder(args.run_dir, args.resume, args.overwrite)
     info = init_distributed()
     spec = backbone_spec(args.backbone)
     options = {"width": args.width} if args.width is not None else {}
@@ -209,15 +291,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     train = _dataset(args.dataset, args.root, "train", args.crop, args.blur, args.seed,
                      length=args.length, keys=args.cache_teacher, training=True,
-                     augment=args.augment, photos=args.photos)
-    val = _dataset(args.dataset, args.root, "test", None, args.blur, 0)
+                     augment=args.augment, photos=args.photos, gopro_blur=args.gopro_blur,
+                     realblur_variant=args.realblur_variant)
+    val = _dataset(args.dataset, args.root, "test", None, args.blur, 0,
+                   gopro_blur=args.gopro_blur, realblur_variant=args.realblur_variant)
     if args.val_limit is not None:
         val = torch.utils.data.Subset(val, range(min(args.val_limit, len(val))))
     torch.manual_seed(args.seed)
     model = model_spec.build()
     trainer = Trainer(model, train, config, run_dir=args.run_dir, val_data=val, backbone=spec,
                       model_spec=model_spec, data_options=_data_options(args), dist=info)
-    result = trainer.fit(resume=args.resume)
+    result = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     if info.is_main:
         v = result.validation
         scores = f"; test PSNR {v.psnr:.3f} dB, SSIM {v.ssim:.4f} ({v.count} images)" if v else ""
@@ -228,10 +312,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval -------------------------------------------------------------------------------
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset")
-    _add_model_source(p)
+    from .metrics import CONVENTIONS
+
+    p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset, "
+                                    "with a row of the paper's Table 1 per model")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", "--run", dest="run_dir", nargs="+", metavar="RUN",
+                     help="training run folders (each one's latest checkpoint is used)")
+    src.add_argument("--checkpoint", nargs="+", metavar="FILE",
+                     help="checkpoint files (checkpoints/step_*.pt)")
     _add_dataset(p, default_crop=128)
     p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--convention", default=None, choices=list(CONVENTIONS),
+                   help="how PSNR/SSIM are computed, as published tables do (docs/metrics.md):"
+                        " matlab (default; realblur for --dataset realblur), basicsr, "
+                        "skimage (training validation's), realblur (needs sp_adapter[realblur])")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="also write the scores (per image too) and the convention to FILE")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     p.add_argument("--whole", action="store_true",
                    help="synthetic test split: score the whole test photos (less the blur "
                         "margin, 16 kernels each) instead of crops, one image per batch")
@@ -240,7 +338,6 @@ def _eval_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch (default 8 synthetic, else 1)")
     _add_prior_strength(p)
     _add_common(p)
-
 
 
 def _add_prior_strength(p: argparse.ArgumentParser) -> None:
@@ -280,40 +377,104 @@ def _lpips_or_note(device: torch.device):
         return None, f"LPIPS not computed: {err}"
 
 
+def _eval_convention(args: argparse.Namespace):
+    from .metrics import DEFAULT_CONVENTION, get_convention
+
+    if args.convention is not None:
+        return get_convention(args.convention), "chosen"
+    name = "realblur" if args.dataset == "realblur" else DEFAULT_CONVENTION
+    return get_convention(name), f"default for --dataset {args.dataset}"
+
+
+def _data_label(args: argparse.Namespace) -> str:
+    detail = {"gopro": f" ({args.gopro_blur})", "realblur": f" (RealBlur-{args.realblur_variant})",
+              "synthetic": f" ({args.blur} blur)"}.get(args.dataset, "")
+    return f"{args.dataset}{detail} {args.split}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train import evaluate, load_trained
+    import json
+
+    from .atomic import write_atomic
+    from .train import evaluate
     from .train.distributed import DistInfo
+    from .train.evaluate import TABLE_HEADER, table_name, table_row, with_input_scores
     from .train.trainer import resolve_device
 
-    device = resolve_device(args.device, DistInfo())
-    model, spec, info = load_trained(args.run_dir or args.checkpoint)
-    model.to(device)
-    strength = _apply_prior_strength(model, args.prior_strength, info)
+    _check_tile(args.tile)
+    _require_positive(args.limit, "--limit", "the number of images to score")
+    _require_positive(args.batch, "--batch", "images per batch")
     if args.whole and (args.dataset != "synthetic" or args.split != "test"):
         raise CLIError("--whole is for --dataset synthetic --split test (the "
                          "folder datasets are scored on whole images already)")
+    if args.json is not None and Path(args.json).exists() and not args.overwrite:
+        raise CLIError(f"--json {args.json} exists; pass --overwrite to replace it or "
+                       "choose another file")
+    convention, why = _eval_convention(args)
+    if convention.align:
+        from .metrics.realblur import require_opencv
+
+        require_opencv()  # before any model is loaded
+    device = resolve_device(args.device, DistInfo())
     data = _dataset(args.dataset, args.root, args.split, args.crop, args.blur, 0,
-                    whole=args.whole)
+                    whole=args.whole, gopro_blur=args.gopro_blur,
+                    realblur_variant=args.realblur_variant)
     batch = args.batch or (8 if args.dataset == "synthetic" and not args.whole else 1)
     lpips, note = _lpips_or_note(device)
-    lpips_values: list[float] = []
-
-    def on_batch(blurry, restored, sharp, keys) -> None:
-        if lpips is not None:
-            lpips_values.append(float(lpips(restored, sharp)) * len(keys))
-
-    result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
-                      tile=args.tile, limit=args.limit, score_blurry=True,
-                      progress=not args.no_progress, on_batch=on_batch)
-    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
-          f"{'with' if spec.prior else 'without'} prior{strength})")
-    print(f"data: {args.dataset} {args.split}, {result.count} images")
-    print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
-    print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
-    if lpips is not None:
-        print(f"LPIPS (alex): {sum(lpips_values) / result.count:.4f}")
-    else:
+    count = len(data) if args.limit is None else min(args.limit, len(data))
+    print(f"data: {_data_label(args)}, {count} images")
+    print(f"convention: {convention.name} ({why}): {convention.description}")
+    if note is not None:
         print(note)
+    inputs = None
+    models: list[dict[str, Any]] = []
+    rows: list[str] = []
+    for source in args.run_dir or args.checkpoint:
+        model, spec, info = _load_trained(source)
+        model.to(device)
+        strength = _apply_prior_strength(model, args.prior_strength, info)
+        lpips_values: list[float] = []
+
+        def on_batch(blurry, restored, sharp, keys, values=lpips_values) -> None:
+            if lpips is not None:
+                values.append(float(lpips(restored, sharp)) * len(keys))
+
+        result = evaluate(model, data, spec.backbone, device=device, batch_size=batch,
+                          tile=args.tile, limit=args.limit, score_blurry=inputs is None,
+                          progress=not args.no_progress, on_batch=on_batch,
+                          convention=convention.name, warmup=True)
+        if inputs is None:
+            inputs = result
+        else:  # the blurry inputs score the same for every model
+            result = with_input_scores(result, inputs)
+        model.to("cpu")
+        lpips_mean = sum(lpips_values) / result.count if lpips is not None else None
+        method, structure = table_name(spec.backbone, spec.prior is not None)
+        print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
+              f"{'with' if spec.prior else 'without'} prior{strength})")
+        print(f"blurry input: PSNR {result.blurry_psnr:.3f} dB  SSIM {result.blurry_ssim:.4f}")
+        print(f"deblurred:    PSNR {result.psnr:.3f} dB  SSIM {result.ssim:.4f}")
+        if lpips_mean is not None:
+            print(f"LPIPS (alex): {lpips_mean:.4f}")
+        print(f"time: {result.seconds_per_image:.4f} s per image ({device}, batch {batch})")
+        rows.append(table_row(method, structure, result, lpips_mean))
+        models.append({"path": info["path"], "step": info.get("step"),
+                       "backbone": spec.backbone, "prior": spec.prior is not None,
+                       "prior_strength": (info.get("prior_strength")
+                                          if args.prior_strength is None
+                                          else args.prior_strength), "method": method,
+                       **result.as_dict(), "lpips": lpips_mean, "per_image": result.per_image})
+    table = "\n".join([TABLE_HEADER, *rows])
+    print(f"\nTable 1 ({convention.name} convention, time on {device}):\n{table}")
+    if args.json is not None:
+        report = {"command": "eval", "convention": convention.as_dict(),
+                  "convention_source": why,
+                  "data": {"dataset": args.dataset, "root": args.root, "split": args.split,
+                           "label": _data_label(args), "count": inputs.count},
+                  "device": str(device), "batch": batch, "lpips_note": note,
+                  "models": models, "table": table}
+        text = json.dumps(report, indent=2, allow_nan=True) + "\n"
+        print(f"scores: {write_atomic(args.json, text.encode())}")
     return 0
 
 
@@ -321,7 +482,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _deblur_parser(sub) -> None:
     p = sub.add_parser("deblur", help="deblur image files with a trained network")
     p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders")
-    p.add_argument("--out", required=True, help="output folder (PNG files)")
+    p.add_argument("--out", required=True,
+                   help="output folder: each image is written under its own name, in its "
+                        "own format, mode and bit depth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace files of the same names in --out")
     _add_model_source(p)
     p.add_argument("--tile", type=int, default=None, help="tile side for big images")
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels")
@@ -330,46 +495,90 @@ def _deblur_parser(sub) -> None:
 
 
 def _image_files(inputs: Sequence[str]) -> list[Path]:
+    """The image files named or held by the inputs (a file named twice counts once)."""
     files: list[Path] = []
+    seen: set[Path] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         elif path.is_file():
-            files.append(path)
+            found = [path]
         else:
             raise FileNotFoundError(f"no such image or folder: {path}")
+        for file in found:
+            if file.resolve() not in seen:
+                seen.add(file.resolve())
+                files.append(file)
     if not files:
-        raise FileNotFoundError("no images found in the inputs")
+        raise FileNotFoundError("no images found in the inputs (looked for "
+                                f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
 
+def _deblur_targets(files: Sequence[Path], out_dir: Path, overwrite: bool) -> list[Path]:
+    """Where each input is written: ``out_dir`` / its own name. Refused before any work:
+    two inputs of one name (or names differing only in case), an output that is its own
+    input, a format that cannot be written, and (without ``--overwrite``) existing files."""
+    from .image_io import writable_suffix
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CLIError(f"--out {out_dir} is a file; give a folder (it is created if missing)")
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.name.casefold(), []).append(path)
+    clashes = [paths for paths in by_name.values() if len(paths) > 1]
+    if clashes:
+        listed = "; ".join(" and ".join(map(str, paths)) for paths in clashes[:3])
+        raise CLIError(f"inputs of the same name would be written to one file in {out_dir}: "
+                       f"{listed}; deblur them into separate --out folders")
+    targets = [out_dir / path.name for path in files]
+    for path, target in zip(files, targets, strict=True):
+        if not writable_suffix(path.suffix):
+            raise CLIError(f"{path}: cannot write {path.suffix!r} files; convert it to PNG")
+        if target.exists() and target.resolve() == path.resolve():
+            raise CLIError(f"{target} is an input: the output would replace it; choose "
+                           "another --out folder")
+    existing = [target for target in targets if target.exists()]
+    if existing and not overwrite:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        one = len(existing) == 1
+        raise CLIError(f"{', '.join(map(str, existing[:3]))}{more} already exist"
+                       f"{'s' if one else ''}: pass --overwrite to replace "
+                       f"{'it' if one else 'them'}, or choose another --out folder")
+    return targets
+
+
 def cmd_deblur(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image
     from tqdm.auto import tqdm
 
-    from .train import deblur, load_trained
+    from .image_io import from_network, read_image, to_network, write_image
+    from .train import deblur
     from .train.distributed import DistInfo
-    from .train.report import save_png, to_uint8
     from .train.trainer import resolve_device
 
-    device = resolve_device(args.device, DistInfo())
+    _check_tile(args.tile, args.overlap)
     files = _image_files(args.inputs)
-    model, spec, info = load_trained(args.run_dir or args.checkpoint)
+    out_dir = Path(args.out)
+    targets = _deblur_targets(files, out_dir, args.overwrite)
+    device = resolve_device(args.device, DistInfo())
+    model, spec, info = _load_trained(args.run_dir or args.checkpoint)
     model.to(device)
     strength = _apply_prior_strength(model, args.prior_strength, info)
     if strength:
         print(f"prior{strength}", file=sys.stderr)
-    out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(files, desc="deblur", disable=args.no_progress):
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-        x = torch.from_numpy(array.transpose(2, 0, 1).copy()).float().div(255)[None].to(device)
-        y = deblur(model, x, spec.backbone, tile=args.tile, overlap=args.overlap)
-        target = save_png(to_uint8(y[0]), out_dir / (path.stem + ".png"))
-        print(target)
+    bar = tqdm(list(zip(files, targets, strict=True)), desc="deblur",
+               disable=args.no_progress)
+    for path, target in bar:
+        image = read_image(path)
+        y = deblur(model, to_network(image).to(device), spec.backbone, tile=args.tile,
+                   overlap=args.overlap)
+        result = from_network(y, image)
+        write_image(target, result)
+        alpha = ", alpha kept" if result.has_alpha else ""
+        bar.write(f"wrote {target} ({result.describe()}{alpha}) from {path}")
     return 0
 
 
@@ -395,13 +604,17 @@ def _calibrate_parser(sub) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .data import blur_preset, grey_photos
-    from .train import calibrate_strength, held_out_set, load_trained
+    from .train import calibrate_strength, held_out_set
     from .train.distributed import DistInfo
     from .train.trainer import resolve_device
     from .wrap import is_wrapped
 
+    for value, flag, what in ((args.crop, "--crop", "the crop side in pixels"),
+                              (args.crops, "--crops", "the number of held-out crops"),
+                              (args.batch, "--batch", "crops per batch")):
+        _require_positive(value, flag, what)
     device = resolve_device(args.device, DistInfo())
-    model, spec, info = load_trained(args.run_dir or args.checkpoint)
+    model, spec, info = _load_trained(args.run_dir or args.checkpoint)
     if not is_wrapped(model):
         raise CLIError("calibrate needs a model trained with the prior; this one "
                          "has none")
@@ -481,6 +694,14 @@ def cmd_demo(args: argparse.Namespace, command: str) -> int:
     from .train.demo import DemoConfig, run_demo
 
     require_demo_extra("the demo")  # before any output
+    _require_positive(args.width, "--width", "the UNet's channels")
+    _check_teacher_levels(args.teacher_levels, args.teacher)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"the report folder {out} is not empty; pass --overwrite to replace the "
+                       "demo's files in it, or choose another folder with --out")
     cfg = DemoConfig(
         out=args.out, overwrite=args.overwrite, steps=args.steps, protocol=args.protocol,
         arm_fraction=args.arm_fraction, batch_size=args.batch, crop=args.crop, lr=args.lr,

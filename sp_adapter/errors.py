@@ -52,6 +52,11 @@ class IncompatiblePriorError(SPAdapterError, ValueError):
     """A prior does not fit the network (or the teacher) it is attached to."""
 
 
+class HubError(SPAdapterError, RuntimeError):
+    """A Hugging Face Hub operation (an upload) failed: the server refused or erred, the Hub
+    was unreachable, or uploads are disabled (the message says which and what to do)."""
+
+
 # -- pretrained feature networks -------------------------------------------------------
 class TeacherWeightsError(SPAdapterError, RuntimeError):
     """The teacher's pretrained weights could not be found or loaded."""
@@ -61,15 +66,42 @@ class PerceptualWeightsError(SPAdapterError, RuntimeError):
     """The pretrained weights of the perceptual loss's feature network are unavailable."""
 
 
-# -- optional installs -----------------------------------------------------------------
-class MissingExtraError(SPAdapterError, ImportError):
-    """A feature needs a package of an optional extra (the built-in photos, the blur
-    synthesis and the demo need ``sp-adapter[demo]``) that is not installed."""
+# -- metrics and optional libraries ---------------------------------------------------
+class OptionalDependencyError(SPAdapterError, ImportError):
+    """A feature needs a library that is an optional extra (the message says what to
+    install)."""
+
+
+class MissingExtraError(OptionalDependencyError):
+    """A feature needs a package of the ``demo`` extra (the built-in photos, the blur
+    synthesis, the demo): ``pip install "sp-adapter[demo]"``."""
+
+
+class UnknownConventionError(SPAdapterError, ValueError):
+    """A metric convention name that does not exist (the message lists those that do)."""
+
+
+class AlignmentError(SPAdapterError, RuntimeError):
+    """The RealBlur protocol could not align a restored image to its sharp one."""
+
+
+# -- files -----------------------------------------------------------------------------
+class ImageFileError(SPAdapterError, ValueError):
+    """An image file cannot be read (not an image, truncated, corrupt) or written in the
+    format its name asks for."""
+
+
+class DiskFullError(SPAdapterError, OSError):
+    """The disk filled up while a file was written (the file was left as it was)."""
 
 
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
+
+
+class RunFolderError(SPAdapterError, ValueError):
+    """A training run folder holds a run that would be overwritten, or no run to resume."""
 
 
 class ReportFolderError(SPAdapterError, RuntimeError):

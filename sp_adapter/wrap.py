@@ -11,9 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .compat import check_prior_fits, check_teacher_fits
 from .config import PriorConfig, TeacherSpec
 from .hcl import hcl_loss
 from .hook import HOOK_ATTR, PRIOR_ATTR, SPEHook, check_image
+from .hub.load import from_pretrained
 from .levels import BackboneMap, Level, first_tensor
 from .prior import SemanticPrior
 from .teacher import Teacher, build_feature_model, feature_info, load_teacher
@@ -156,8 +158,6 @@ def _trained_prior(
 ) -> tuple[SemanticPrior, Teacher | None]:
     """The trained prior ``wrap(prior=...)`` attaches (loaded if a folder / repo id), checked
     against ``model``, and the teacher (``None`` unless one is given)."""
-    from .hub import check_prior_fits, check_teacher_fits, from_pretrained
-
     if levels is not None or config is not None or options:
         raise ValueError(
             "a trained prior brings its own levels and options: do not pass levels=, config= "

@@ -10,8 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
+import socket
 import threading
+import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -72,6 +76,11 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str]] = []
         self.url = ""
+        self.fail: dict[str, int] = {}
+        """POST path -> the HTTP status it answers with (a failing server)."""
+        self.tamper: dict[str, bytes] = {}
+        """``repo/file`` -> bytes served instead of the file, under the file's own ETag (as
+        if damaged in transit)."""
 
     def add_folder(self, repo_id: str, folder: Path, branch: str = "main") -> str:
         repo = self.repos.setdefault(repo_id, FakeRepo())
@@ -123,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
         if content is None:
             return self._error("EntryNotFound", send_body=send_body, **{"X-Repo-Commit": sha})
         etag = f'"{hashlib.sha256(content).hexdigest()}"'
+        content = self.hub.tamper.get(f"{match['repo']}/{unquote(match['file'])}", content)
         self._reply(200, content, {"X-Repo-Commit": sha, "ETag": etag,
                                    "Content-Type": "application/octet-stream"}, send_body)
 
@@ -137,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.hub.requests.append(("POST", self.path))
         path, body = urlsplit(self.path).path, self._body()
+        if path in self.hub.fail:
+            return self._error("ServerError", self.hub.fail[path])
         if path == "/api/repos/create":
             return self._create_repo(json.loads(body))
         if path == "/api/validate-yaml":
@@ -182,36 +194,50 @@ class Handler(BaseHTTPRequestHandler):
                     "pullRequestUrl": None})
 
 
-@pytest.fixture
-def fake_hub(monkeypatch, tmp_path):
-    """A fake Hub on 127.0.0.1 that huggingface_hub talks to, with a fresh cache and no
-    token or offline setting from the environment."""
+def _point_huggingface_hub_at(url: str, monkeypatch, tmp_path: Path) -> None:
+    """What HF_ENDPOINT=<url> would give, had it been set before huggingface_hub was
+    imported, with a fresh cache and no token or offline setting from the environment."""
     from huggingface_hub import constants
 
-    state = FakeHub()
-    handler = type("BoundHandler", (Handler,), {"hub": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    # What HF_ENDPOINT=<url> would give, had it been set before huggingface_hub was imported.
-    monkeypatch.setenv("HF_ENDPOINT", state.url)
+    monkeypatch.setenv("HF_ENDPOINT", url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setattr(constants, "ENDPOINT", state.url)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
-                        state.url + "/{repo_id}/resolve/{revision}/{filename}")
+                        url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch, tmp_path):
+    """A fake Hub on 127.0.0.1 that huggingface_hub talks to (fresh cache, no token)."""
+    state = FakeHub()
+    handler = type("BoundHandler", (Handler,), {"hub": state})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _point_huggingface_hub_at(state.url, monkeypatch, tmp_path)
     try:
         yield state
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path) -> str:
+    """huggingface_hub pointed at a loopback port nothing listens on (as with no network)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    _point_huggingface_hub_at(url, monkeypatch, tmp_path)
+    return url
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -377,7 +403,7 @@ def test_a_failed_write_leaves_the_previous_files_intact(saved, tmp_path, monkey
     def fail(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(hub.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     prior = sp.from_pretrained(saved)
     torch.nn.init.ones_(next(prior.parameters()))
     with pytest.raises(OSError, match="disk full"):
@@ -393,6 +419,24 @@ def _copy(folder: Path, dest: Path) -> Path:
     for p in folder.iterdir():
         (dest / p.name).write_bytes(p.read_bytes())
     return dest
+
+
+def _record_digest(folder: Path) -> None:
+    """Make config.json record the SHA-256 of the folder's present model.safetensors."""
+    config = json.loads((folder / "config.json").read_text())
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    config["sha256"] = {"model.safetensors": digest}
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def _flip_data_bytes(path: Path, count: int = 570) -> None:
+    """Flip ``count`` bytes of the tensor data of a safetensors file, its header intact."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # u64 header length, then the header
+    step = max(1, (len(data) - start) // count)
+    for i in range(start, len(data), step)[:count]:
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
@@ -415,6 +459,7 @@ def test_weights_that_do_not_fit_list_missing_and_unexpected_keys(saved, tmp_pat
     del state[dropped]
     state["embeddings.level9.weight"] = torch.zeros(1)
     save_file(state, folder / "model.safetensors")
+    _record_digest(folder)  # a consistent folder whose weights belong to another prior
     expected = (rf"missing keys \['{re.escape(dropped)}'\]"
                 r".*unexpected keys \['embeddings.level9.weight'\]")
     with pytest.raises(sp.PriorFileError, match=expected):
@@ -507,7 +552,9 @@ def test_download_from_the_hub_matches(trained, saved, fake_hub, tmp_path):
     sha = fake_hub.add_folder("org/unet-prior", saved)
     fresh = sp.wrap(_fresh_like(net), prior="org/unet-prior", teacher=None)
     assert torch.equal(_output(fresh, blurry), reference)
+    # nothing cached: first one metadata request without retries (the reachability check)
     assert fake_hub.paths("HEAD") == [
+        "/org/unet-prior/resolve/main/config.json",
         "/org/unet-prior/resolve/main/config.json",
         f"/org/unet-prior/resolve/{sha}/model.safetensors",
     ]
@@ -515,6 +562,10 @@ def test_download_from_the_hub_matches(trained, saved, fake_hub, tmp_path):
         "/org/unet-prior/resolve/main/config.json",
         f"/org/unet-prior/resolve/{sha}/model.safetensors",
     ]
+    fake_hub.requests.clear()  # cached: no reachability check, no download
+    sp.from_pretrained("org/unet-prior")
+    assert fake_hub.paths("HEAD") == ["/org/unet-prior/resolve/main/config.json"]
+    assert fake_hub.paths("GET") == []
     cached = Path(tmp_path / "hf_cache")
     assert (cached / "models--org--unet-prior" / "snapshots" / sha / "model.safetensors").exists()
 
@@ -557,8 +608,10 @@ def test_offline_mode_with_nothing_cached_names_the_repo(saved, fake_hub, monkey
     fake_hub.add_folder("org/p", saved)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.monotonic()
     with pytest.raises(sp.PriorNotFoundError, match=r"'org/p'.*HF_HUB_OFFLINE"):
         sp.from_pretrained("org/p")
+    assert time.monotonic() - start < 10
     assert fake_hub.requests == []
     # once cached, offline loading works and sends no request
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -568,6 +621,9 @@ def test_offline_mode_with_nothing_cached_names_the_repo(saved, fake_hub, monkey
     net, blurry, reference = trained
     fresh = sp.wrap(_fresh_like(net), prior="org/p")
     assert torch.equal(_output(fresh, blurry), reference)
+    with pytest.raises(sp.PriorNotFoundError, match=r"force_download=True needs the Hub.*"
+                                                    r"HF_HUB_OFFLINE=1"):
+        sp.from_pretrained("org/p", force_download=True)
     assert len(fake_hub.requests) == count
 
 
@@ -592,3 +648,213 @@ def test_push_to_hub_then_download(trained, fake_hub):
     assert "/api/models/org/pushed/branch/exp" in fake_hub.paths("POST")
     pinned = sp.wrap(_fresh_like(net), prior="org/pushed", prior_revision="exp")
     assert torch.equal(_output(pinned, blurry), reference)
+
+
+# -- integrity: the weights' SHA-256 ------------------------------------------------------
+
+
+def _cached_weights(tmp_path: Path, repo_id: str) -> Path:
+    """The snapshot link to ``model.safetensors`` in the fake Hub's fresh cache."""
+    repo = tmp_path / "hf_cache" / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    (found,) = repo.glob("*/model.safetensors")
+    return found
+
+
+def test_config_records_the_weights_sha256(saved):
+    config = json.loads((saved / "config.json").read_text())
+    weights = (saved / "model.safetensors").read_bytes()
+    assert config["sha256"] == {"model.safetensors": hashlib.sha256(weights).hexdigest()}
+
+
+def test_flipped_weight_bytes_in_a_folder_are_refused_naming_the_file(saved, tmp_path):
+    from safetensors.torch import load_file
+
+    folder = _copy(saved, tmp_path / "flipped")
+    _flip_data_bytes(folder / "model.safetensors")
+    load_file(folder / "model.safetensors")  # the header is intact: it still parses
+    expected = (r"flipped/model\.safetensors is corrupted or truncated.*config\.json records"
+                r".*save the prior again")
+    with pytest.raises(sp.PriorFileError, match=expected):
+        sp.from_pretrained(folder)
+    with pytest.raises(sp.PriorFileError, match=expected):
+        sp.wrap(_unet(), prior=folder, teacher=None)
+
+
+def test_a_folder_saved_without_a_digest_loads_with_one_warning(saved, tmp_path):
+    folder = _copy(saved, tmp_path / "old")
+    config = json.loads((folder / "config.json").read_text())
+    del config["sha256"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=r"old/model\.safetensors cannot be checked.*records "
+                                         r"no SHA-256.*save the prior again") as caught:
+        loaded = sp.from_pretrained(folder)
+    assert len(caught) == 1
+    original = sp.from_pretrained(saved).state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items())
+    config["sha256"] = {"model.safetensors": "abc"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(sp.PriorFileError, match=r"'sha256' entry must map 'model\.safetensors' "
+                                                r"to a SHA-256 of 64"):
+        sp.from_pretrained(folder)
+
+
+def test_flipped_bytes_in_the_hub_cache_are_refused_and_force_download_repairs(
+        trained, saved, fake_hub, tmp_path):
+    net, blurry, reference = trained
+    fake_hub.add_folder("org/p", saved)
+    sp.from_pretrained("org/p")
+    cached = _cached_weights(tmp_path, "org/p")
+    _flip_data_bytes(cached.resolve())
+    with pytest.raises(sp.PriorFileError, match=r"model\.safetensors is corrupted.*the Hub's "
+                                                r"\(its ETag\).*from_pretrained\('org/p', "
+                                                r"force_download=True\)"):
+        sp.from_pretrained("org/p")
+    repaired = sp.from_pretrained("org/p", force_download=True)
+    fresh = sp.wrap(_fresh_like(net), prior=repaired, teacher=None)
+    assert torch.equal(_output(fresh, blurry), reference)
+
+
+@pytest.mark.parametrize("case", ["in transit, old config", "in the repository"])
+def test_corrupted_hub_weights_are_refused(saved, fake_hub, tmp_path, case):
+    """Damage on the way (the Hub's ETag differs; caught even for a config without a
+    digest) and a repository whose weights differ from its config's digest."""
+    folder = _copy(saved, tmp_path / "repo")
+    flipped = _copy(saved, tmp_path / "flipped")
+    _flip_data_bytes(flipped / "model.safetensors")
+    if case == "in the repository":
+        (folder / "model.safetensors").write_bytes((flipped / "model.safetensors").read_bytes())
+        expected = r"model\.safetensors is corrupted.*config\.json records.*force_download"
+    else:
+        config = json.loads((folder / "config.json").read_text())
+        del config["sha256"]
+        (folder / "config.json").write_text(json.dumps(config))
+        fake_hub.tamper["org/p/model.safetensors"] = (flipped / "model.safetensors").read_bytes()
+        expected = r"model\.safetensors is corrupted.*the Hub's \(its ETag\)"
+    fake_hub.add_folder("org/p", folder)
+    with pytest.raises(sp.PriorFileError, match=expected):
+        sp.from_pretrained("org/p")
+
+
+# -- folder or repository id --------------------------------------------------------------
+
+
+def test_a_missing_folder_says_so_and_what_was_tried_on_the_hub(fake_hub, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(sp.PriorNotFoundError,
+                       match=r"there is no folder 'runs/prior' in .*, and as a Hub repository: "
+                             r"the prior repository 'runs/prior' was not found on the Hub"):
+        sp.from_pretrained("runs/prior")
+    fake_hub.requests.clear()
+    with pytest.raises(sp.PriorNotFoundError, match=r"the prior folder runs/prior does not exist"):
+        sp.from_pretrained("./runs/prior")  # written as a path: the Hub is not asked
+    with pytest.raises(sp.PriorNotFoundError, match=r"the prior folder runs/prior does not exist"):
+        sp.from_pretrained(Path("runs/prior"))
+    assert fake_hub.requests == []
+
+
+def test_a_local_folder_shadows_a_repo_id_only_if_it_holds_a_prior(trained, saved, fake_hub,
+                                                                 tmp_path, monkeypatch):
+    net, blurry, reference = trained
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "org" / "unet-sp").mkdir(parents=True)
+    with pytest.raises(sp.PriorNotFoundError,
+                       match=r"local folder org/unet-sp holds no config\.json.*, and as a Hub "
+                             r"repository: .*'org/unet-sp' was not found"):
+        sp.from_pretrained("org/unet-sp")
+    fake_hub.add_folder("org/unet-sp", saved)
+    with pytest.warns(UserWarning, match=r"org/unet-sp holds no config\.json.*loaded the Hub "
+                                         r"repository 'org/unet-sp' instead"):
+        fresh = sp.wrap(_fresh_like(net), prior="org/unet-sp", teacher=None)
+    assert torch.equal(_output(fresh, blurry), reference)
+    # a local folder that holds a prior is used, and the Hub is not asked
+    (tmp_path / "org" / "unet-sp").rmdir()
+    _copy(saved, tmp_path / "org" / "unet-sp")
+    fake_hub.requests.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sp.from_pretrained("org/unet-sp")
+    assert fake_hub.requests == []
+
+
+# -- an unreachable Hub, offline mode, failed uploads -------------------------------------
+
+
+def test_an_unreachable_hub_fails_within_seconds_naming_the_endpoint(unreachable_hub):
+    start = time.monotonic()
+    with pytest.raises(sp.PriorNotFoundError,
+                       match=rf"cannot reach the Hub at {re.escape(unreachable_hub)} .*'org/p'.*"
+                             r"not in the local cache"):
+        sp.from_pretrained("org/p")
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(("path", "status", "message"), [
+    ("/api/repos/create", 500, r"the Hub answered with server error 500; try again later"),
+    ("/api/models/org/pushed/commit/main", 403,
+     r"the token is not valid or may not write there; pass a token with write access"),
+])
+def test_a_refused_push_is_a_hub_error(trained, fake_hub, path, status, message):
+    fake_hub.fail[path] = status
+    with pytest.raises(sp.errors.HubError,
+                       match=rf"cannot push the prior to 'org/pushed': {message}") as caught:
+        sp.push_to_hub(trained[0], "org/pushed", token="hf_test")
+    assert isinstance(caught.value, RuntimeError)
+    assert fake_hub.paths("POST")[-1] == path  # failed at that step, nothing after it
+
+
+def test_push_offline_or_unreachable_is_a_hub_error(trained, unreachable_hub, monkeypatch):
+    from huggingface_hub import constants
+
+    with pytest.raises(sp.errors.HubError, match=rf"'org/pushed': cannot reach the Hub at "
+                                                 rf"{re.escape(unreachable_hub)}"):
+        sp.push_to_hub(trained[0], "org/pushed", token="hf_test")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(sp.errors.HubError, match=r"'org/pushed': uploads are disabled "
+                                                 r"\(HF_HUB_OFFLINE=1\); unset HF_HUB_OFFLINE"):
+        sp.push_to_hub(trained[0], "org/pushed", token="hf_test")
+
+
+def test_save_finds_the_prior_inside_wrappers_and_refuses_a_bare_network(trained, tmp_path):
+    sp.save_pretrained(nn.DataParallel(trained[0]), tmp_path / "dp")
+    assert json.loads((tmp_path / "dp" / "config.json").read_text())["model_class"] == "UNet"
+    with pytest.raises(sp.errors.WrapError, match=r"UNet carries no semantic prior: call "
+                                                  r"sp_adapter\.wrap\(model\) first"):
+        sp.save_pretrained(_unet(), tmp_path / "bare")
+    assert not (tmp_path / "bare").exists()
+
+
+# -- the model card and the package's structure -------------------------------------------
+
+
+def test_model_card_metadata_comes_from_model_card_data(saved):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(saved / "README.md")
+    assert card.data.library_name == "sp-adapter"
+    assert card.data.pipeline_tag == "image-to-image"
+    assert card.data.tags == ["sp_adapter", "image-deblurring", "semantic-prior"]
+    assert "| level1 | `up1` | `enc1` | 16 | output of site | 0 | - |" in card.text
+
+
+def test_hub_modules_do_not_import_wrap_and_wrap_imports_them_at_the_top():
+    """No import cycle: the hub package and compat.py never import wrap.py; wrap.py imports
+    the loader and the fit checks once, at module level."""
+    import ast
+
+    package = Path(sp.__file__).parent
+    for path in [*sorted((package / "hub").glob("*.py")), package / "compat.py"]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert "wrap" not in (node.module or "").split("."), (path.name, node.module)
+    tree = ast.parse((package / "wrap.py").read_text())
+    top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    assert {"compat", "hub.load"} <= top
+    nested = [node.module for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
+              for node in ast.walk(fn) if isinstance(node, ast.ImportFrom)]
+    assert not [m for m in nested if m and m.split(".")[0] in ("hub", "compat")]
+    for name in ("from_pretrained", "load_prior", "save_pretrained", "push_to_hub",
+                 "download_prior", "load_folder", "check_prior_fits", "check_teacher_fits",
+                 "describe_levels", "model_card_text", "prior_config_dict", "FORMAT_VERSION"):
+        assert hasattr(hub, name), name
+    assert hub.load_prior is sp.from_pretrained

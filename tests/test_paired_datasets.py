@@ -7,6 +7,7 @@ correct pair (and an identical crop/flip of both) satisfies ``|2 * blurry - shar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +255,44 @@ def test_generic_paired_dataset_checks(tmp_path: Path) -> None:
     assert len(ds) == 1 and _is_pair(*ds[0]) and _is_pair(*ds[-1])
     with pytest.raises(IndexError):
         ds[1]
+
+
+def test_eval_and_train_read_the_gopro_blur_folder_asked_for(tmp_path: Path, capsys) -> None:
+    from sp_adapter.cli import main
+
+    rng = np.random.default_rng(7)
+    for split in ("train", "test"):
+        for name in ("000001.png", "000002.png"):
+            scene = tmp_path / "GOPRO_Large" / split / "GOPR0410_11_00"
+            sharp = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+            # blur and blur_gamma differ, so scores tell which folder was read
+            for folder, image in (("sharp", sharp), ("blur", sharp // 2),
+                                  ("blur_gamma", sharp // 4)):
+                (scene / folder).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(scene / folder / name)
+    run = tmp_path / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--run-dir", str(run), "--dataset", "gopro", "--root",
+                     str(tmp_path), "--gopro-blur", "blur_gamma", "--steps", "1", "--batch",
+                     "1", "--crop", "16", "--width", "8", "--no-prior", "--alpha", "0",
+                     "--perceptual", "none", "--no-progress"]) == 0
+        saved = json.loads((run / "run.json").read_text())
+        assert saved["data_options"]["gopro_blur"] == "blur_gamma"
+        scores = {}
+        for folder in ("blur", "blur_gamma"):
+            out_file = tmp_path / f"{folder}.json"
+            capsys.readouterr()
+            assert main(["eval", "--run-dir", str(run), "--dataset", "gopro", "--root",
+                         str(tmp_path), "--gopro-blur", folder, "--json", str(out_file),
+                         "--no-progress"]) == 0
+            assert f"data: gopro ({folder}) test, 2 images" in capsys.readouterr().out
+            report = json.loads(out_file.read_text())
+            keys = [row["key"] for row in report["models"][0]["per_image"]]
+            assert keys == [f"GOPR0410_11_00/{folder}/00000{i}.png" for i in (1, 2)]
+            scores[folder] = report["models"][0]["blurry_psnr"]
+        # sharp // 4 is further from sharp than sharp // 2
+        assert scores["blur_gamma"] < scores["blur"] - 1
+    finally:
+        torch.set_num_threads(before)

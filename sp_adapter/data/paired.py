@@ -3,8 +3,9 @@
 Layouts (``root`` is the folder you pass):
 
 * GoPro: ``GOPRO_Large/{train,test}/<scene>/{blur,blur_gamma,sharp}/*.png``; ``root`` is
-  ``GOPRO_Large`` or its parent. Published numbers use ``blur`` (the default); pass
-  ``gamma=True`` for ``blur_gamma``.
+  ``GOPRO_Large`` or its parent. Most published numbers use ``blur`` (the default); pass
+  ``gamma=True`` for ``blur_gamma``, which DeepDeblur's own numbers use (the CLI's
+  ``--gopro-blur blur_gamma``).
 * HIDE: blurred images in ``train/`` and ``test/{test-close-ups,test-long-shot}/``, the
   sharp ones in ``GT/`` under the same file name; ``root`` holds those folders (or is
   the parent of ``HIDE_dataset`` that does).
@@ -34,8 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
+
+from ..image_io import read_rgb8
 
 __all__ = [
     "GoProDataset",
@@ -191,9 +193,9 @@ def realblur_pairs(root: str | Path, split: str = "test", variant: str = "J") ->
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an ``(H, W, 3)`` uint8 RGB array (PIL, converted to RGB)."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    """Read an image file as an ``(H, W, 3)`` uint8 RGB array (16 bits rounded to 8, grey
+    repeated); a corrupt or truncated file raises ``ImageFileError`` naming it."""
+    return read_rgb8(path)
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:

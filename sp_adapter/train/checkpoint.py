@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import re
 from pathlib import Path
@@ -26,6 +27,11 @@ from ..atomic import write_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
+# the temporary files of save_atomic (sp_adapter.atomic): ".step_N.pt.<random>.tmp"
+_TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\..+\.tmp$")
+# what reading a damaged checkpoint raises: torch's zip reader (RuntimeError), the OS
+# (OSError: Invalid argument on a truncated file), the unpickler, and the library's errors
+UNREADABLE = (ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError)
 
 
 def checkpoint_path(run_dir: str | os.PathLike, step: int) -> Path:
@@ -61,6 +67,28 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically (a temporary file, then ``os.replace``)."""
     return write_atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a run killed while saving a checkpoint left behind;
+    returns their paths (call it only while no process of the run is saving)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if _TEMPORARY.match(path.name) and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def short_reason(err: BaseException, limit: int = 120) -> str:
+    """The first sentence of an error's message (torch's read errors run to paragraphs)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = text.split(". ")[0].rstrip(".")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:

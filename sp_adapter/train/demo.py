@@ -341,10 +341,9 @@ def real_dataset_commands(root: str = "GOPRO_Large") -> list[str]:
     """The commands that train and score the UNet with and without the prior on GoPro."""
     train = f"sp-adapter train --dataset gopro --root {root} --backbone unet --steps 200000"
     evaluate = f"sp-adapter eval --dataset gopro --root {root}"
-    return [f"{train} --run-dir runs/gopro_unet_sp",
-            f"{train} --no-prior --run-dir runs/gopro_unet",
-            f"{evaluate} --run-dir runs/gopro_unet_sp",
-            f"{evaluate} --run-dir runs/gopro_unet"]
+    return [f"{train} --no-prior --run-dir runs/gopro_unet",
+            f"{train} --run-dir runs/gopro_unet_sp",
+            f"{evaluate} --run-dir runs/gopro_unet runs/gopro_unet_sp"]
 
 
 def run_demo(cfg: DemoConfig, command: str = "sp-adapter demo") -> dict[str, Any]:

@@ -1,11 +1,15 @@
 """Deblur and score: final images of any size (padding or tiles), PSNR/SSIM on a dataset.
 
-Scores follow :mod:`sp_adapter.metrics`: RGB on [0, 255] after 8-bit rounding, no border
-crop, Gaussian SSIM (11x11, sigma 1.5), one score per image averaged over images.
+Scores follow a named convention of :mod:`sp_adapter.metrics.conventions` (RGB, no border
+crop, one score per image averaged over images). :func:`evaluate` defaults to ``skimage``
+(8-bit rounding, 2-D Gaussian SSIM), which training validation and the benchmarks use;
+``sp-adapter eval`` defaults to ``matlab``, the convention of most published tables.
+:func:`table_row` writes a result as a row of the paper's Table 1.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -15,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..inference import run_padded, run_tiled
-from ..metrics import psnr, ssim
+from ..metrics import get_convention, score
 from .backbones import BackboneSpec, backbone_spec
 
 
@@ -49,7 +53,12 @@ def deblur(
 
 @dataclass
 class EvalResult:
-    """Mean scores and per-image scores (with the samples' keys when known)."""
+    """Mean scores and per-image scores (with the samples' keys when known).
+
+    ``convention`` names how the scores were computed (:data:`sp_adapter.metrics.CONVENTIONS`);
+    ``seconds_per_image`` is the time spent deblurring (the model with its padding or
+    tiling; not data loading or scoring), per image.
+    """
 
     psnr: float
     ssim: float
@@ -57,10 +66,13 @@ class EvalResult:
     per_image: list[dict[str, float | str]] = field(default_factory=list)
     blurry_psnr: float | None = None
     blurry_ssim: float | None = None
+    convention: str = "skimage"
+    seconds_per_image: float | None = None
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, float | int | str | None]:
         return {"psnr": self.psnr, "ssim": self.ssim, "count": self.count,
-                "blurry_psnr": self.blurry_psnr, "blurry_ssim": self.blurry_ssim}
+                "blurry_psnr": self.blurry_psnr, "blurry_ssim": self.blurry_ssim,
+                "convention": self.convention, "seconds_per_image": self.seconds_per_image}
 
 
 def evaluate(
@@ -74,6 +86,8 @@ def evaluate(
     score_blurry: bool = False,
     progress: bool = False,
     on_batch: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, list[str]], None] | None = None,
+    convention: str = "skimage",
+    warmup: bool = False,
 ) -> EvalResult:
     """PSNR/SSIM of ``model`` on ``dataset`` (``(blurry, sharp[, key])`` samples).
 
@@ -82,7 +96,12 @@ def evaluate(
         score_blurry: also score the blurry inputs (the "do nothing" baseline).
         on_batch: called with ``(blurry, restored, sharp, keys)`` per batch (e.g. to save
             images).
+        convention: how to compute the scores, a name in
+            :data:`sp_adapter.metrics.CONVENTIONS` (``"realblur"`` needs OpenCV).
+        warmup: deblur the first batch once, untimed, before the timed pass (kernel
+            selection and allocations), so ``seconds_per_image`` is the steady pace.
     """
+    conv = get_convention(convention)
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -91,23 +110,28 @@ def evaluate(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     rows: list[dict[str, float | str]] = []
     index = 0
+    seconds = 0.0
     try:
         for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
             blurry, sharp = batch[0].to(device), batch[1].to(device)
             keys = list(batch[2]) if len(batch) > 2 else [
                 str(index + i) for i in range(blurry.shape[0])]
             index += blurry.shape[0]
+            if warmup:
+                deblur(model, blurry, backbone, tile=tile)
+                warmup = False
+            started = _synchronized_clock(device)
             restored = deblur(model, blurry, backbone, tile=tile)
-            p = psnr(restored, sharp, reduction="none")
-            s = ssim(restored, sharp, reduction="none")
+            seconds += _synchronized_clock(device) - started
+            scores = score(restored, sharp, conv)
             if score_blurry:
-                bp = psnr(blurry, sharp, reduction="none")
-                bs = ssim(blurry, sharp, reduction="none")
+                inputs = score(blurry, sharp, conv)
             for i, key in enumerate(keys):
-                row: dict[str, float | str] = {"key": key, "psnr": float(p[i]),
-                                               "ssim": float(s[i])}
+                row: dict[str, float | str] = {"key": key, "psnr": float(scores.psnr[i]),
+                                               "ssim": float(scores.ssim[i])}
                 if score_blurry:
-                    row.update(blurry_psnr=float(bp[i]), blurry_ssim=float(bs[i]))
+                    row.update(blurry_psnr=float(inputs.psnr[i]),
+                               blurry_ssim=float(inputs.ssim[i]))
                 rows.append(row)
             if on_batch is not None:
                 on_batch(blurry, restored, sharp, keys)
@@ -123,14 +147,23 @@ def evaluate(
         psnr=mean("psnr"), ssim=mean("ssim"), count=len(rows), per_image=rows,
         blurry_psnr=mean("blurry_psnr") if score_blurry else None,
         blurry_ssim=mean("blurry_ssim") if score_blurry else None,
+        convention=conv.name, seconds_per_image=seconds / len(rows),
     )
 
 
+def _synchronized_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done (CUDA runs async)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def score_inputs(dataset: Dataset, device: torch.device | str = "cpu",
-                 batch_size: int = 8) -> EvalResult:
+                 batch_size: int = 8, convention: str = "skimage") -> EvalResult:
     """PSNR/SSIM of the blurry inputs themselves (the "do nothing" baseline): the scores
     of a model that returns its input unchanged."""
-    return evaluate(nn.Identity(), dataset, "unet", device=device, batch_size=batch_size)
+    return evaluate(nn.Identity(), dataset, "unet", device=device, batch_size=batch_size,
+                    convention=convention)
 
 
 def with_input_scores(result: EvalResult, inputs: EvalResult) -> EvalResult:
@@ -138,6 +171,41 @@ def with_input_scores(result: EvalResult, inputs: EvalResult) -> EvalResult:
     dataset) added, as ``evaluate(..., score_blurry=True)`` gives them."""
     if [r["key"] for r in result.per_image] != [r["key"] for r in inputs.per_image]:
         raise ValueError("the input scores come from another dataset than the result's")
+    if result.convention != inputs.convention:
+        raise ValueError(f"the input scores use the {inputs.convention!r} convention, the "
+                         f"result the {result.convention!r} one")
     rows = [{**row, "blurry_psnr": blurry["psnr"], "blurry_ssim": blurry["ssim"]}
             for row, blurry in zip(result.per_image, inputs.per_image, strict=True)]
     return replace(result, per_image=rows, blurry_psnr=inputs.psnr, blurry_ssim=inputs.ssim)
+
+
+TABLE_HEADER = ("| Methods | Structure | PSNR ↑ | SSIM ↑ | LPIPS ↓ | Time (s) |\n"
+                "|---|---|---|---|---|---|")
+"""The header of the paper's Table 1 (GoPro), in Markdown."""
+
+_TABLE_NAMES = {
+    "unet": ("UNet", "multi-scale"),
+    "deepdeblur": ("DeepDeblur", "multi-scale"),
+    "mprnet": ("MPRNet", "multi-patch"),
+    "mprnet-stage1": ("MPRNet (stage 1)", "multi-patch"),
+    "mimo-unet": ("MIMO-UNet", "multi-scale"),
+    "mimo-unet-plus": ("MIMOUNetPlus", "multi-scale"),
+    "mssnet": ("MSSNet", "multi-stage"),
+    "mssnet-small": ("MSSNet (small)", "multi-stage"),
+    "mssnet-large": ("MSSNet (large)", "multi-stage"),
+}
+
+
+def table_name(backbone: str, prior: bool) -> tuple[str, str]:
+    """The method's name (``+SP`` with the prior) and structure as Table 1 writes them."""
+    name, structure = _TABLE_NAMES.get(backbone, (backbone, "-"))
+    return (f"{name}+SP" if prior else name), structure
+
+
+def table_row(method: str, structure: str, result: EvalResult,
+              lpips: float | None = None) -> str:
+    """``result`` as a Markdown row of Table 1: PSNR (2 decimals), SSIM, LPIPS and seconds
+    per image (3 decimals); ``-`` where a value is missing."""
+    lp = "-" if lpips is None else f"{lpips:.3f}"
+    sec = "-" if result.seconds_per_image is None else f"{result.seconds_per_image:.3f}"
+    return f"| {method} | {structure} | {result.psnr:.2f} | {result.ssim:.3f} | {lp} | {sec} |"

@@ -141,13 +141,13 @@ def _draw_labels(canvas: np.ndarray, panels: Sequence[np.ndarray], labels: Seque
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write an ``H x W x 3`` uint8 array as PNG (folders created)."""
+    """Write an ``H x W x 3`` uint8 array as PNG, atomically (folders created)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
-    return path
+    from ..atomic import write_atomic
+
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    return write_atomic(path, lambda handle: picture.save(handle, format="PNG"))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

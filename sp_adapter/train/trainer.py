@@ -30,19 +30,25 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from ..atomic import append_text, write_atomic
+from ..errors import RunFolderError
 from ..hook import PRIOR_ATTR
 from ..losses import LossTerms, TotalLoss, build_perceptual, full
 from ..wrap import base_model, get_hook, get_prior, is_wrapped
 from .backbones import BackboneSpec, backbone_spec
 from .cache import TeacherFeatureCache
 from .checkpoint import (
+    UNREADABLE,
     checkpoint_path,
-    latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temporaries,
     rng_state,
     save_atomic,
     set_rng_state,
+    short_reason,
+    strength_path,
 )
 from .config import TrainConfig
 from .data import BatchStream
@@ -70,6 +76,73 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{info.local_rank}")
     return device
+
+
+def _run_files(run_dir: Path) -> list[str]:
+    """The names of the run's files that ``run_dir`` holds (log, run.json, checkpoints)."""
+    names = [name for name in (LOG_NAME, RUN_NAME) if (run_dir / name).is_file()]
+    found = list_checkpoints(run_dir)
+    if found:
+        names.append(f"{len(found)} checkpoint{'s' * (len(found) > 1)}")
+    return names
+
+
+def check_run_folder(run_dir: str | os.PathLike, resume: bool, overwrite: bool = False) -> None:
+    """Refuse to start a run over another one (unless ``overwrite``) and to resume a
+    folder that holds no run (a mistyped name would otherwise train from step 0)."""
+    run_dir = Path(run_dir)
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: resume continues the run "
+                         "in the folder, overwrite replaces it")
+    held = _run_files(run_dir)
+    if resume and not held:
+        raise RunFolderError(
+            f"{run_dir} holds no run to resume (no {LOG_NAME}, {RUN_NAME} or checkpoints/"
+            "step_*.pt): check the folder's name, or leave out resume=True (CLI: --resume) "
+            "to start a new run there")
+    if not resume and not overwrite and held:
+        what = ("checkpoints of a run" if list_checkpoints(run_dir)
+                else "a run without a checkpoint yet")
+        raise RunFolderError(
+            f"{run_dir} already holds {what} ({', '.join(held)}): pass resume=True (CLI: "
+            "--resume) to continue it, overwrite=True (CLI: --overwrite) to start it again "
+            "(its log and checkpoints are deleted), or choose another run folder")
+
+
+def remove_run(run_dir: str | os.PathLike) -> None:
+    """Delete a run's files (log, run.json, checkpoints and their saved strengths); other
+    files in the folder are left alone."""
+    run_dir = Path(run_dir)
+    for _, path in list_checkpoints(run_dir):
+        path.unlink(missing_ok=True)
+        strength_path(path).unlink(missing_ok=True)
+    for name in (LOG_NAME, RUN_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The entries of a ``log.jsonl``. A last line cut short (a crash while it was written)
+    is dropped with a warning; any other line that is no JSON object is an error naming the
+    file and line."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    numbered = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    entries = []
+    for index, (number, line) in enumerate(numbered):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as err:
+            if index == len(numbered) - 1:
+                warnings.warn(f"{path}:{number}: ignored the last line, cut short (as by a "
+                              f"crash while it was written): {line[:60]!r}", stacklevel=2)
+                break
+            raise RunFolderError(
+                f"{path}:{number}: not a JSON line ({err.msg}, column {err.colno}): fix or "
+                "delete that line, then resume again") from None
+        if not isinstance(entry, dict):
+            raise RunFolderError(f"{path}:{number}: expected a JSON object, got {line[:60]!r}")
+        entries.append(entry)
+    return entries
 
 
 def seed_everything(seed: int) -> None:
@@ -295,17 +368,23 @@ class Trainer:
         return stats
 
     # -- the loop -------------------------------------------------------------------------
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train until ``config.steps``; with ``resume`` first load the latest checkpoint
-        of ``run_dir`` (if any) and continue exactly where it was written."""
+        of ``run_dir`` that can be read and continue exactly where it was written. A
+        folder that holds a run is refused unless ``resume`` or ``overwrite`` (which
+        deletes that run's log and checkpoints first)."""
         config = self.config
+        if self.run_dir is not None:
+            if resume or self.step == 0:
+                check_run_folder(self.run_dir, resume, overwrite)
+            if self.is_main:
+                for path in remove_stale_temporaries(self.run_dir):
+                    warnings.warn(f"removed {path}, left by a run killed while saving a "
+                                  "checkpoint", stacklevel=2)
+                if overwrite and not resume:
+                    remove_run(self.run_dir)
+            barrier(self.info)
         resumed_from = self.resume() if resume else None
-        if (not resume and self.step == 0 and self.run_dir is not None
-                and latest_checkpoint(self.run_dir) is not None):
-            raise ValueError(
-                f"{self.run_dir} already holds checkpoints of a run: pass resume=True (CLI: "
-                "--resume) to continue it, or choose another run folder"
-            )
         if resumed_from is None and self.step == 0:
             seed_everything(config.seed * 1000 + self.info.rank)
         self._start_log(resumed_from)
@@ -390,8 +469,7 @@ class Trainer:
             return
         self.history.append(entry)
         if self.run_dir is not None:
-            with open(self.run_dir / LOG_NAME, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            append_text(self.run_dir / LOG_NAME, json.dumps(entry) + "\n")
 
     def _start_log(self, resumed_from: int | None) -> None:
         if not self.is_main or self.run_dir is None:
@@ -400,16 +478,15 @@ class Trainer:
         log = self.run_dir / LOG_NAME
         if resumed_from is not None and log.exists():
             # drop what the killed run logged after its last checkpoint
-            kept = [line for line in log.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resumed_from]
-            log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            kept = [entry for entry in read_log(log) if entry.get("step", 0) <= resumed_from]
+            write_atomic(log, "".join(json.dumps(entry) + "\n" for entry in kept).encode())
         elif resumed_from is None and self.step == 0 and log.exists():
             log.unlink()
         run = {"config": self.config.to_dict(), "backbone": self.spec.name,
                "model_spec": self.model_spec.to_dict() if self.model_spec else None,
                "data_options": self.data_options,
                "wrapped": self.wrapped, "world_size": self.info.world_size}
-        (self.run_dir / RUN_NAME).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+        write_atomic(self.run_dir / RUN_NAME, (json.dumps(run, indent=2) + "\n").encode())
 
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -492,14 +569,34 @@ class Trainer:
             seed_everything(self.config.seed * 1000 + self.step + self.info.rank)
 
     def resume(self) -> int | None:
-        """Load the latest checkpoint of ``run_dir``; returns its step (``None``: none)."""
+        """Load the newest checkpoint of ``run_dir`` that can be read (a damaged one is
+        skipped with a warning); returns its step (``None``: the run has no checkpoint
+        yet, so it starts again from step 0)."""
         if self.run_dir is None:
             raise ValueError("resume=True needs a run_dir")
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        found = list_checkpoints(self.run_dir)
+        if not found:
+            check_run_folder(self.run_dir, resume=True)
+            warnings.warn(f"{self.run_dir} holds no checkpoint yet: the run starts again "
+                          "from step 0", stacklevel=2)
             return None
-        self.load_state_dict(load_checkpoint(path))
-        return self.step
+        skipped = []
+        for _, path in reversed(found):
+            try:
+                state = load_checkpoint(path)
+            except UNREADABLE as err:
+                skipped.append(f"{path.name} ({short_reason(err)})")
+                continue
+            self.load_state_dict(state)
+            if skipped:
+                warnings.warn(
+                    f"skipped checkpoints that cannot be read: {'; '.join(skipped)}; resuming "
+                    f"from {path} (step {self.step}); the damaged files are replaced as the "
+                    "run reaches their steps again", stacklevel=2)
+            return self.step
+        raise RunFolderError(
+            f"no checkpoint in {self.run_dir / 'checkpoints'} can be read: "
+            + "; ".join(skipped) + ". Start a new run (CLI: --overwrite, or another --run-dir)")
 
 
 def _plain(value: Any) -> Any:

@@ -1,6 +1,6 @@
-"""Image-quality metrics with the deblurring conventions: PSNR and SSIM on RGB.
+"""PSNR, SSIM (2-D per channel and 3-D over the RGB volume) and LPIPS on RGB images.
 
-Conventions (those of the GoPro/HIDE/RealBlur evaluation scripts that read saved PNGs):
+Conventions shared by every function here:
 
 * Inputs are ``(N, C, H, W)`` or ``(C, H, W)`` tensors on a ``[0, data_range]`` scale.
   Both images are mapped to [0, 255] and, with ``quantize=True`` (the default),
@@ -11,7 +11,7 @@ Conventions (those of the GoPro/HIDE/RealBlur evaluation scripts that read saved
   batch (not the MSEs), ``"none"`` returns one score per image.
 * Arithmetic is in float64; results are float64 tensors.
 
-SSIM is the Gaussian-weighted SSIM of Wang et al.: an 11x11 Gaussian window with
+:func:`ssim` is the Gaussian-weighted SSIM of Wang et al.: an 11x11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, population (not sample) covariances, computed
 per channel and averaged over channels and over the *valid* positions (windows lying
 wholly inside the image; no padding). This equals
@@ -19,7 +19,11 @@ wholly inside the image; no padding). This equals
 use_sample_covariance=False, channel_axis=-1, data_range=255)`` on the 8-bit images:
 scikit-image filters with reflect padding but then drops a 5-pixel border, which leaves
 exactly the valid positions (tests check agreement within 1e-4; it is ~1e-12).
-MATLAB's ``ssim`` on RGB arrays differs (it treats the image as one 3-D volume).
+
+:func:`ssim3d` is MATLAB's ``ssim`` on an HxWx3 array (and BasicSR's ``ssim3d``): one
+11x11x11 Gaussian window over height, width and channel, edges replicated on all three
+axes, the map averaged over every position. :mod:`sp_adapter.metrics.conventions` names
+the combinations published tables use.
 
 LPIPS needs pretrained network weights that no installed wheel ships, see
 :func:`lpips_metric`.
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_window", "lpips_metric", "psnr", "ssim"]
+__all__ = ["gaussian_window", "lpips_metric", "psnr", "ssim", "ssim3d"]
 
 _LPIPS_BACKBONES = {
     "alex": ("AlexNet_Weights", "IMAGENET1K_V1"),
@@ -105,6 +109,56 @@ def _filter_valid(image: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.conv2d(image, rows, groups=channels), cols, groups=channels)
 
 
+_C1, _C2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
+
+
+def _ssim_formula(mu_a, mu_b, aa, bb, ab) -> torch.Tensor:
+    """The SSIM map from local means and local second moments (``aa`` = E[a^2] etc.)."""
+    var_a, var_b, cov = aa - mu_a**2, bb - mu_b**2, ab - mu_a * mu_b
+    numerator = (2 * mu_a * mu_b + _C1) * (2 * cov + _C2)
+    return numerator / ((mu_a**2 + mu_b**2 + _C1) * (var_a + var_b + _C2))
+
+
+def _ssim_map_valid(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-channel 2-D SSIM map at the valid positions: ``(N, C, H - 10, W - 10)``."""
+    window = gaussian_window(11, 1.5).to(a.device)
+    if min(a.shape[-2:]) < window.numel():
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return _filter_valid(t, window)
+
+    return _ssim_formula(f(a), f(b), f(a * a), f(b * b), f(a * b))
+
+
+def _channel_mixing(channels: int, window: torch.Tensor) -> torch.Tensor:
+    """Filtering along the channel axis with replicated edges, as a ``(C, C)`` matrix.
+
+    Tap ``k`` of output channel ``c`` reads channel ``c + k - r``, clamped into
+    ``[0, C - 1]`` (the replicated edge), so with only three channels most taps land on the
+    first or last channel.
+    """
+    radius = (window.numel() - 1) // 2
+    mixing = torch.zeros(channels, channels, dtype=window.dtype)
+    for c in range(channels):
+        for k in range(window.numel()):
+            mixing[c, min(max(c + k - radius, 0), channels - 1)] += window[k]
+    return mixing
+
+
+def _ssim3d_map(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """3-D SSIM map at every position, edges replicated on all three axes: ``(N, C, H, W)``."""
+    window = gaussian_window(11, 1.5).to(a.device)
+    radius = (window.numel() - 1) // 2
+    mixing = _channel_mixing(a.shape[1], window.cpu()).to(a.device)
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        t = torch.einsum("dc,nchw->ndhw", mixing, t)
+        return _filter_valid(F.pad(t, (radius,) * 4, mode="replicate"), window)
+
+    return _ssim_formula(f(a), f(b), f(a * a), f(b * b), f(a * b))
+
+
 def ssim(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -126,17 +180,26 @@ def ssim(
         reduction: ``"mean"`` over the batch or ``"none"``.
     """
     a, b = _prepare(x, y, data_range, quantize)
-    window = gaussian_window(11, 1.5).to(a.device)
-    if min(a.shape[-2:]) < window.numel():
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
-    c1, c2 = (0.01 * 255.0) ** 2, (0.03 * 255.0) ** 2
-    mu_a, mu_b = _filter_valid(a, window), _filter_valid(b, window)
-    var_a = _filter_valid(a * a, window) - mu_a**2
-    var_b = _filter_valid(b * b, window) - mu_b**2
-    cov = _filter_valid(a * b, window) - mu_a * mu_b
-    numerator = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    denominator = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    return _reduce((numerator / denominator).flatten(1).mean(dim=1), reduction)
+    return _reduce(_ssim_map_valid(a, b).flatten(1).mean(dim=1), reduction)
+
+
+def ssim3d(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    quantize: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """3-D Gaussian SSIM (11x11x11, sigma 1.5) over height, width and channel.
+
+    MATLAB's ``ssim`` on an HxWx3 array, and BasicSR's ``ssim3d``: the window is one
+    Gaussian over the whole RGB volume, the volume's edges are replicated on all three
+    axes (so the channel axis, only 3 deep, is mostly replicated edge), and the map is
+    averaged over every pixel and channel. Any image size works; on a one-channel image
+    this is MATLAB's 2-D ``ssim``. Arguments as :func:`ssim`.
+    """
+    a, b = _prepare(x, y, data_range, quantize)
+    return _reduce(_ssim3d_map(a, b).flatten(1).mean(dim=1), reduction)
 
 
 def _lpips_help(net: str, weights_file: str, url: str, hub_dir: str) -> str:
