@@ -694,8 +694,10 @@ def _demo_parser(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, command: str) -> int:
+    from .extras import require_demo_extra
     from .train.demo import DemoConfig, run_demo
 
+    require_demo_extra("the demo")  # before any output
     _require_positive(args.width, "--width", "the UNet's channels")
     _check_teacher_levels(args.teacher_levels, args.teacher)
     out = Path(args.out)

@@ -98,6 +98,11 @@ class OptionalDependencyError(SPAdapterError, ImportError):
     install)."""
 
 
+class MissingExtraError(OptionalDependencyError):
+    """A feature needs a package of the ``demo`` extra (the built-in photos, the blur
+    synthesis, the demo): ``pip install "sp-adapter[demo]"``."""
+
+
 class UnknownConventionError(SPAdapterError, ValueError):
     """A metric convention name that does not exist (the message lists those that do)."""
 

@@ -3,7 +3,8 @@
 Its features at three levels are the targets ``f_gt^1..3`` of the prior loss. Raw
 features of an ImageNet classifier have a per-channel std of 5-10, which makes the prior
 loss dwarf the L1 loss, so the teacher standardises every channel with fixed statistics
-measured once on reference photos (:meth:`Teacher.calibrate`).
+measured once on reference photos (:meth:`Teacher.calibrate`); the offline teachers' are
+shipped in the package (:mod:`sp_adapter.teacher_statistics`).
 
 The teacher is used only by the prior loss in training: it is never registered inside the
 wrapped model (so it is in no ``state_dict`` and no optimizer), it is always in eval mode
@@ -23,11 +24,13 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .config import BUILTIN_TEACHER_WEIGHTS, WHEEL_TEACHERS, TeacherSpec, teacher_at_levels
 from .errors import TeacherWeightsError
 from .inference import pad_to_multiple
+from .teacher_statistics import Statistics, stored_statistics
 
 
 def feature_info(features: nn.Module) -> tuple[list[int], list[int]]:
@@ -281,10 +284,15 @@ class Teacher(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: TeacherSpec, calibrate: bool = True) -> Teacher:
-        """Build, load the pretrained weights and (by default) calibrate on built-in photos."""
+        """Build, load the pretrained weights and (by default) standardise with the stored
+        statistics of an offline teacher, or else calibrate on the built-in photos."""
         teacher = cls(build_feature_model(spec), spec.mean, spec.std, name=spec.arch)
         if calibrate:
-            teacher.calibrate(default_calibration_images())
+            stored = stored_statistics(spec)
+            if stored is not None:
+                teacher.set_statistics(stored)
+            else:
+                teacher.calibrate(default_calibration_images())
         return teacher
 
     def train(self, mode: bool = True) -> Teacher:  # noqa: ARG002 - always frozen
@@ -302,6 +310,18 @@ class Teacher(nn.Module):
             (getattr(self, f"feature_mean{i}"), getattr(self, f"feature_std{i}"))
             for i in range(len(self.channels))
         ]
+
+    @torch.no_grad()
+    def set_statistics(self, statistics: Statistics) -> Teacher:
+        """Standardise with given per-level ``(mean, std)`` (e.g. stored ones)."""
+        if len(statistics) != len(self.channels):
+            raise ValueError(f"{len(statistics)} levels of statistics for a teacher with "
+                             f"{len(self.channels)} levels")
+        for i, (mean, std) in enumerate(statistics):
+            getattr(self, f"feature_mean{i}").copy_(mean.view(1, -1, 1, 1))
+            getattr(self, f"feature_std{i}").copy_(std.view(1, -1, 1, 1))
+        self.calibrated = True
+        return self
 
     @torch.no_grad()
     def raw_features(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -330,7 +350,7 @@ class Teacher(nn.Module):
             if sums is None:
                 sums = [torch.zeros(2, f.shape[1], dtype=torch.float64) for f in feats]
             for i, f in enumerate(feats):
-                flat = f.double().transpose(0, 1).reshape(f.shape[1], -1).cpu()
+                flat = rearrange(f.double(), "b c h w -> c (b h w)").cpu()
                 sums[i][0] += flat.sum(1)
                 sums[i][1] += (flat * flat).sum(1)
                 count[i] += flat.shape[1]
@@ -353,7 +373,10 @@ class Teacher(nn.Module):
 def default_calibration_images(size: int = 320) -> list[torch.Tensor]:
     """The built-in training photos, resized so the longer side is ``size``.
 
-    Only the training split is used, so no test photo influences training.
+    Only the training split is used, so no test photo influences training. The photos
+    come with the ``demo`` extra (:class:`~sp_adapter.errors.MissingExtraError` without
+    it); a teacher without stored statistics can be calibrated on any sharp images instead
+    (``load_teacher(spec, calibrate=False).calibrate(images)``).
     """
     from .data.photos import load_photo, photo_names
 

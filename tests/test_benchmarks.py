@@ -486,7 +486,7 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
 
 def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
     """At its default options (only the budget and sizes made tiny) the demo trains the
-    short severe-blur benchmark's Net0 and Net0* at teacher levels 0-2 with 3x3 prior
+    short mild-blur benchmark's Net0 and Net0* at teacher levels 0-2 with 3x3 prior
     convolutions (no student pre-training), and its report says so."""
     from sp_adapter.cli import main as cli
 
@@ -494,7 +494,7 @@ def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
             "--test-crops-per-photo", "1", "--no-progress"]
     bench = load("quality").main([
         *tiny, "--variants", "Net0", "Net0*", "--steps", "2", "--pretrain-steps", "2",
-        "--student-steps", "3", "--blur", "severe", "--lr", "1e-3",
+        "--student-steps", "3", "--blur", "mild", "--lr", "1e-3",
         "--teacher-levels", "0", "1", "2", "--prior-options", "kernel_size=3",
         "--options", "width=8", "--seeds", "0", "--out", str(tmp_path), "--tag", "star"])
     out = tmp_path / "report"
@@ -509,7 +509,7 @@ def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
     assert ("teacher tf_efficientnet_lite0 at levels [0, 1, 2], CLC + MLA + SAT without the "
             "HCL distillation") in readme
     assert "3x3 convolutions in CLC, MLA and SAT" in readme
-    assert "synthetic severe camera-shake blur" in readme
+    assert "synthetic mild camera-shake blur" in readme
 
 
 def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def test_demo_writes_its_report(report, capsys):
         assert np.isfinite(arm["psnr"]) and 0 < arm["ssim"] <= 1
     count = results["test_count"]
     assert len(results["per_image"]) == count and len(results["pictures"]) == count
-    for folder, panels in (("images", 4), ("priors", 4)):
+    for folder, panels in (("images", 6), ("priors", 4)):
         files = sorted((report / folder).glob("*.png"))
         assert len(files) == count
         with Image.open(files[0]) as image:
@@ -65,6 +66,56 @@ def test_demo_writes_its_report(report, capsys):
     assert "teacher tf_efficientnet_lite1 at levels [0, 1, 2]" in readme
     run = json.loads((report / "runs" / "sp" / "run.json").read_text())
     assert run["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
+
+
+def test_demo_report_says_what_its_budget_shows_and_ends_with_a_real_dataset(report):
+    """The report has its two lines on the budget and ends with commands for GoPro that
+    the CLI accepts."""
+    from sp_adapter.cli import build_parser
+    from sp_adapter.train.demo import real_dataset_commands
+
+    readme = (report / "README.md").read_text()
+    budget = readme.split("## What this budget shows")[1].split("##")[0]
+    assert [line.split(":")[0] for line in budget.strip().splitlines()] == [
+        "- What it shows", "- What it cannot show"]
+    commands = real_dataset_commands()
+    assert readme.rstrip().endswith("\n".join([*commands, "```"]))
+    parsed = [build_parser().parse_args(shlex.split(c)[1:]) for c in commands]
+    assert [(a.command, a.dataset) for a in parsed] == [("train", "gopro"), ("train", "gopro"),
+                                                       ("eval", "gopro")]
+    assert [a.prior for a in parsed[:2]] == [False, True]
+    assert parsed[2].run_dir == [parsed[0].run_dir, parsed[1].run_dir]  # both scored
+
+
+def test_demo_pictures_show_where_the_prior_changed_the_restoration(report):
+    """Beside each crop: |+SP - base| (dark where equal) and the error reduction of +SP
+    (white where equal, red where +SP is nearer the sharp crop, blue where the base is)."""
+    import torch
+
+    from sp_adapter.train.demo import CHANGE_GAIN
+    from sp_adapter.train.report import change_map, gain_map
+
+    sharp = torch.full((3, 2, 2), 0.5)
+    base = sharp.clone()
+    base[:, 0, 0] += 0.1  # the base is off at (0, 0)
+    sp = sharp.clone()
+    sp[:, 1, 1] += 0.1  # +SP is off at (1, 1)
+    changed = change_map(sp, base, CHANGE_GAIN)
+    assert tuple(changed[0, 1]) == (68, 1, 84)  # unchanged: the ramp's dark end
+    assert tuple(changed[0, 0]) == tuple(changed[1, 1]) == (253, 231, 37)  # bright end
+    nearer = gain_map(base, sp, sharp, CHANGE_GAIN)
+    assert tuple(nearer[0, 1]) == (247, 247, 247)  # equal: white
+    red, blue = nearer[0, 0].astype(int), nearer[1, 1].astype(int)
+    assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50
+    # the report's grids: the two maps follow the four images, the same size
+    results = json.loads((report / "results.json").read_text())
+    with Image.open(report / "images" / results["pictures"][0]) as image:
+        grid = np.asarray(image)
+    side, gap = 32, 4
+    panels = [grid[14 + gap: 14 + gap + side, gap + i * (side + gap): gap + i * (side + gap) + side]
+              for i in range(6)]
+    assert not np.array_equal(panels[1], panels[2])  # base and +SP differ ...
+    assert (panels[4] != np.array([68, 1, 84], np.uint8)).any()  # ... and the map shows where
 
 
 def test_deblur_keeps_the_input_size(report, tmp_path, capsys):

@@ -16,7 +16,8 @@ content by ``(+dy, +dx)``), ``n`` optional white Gaussian noise, all in the inte
 space the image is given in (no gamma linearisation).
 
 Everything random comes from a :class:`numpy.random.Generator` (or an ``int`` seed), so
-the same seed gives the same kernel, bit for bit, on every machine.
+the same seed gives the same kernel, bit for bit, on every machine. Blurring an image
+uses scipy, of the ``demo`` extra (``pip install "sp-adapter[demo]"``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.fft import next_fast_len
+
+from ..extras import import_extra
 
 __all__ = [
     "BlurConfig",
@@ -254,6 +256,7 @@ def blur_image(
         )
     xp = F.pad(x.float(), (r, r, r, r), mode=padding)
     # any FFT size >= padded + kernel - 1 gives the linear convolution; pick fast ones
+    next_fast_len = import_extra("scipy.fft", "synthesising blur").next_fast_len
     fh = next_fast_len(xp.shape[-2] + size - 1, real=True)
     fw = next_fast_len(xp.shape[-1] + size - 1, real=True)
     spectrum = torch.fft.rfft2(xp, s=(fh, fw)) * torch.fft.rfft2(k, s=(fh, fw))

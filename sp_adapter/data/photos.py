@@ -2,12 +2,12 @@
 
 Sources, in this order:
 
-* scikit-image (a dependency): ``astronaut``, ``chelsea``, ``coffee``, ``rocket``,
+* scikit-image (of the ``demo`` extra): ``astronaut``, ``chelsea``, ``coffee``, ``rocket``,
   ``stereo_motorcycle`` (its left view), ``hubble_deep_field``, ``immunohistochemistry``,
   ``retina``. A photo is offered only if its file is bundled inside the installed
   ``skimage/data`` folder, so listing or loading never triggers a download.
-* scikit-learn (a dependency): ``china``, ``flower`` (``load_sample_image``).
-* matplotlib (a dependency): ``grace_hopper`` (``cbook.get_sample_data``).
+* scikit-learn (of the ``demo`` extra): ``china``, ``flower`` (``load_sample_image``).
+* matplotlib (of the ``demo`` extra): ``grace_hopper`` (``cbook.get_sample_data``).
 
 Extra training photos, outside the default split and used only where named
 (``SyntheticBlurDataset(photos=...)``):
@@ -23,7 +23,9 @@ The split is fixed by name: :data:`TEST_PHOTOS` = ``chelsea``, ``coffee``, ``roc
 ``china`` (four natural scenes: fur, an indoor still life, an outdoor scene with sky, a
 building among trees); the other seven photos are for training. All eleven are required
 (a missing test photo is an error), so the split is the same on every installation, and
-no test photo is ever used for training.
+no test photo is ever used for training. Without the ``demo`` extra
+(``pip install "sp-adapter[demo]"``) every function here raises
+:class:`~sp_adapter.errors.MissingExtraError`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+from ..extras import import_extra
 
 __all__ = [
     "GREY_PHOTOS",
@@ -84,6 +88,7 @@ WHEEL_PHOTOS: tuple[str, ...] = tuple(_WHEEL_FILES)
 
 
 def _skimage_bundled(filename: str) -> bool:
+    import_extra("skimage", "loading the built-in photos")  # the photos' main source
     spec = importlib.util.find_spec("skimage.data")
     if spec is None or not spec.submodule_search_locations:
         return False

@@ -1,4 +1,5 @@
-"""Pictures and tables for reports: image grids, colour-mapped prior maps, Markdown.
+"""Pictures and tables for reports: image grids, colour-mapped prior and difference maps,
+Markdown.
 
 No plotting library: images are assembled as arrays and written with Pillow (a
 torchvision dependency); the colour map is a small built-in table.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 # A perceptually ordered dark-blue -> green -> yellow ramp (viridis-like), 9 anchors.
 _COLORMAP_ANCHORS = np.array(
@@ -23,15 +25,52 @@ _COLORMAP_ANCHORS = np.array(
 )
 
 
+# A diverging ramp: blue (negative) -> white (zero) -> red (positive).
+_DIVERGING_ANCHORS = np.array(
+    [(33, 102, 172), (103, 169, 207), (209, 229, 240), (247, 247, 247), (253, 219, 199),
+     (239, 138, 98), (178, 24, 43)],
+    dtype=np.float64,
+)
+
+
+def _ramp(anchors: np.ndarray, values: np.ndarray) -> np.ndarray:
+    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
+    pos = v * (len(anchors) - 1)
+    low = np.floor(pos).astype(int).clip(0, len(anchors) - 2)
+    frac = (pos - low)[..., None]
+    rgb = anchors[low] * (1 - frac) + anchors[low + 1] * frac
+    return np.round(rgb).astype(np.uint8)
+
+
 def colormap(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] (any shape) to ``(..., 3)`` uint8 RGB by linear interpolation
     between the anchors of a viridis-like ramp."""
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64)), 0.0, 1.0)
-    pos = v * (len(_COLORMAP_ANCHORS) - 1)
-    low = np.floor(pos).astype(int).clip(0, len(_COLORMAP_ANCHORS) - 2)
-    frac = (pos - low)[..., None]
-    rgb = _COLORMAP_ANCHORS[low] * (1 - frac) + _COLORMAP_ANCHORS[low + 1] * frac
-    return np.round(rgb).astype(np.uint8)
+    return _ramp(_COLORMAP_ANCHORS, values)
+
+
+def diverging_colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [-1, 1] (any shape) to ``(..., 3)`` uint8 RGB: blue below zero, white
+    at zero, red above."""
+    return _ramp(_DIVERGING_ANCHORS, (np.asarray(values, dtype=np.float64) + 1.0) / 2.0)
+
+
+def change_map(a: torch.Tensor, b: torch.Tensor, gain: float) -> np.ndarray:
+    """Where two restorations of one image differ: ``|a - b|`` (``3 x H x W`` in [0, 1]),
+    averaged over channels, times ``gain``, colour-mapped (dark: equal; yellow: a
+    difference of ``1 / gain`` or more)."""
+    diff = (a.detach().float() - b.detach().float()).abs().mean(0)
+    return colormap((diff * gain).cpu().numpy())
+
+
+def gain_map(base: torch.Tensor, sp: torch.Tensor, sharp: torch.Tensor,
+             gain: float) -> np.ndarray:
+    """Where one restoration is nearer the sharp image than another:
+    ``|base - sharp| - |sp - sharp|`` (``3 x H x W`` in [0, 1]), averaged over channels,
+    times ``gain``, colour-mapped (red: ``sp`` nearer; blue: ``base`` nearer; white:
+    equal)."""
+    sharp = sharp.detach().float()
+    closer = (base.detach().float() - sharp).abs() - (sp.detach().float() - sharp).abs()
+    return diverging_colormap((closer.mean(0) * gain).cpu().numpy())
 
 
 def normalise(map2d: np.ndarray) -> np.ndarray:
@@ -67,7 +106,7 @@ def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int],
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """``3 x H x W`` in [0, 1] -> ``H x W x 3`` uint8 (rounded, as PNGs are scored)."""
     array = image.detach().float().clamp(0, 1).mul(255).round().byte().cpu().numpy()
-    return np.ascontiguousarray(array.transpose(1, 2, 0))
+    return np.ascontiguousarray(rearrange(array, "c h w -> h w c"))
 
 
 def grid(panels: Sequence[np.ndarray], labels: Sequence[str] = (), gap: int = 4) -> np.ndarray:
