@@ -52,8 +52,6 @@ from sp_adapter.train.evaluate import evaluate
 from sp_adapter.wrap import wrap
 
 RESULTS = Path(__file__).parent / "results"
-
-
 PROBE_SEED = 999_983  # --train-probe's crops and kernels: no training seed draws them
 
 

@@ -27,23 +27,24 @@ from quality_arms import (
 )
 
 from sp_adapter.config import TeacherSpec
+from sp_adapter.data.synthetic import TEST_MIN_DETAIL
 
 # options that may differ between runs merged into one table: where they write, how fast
 # they ran, which seeds and variants they trained, whether they also scored the arms
 # along the run or on training photos, whether they read their shared bases from a store
 # and how many DataLoader workers made their batches (these leave the scores unchanged;
-# tests check it); the test set is compared by the detail floor each file records, and
-# older files name options the script no longer has (test_min_detail, arm_loss: unset)
+# tests check it); older files also name test_min_detail, whose test set is compared by
+# the detail floor each file records
 MERGE_FREE = {"seeds", "variants", "tag", "out", "threads", "no_progress", "device", "merge",
               "eval_every", "base_store", "workers", "train_probe", "run_root",
-              "test_min_detail", "arm_loss"}
-# options added after result files were first written, with the value that gives the
-# behaviour of the runs made before them
+              "test_min_detail"}
+# options added after result files were first written (or since removed: arm_loss), with
+# the value that gives the behaviour of the runs made without them
 ADDED_LATER = {"student_lr_scale": 1.0, "backbone_lr_scale": 1.0, "prior_options": [],
                "augment": False,
                "train_photos": None, "test_seed": 0,
                "teacher_levels": list(TeacherSpec().out_indices),
-               "teacher": TeacherSpec().arch, "arm_lr": None}
+               "teacher": TeacherSpec().arch, "arm_lr": None, "arm_loss": None}
 # PriorConfig fields that change no parameter count: the widened control, as wide as Net6
 # built with the prior options, merges with prior arms trained with any value of them
 WIDTH_FREE_PRIOR_OPTIONS = ("strength_jitter",)
@@ -73,11 +74,15 @@ def unused_options(runs: dict[str, list[dict[str, Any]]]) -> set[str]:
 
 
 def _test_min_detail(path: str, payload: dict[str, Any]) -> float:
-    """The least detail of a test crop in the test set a result file scored."""
-    if "test_min_detail" not in payload:
+    """The least detail of a test crop in the test set a result file scored (files of the
+    first detail-filtered test set record only the option, ``None`` for the default)."""
+    if "test_min_detail" in payload:
+        return payload["test_min_detail"]
+    if "test_min_detail" not in payload["options"]:
         raise SystemExit(f"{path}: records no test set detail floor (a result file of the "
                          "test set that kept flat crops); it cannot be merged")
-    return payload["test_min_detail"]
+    given = payload["options"]["test_min_detail"]
+    return TEST_MIN_DETAIL if given is None else given
 
 
 def split_spec(spec: str) -> tuple[str, list[str]]:

@@ -140,6 +140,17 @@ def test_quality_merge_names_each_variants_own_steps_where_they_differ(tmp_path,
     assert "Own steps" not in (tmp_path / "quality_unet_alike.md").read_text()
 
 
+def test_quality_merge_reads_the_test_sets_detail_floor_of_every_file_format():
+    """Published files record the floor in the payload, or (the first files of the
+    detail-filtered test set) only as an option; files of the flat-crop test set neither."""
+    floor = load("quality_merge")._test_min_detail
+    assert floor("a", {"test_min_detail": 0.01, "options": {}}) == 0.01
+    assert floor("a", {"options": {"test_min_detail": None}}) == 0.005
+    assert floor("a", {"options": {"test_min_detail": 0.0}}) == 0.0
+    with pytest.raises(SystemExit, match="a: records no test set detail floor"):
+        floor("a", {"options": {}})
+
+
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
     quality = load("quality_report")
 
