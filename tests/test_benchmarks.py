@@ -544,6 +544,7 @@ def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(
     assert merged["options"]["augment"] is False
 
 
+@pytest.mark.slow  # starts quality.py processes
 def test_gpu_scratch_sizes_the_run_to_the_time_and_merges_it(tmp_path):
     """gpu_scratch.py (here on the CPU, at a tiny size): a calibration run of every
     (variant, seed) process, then the main run with the step count that fits, merged."""
@@ -585,6 +586,7 @@ def test_quality_train_photos_choose_the_training_set_and_merge_only_with_their_
                        "--out", str(tmp_path), "--tag", "leak"])
 
 
+@pytest.mark.slow  # starts quality.py processes
 def test_gpu_sweep_pairs_each_setting_with_its_own_net0(tmp_path):
     """gpu_sweep.py (here on the CPU, at a tiny size): one process per (setting, seed),
     each setting's gains are its prior arm minus the Net0 of its own result file, and a
