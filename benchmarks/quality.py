@@ -71,90 +71,99 @@ def test_crop(text: str) -> int | None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="unet")
-    parser.add_argument("--options", nargs="*", default=[], help="backbone options key=value")
-    parser.add_argument("--variants", nargs="+", default=ALL, choices=ALL)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=300, help="training steps of each arm")
-    parser.add_argument("--protocol", default="finetune", choices=["finetune", "scratch"])
-    parser.add_argument("--pretrain-steps", type=int, default=300,
-                        help="finetune: shared base steps before the arms")
-    parser.add_argument("--student-steps", type=int, default=0,
-                        help="student-only HCL distillation steps before joint training "
-                             "(variants with HCL)")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--embedding-lr-scale", type=float, default=1.0,
-                        help="learning-rate factor of MLA/SAT in the prior arms")
-    parser.add_argument("--student-lr-scale", type=float, default=1.0,
-                        help="learning-rate factor of the student in the prior arms' joint "
-                             "training (0 freezes it after its pre-training)")
-    parser.add_argument("--backbone-lr-scale", type=float, default=1.0,
-                        help="learning-rate factor of the backbone's own layers in the prior "
-                             "arms (0 freezes them: only the prior trains); the bare arms "
-                             "train at the full rate")
-    parser.add_argument("--arm-lr", type=float, default=None,
-                        help="peak learning rate of every arm's own steps (default: --lr); "
-                             "the shared base keeps --lr")
-    parser.add_argument("--prior-options", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="PriorConfig fields set in every prior variant, e.g. "
-                             "kernel_size=3 sigma_bound=4 (not the Table 4 switches)")
-    parser.add_argument("--teacher-levels", nargs="+", type=int,
-                        default=list(TeacherSpec().out_indices), metavar="INDEX",
-                        help="the teacher's feature levels, finest first (timm out_indices; "
-                             "for EfficientNet-Lite0 0-4 are reductions 2, 4, 8, 16, 32)")
-    parser.add_argument("--teacher", default=TeacherSpec().arch,
-                        choices=list(WHEEL_TEACHERS.values()),
-                        help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
-    parser.add_argument("--length", type=int, default=1000, help="training samples per epoch")
-    parser.add_argument("--blur", default="severe", choices=["severe", "mild"])
-    parser.add_argument("--augment", action="store_true",
-                        help="training crops also rescaled (0.5-1) and turned by multiples "
-                             "of 90 degrees (SyntheticBlurDataset(augment=True))")
-    parser.add_argument("--train-photos", nargs="+", default=None, metavar="NAME",
-                        help="the photos the arms train on (default: the built-in training "
-                             "photos); training or extra (greyscale or colour) photos, never test "
-                             "photos (SyntheticBlurDataset(photos=...)); the --train-probe "
-                             "crops stay on the built-in training photos")
-    parser.add_argument("--test-crop", type=test_crop, default=128,
-                        help="side of the square test crops in px, or 'whole': the whole "
-                             "test photos less the blur margin, scored one at a time")
-    parser.add_argument("--test-crops-per-photo", type=int, default=16)
-    parser.add_argument("--test-seed", type=int, default=0,
-                        help="seed of the test set's crops and kernels (default 0, the "
-                             "benchmark test set; another seed draws a fresh test set of "
-                             "the same photos, to check a setting chosen on seed 0)")
-    parser.add_argument("--train-probe", type=int, default=0, metavar="K",
-                        help="also score each arm on K fixed crops of the training photos "
-                             "(fresh kernels): a prior that gains more there than on the "
-                             "test photos fits the photos it trained on")
-    parser.add_argument("--eval-every", type=int, default=0,
-                        help="also score every arm on the test set every N of its steps "
-                             "(a PSNR trajectory along one run, with the mean losses in "
-                             "between in the JSON rows; 0: at the end only)")
-    parser.add_argument("--base-store", default=None, metavar="DIR",
-                        help="finetune: keep each seed's shared base in DIR and read it "
-                             "from there in later runs of the same settings (other "
-                             "variants or prior options) instead of training it again; "
-                             "empty DIR after changing the training code")
-    parser.add_argument("--run-root", default=None, metavar="DIR",
-                        help="write each arm's run (log, final checkpoint) to "
-                             "DIR/seed<S>/<variant>, to look at the trained arms later "
-                             "(benchmarks/prior_errors.py)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="DataLoader workers per process (GPU runs: synthesising the "
-                             "blurred crops on the main thread starves the GPU)")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS))
-    parser.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
-    parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
-                        help="no training: one table from the result files of runs that "
-                             "differ only in their seeds (seeds run in parallel processes) "
-                             "or variants; FILE#Net0,Net3 takes only those variants' rows")
+    arms = parser.add_argument_group(
+        "arms", "the backbone, the variants and seeds, and what every prior variant shares")
+    arms.add_argument("--backbone", default="unet")
+    arms.add_argument("--options", nargs="*", default=[], help="backbone options key=value")
+    arms.add_argument("--variants", nargs="+", default=ALL, choices=ALL)
+    arms.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    arms.add_argument("--prior-options", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="PriorConfig fields set in every prior variant, e.g. "
+                           "kernel_size=3 sigma_bound=4 (not the Table 4 switches)")
+    arms.add_argument("--teacher-levels", nargs="+", type=int,
+                      default=list(TeacherSpec().out_indices), metavar="INDEX",
+                      help="the teacher's feature levels, finest first (timm out_indices; "
+                           "for EfficientNet-Lite0 0-4 are reductions 2, 4, 8, 16, 32)")
+    arms.add_argument("--teacher", default=TeacherSpec().arch,
+                      choices=list(WHEEL_TEACHERS.values()),
+                      help="the offline teacher (Lite1 and Lite2 need sp_adapter[teachers])")
+    training = parser.add_argument_group(
+        "training", "the protocol: shared base steps, then each arm's own steps on the "
+        "same batches")
+    training.add_argument("--protocol", default="finetune", choices=["finetune", "scratch"])
+    training.add_argument("--pretrain-steps", type=int, default=300,
+                          help="finetune: shared base steps before the arms")
+    training.add_argument("--steps", type=int, default=300, help="training steps of each arm")
+    training.add_argument("--student-steps", type=int, default=0,
+                          help="student-only HCL distillation steps before joint training "
+                               "(variants with HCL)")
+    training.add_argument("--batch", type=int, default=8)
+    training.add_argument("--crop", type=int, default=64)
+    training.add_argument("--lr", type=float, default=2e-4)
+    training.add_argument("--beta", type=float, default=0.1)
+    training.add_argument("--embedding-lr-scale", type=float, default=1.0,
+                          help="learning-rate factor of MLA/SAT in the prior arms")
+    training.add_argument("--student-lr-scale", type=float, default=1.0,
+                          help="learning-rate factor of the student in the prior arms' joint "
+                               "training (0 freezes it after its pre-training)")
+    training.add_argument("--backbone-lr-scale", type=float, default=1.0,
+                          help="learning-rate factor of the backbone's own layers in the prior "
+                               "arms (0 freezes them: only the prior trains); the bare arms "
+                               "train at the full rate")
+    training.add_argument("--arm-lr", type=float, default=None,
+                          help="peak learning rate of every arm's own steps (default: --lr); "
+                               "the shared base keeps --lr")
+    training.add_argument("--length", type=int, default=1000, help="training samples per epoch")
+    training.add_argument("--blur", default="severe", choices=["severe", "mild"])
+    training.add_argument("--augment", action="store_true",
+                          help="training crops also rescaled (0.5-1) and turned by multiples "
+                               "of 90 degrees (SyntheticBlurDataset(augment=True))")
+    training.add_argument("--train-photos", nargs="+", default=None, metavar="NAME",
+                          help="the photos the arms train on (default: the built-in "
+                               "training photos); training or extra (greyscale or colour) "
+                               "photos, never test photos (SyntheticBlurDataset(photos=...)); "
+                               "the --train-probe crops stay on the built-in training photos")
+    scoring = parser.add_argument_group(
+        "scoring", "the test set, and what else each arm is scored on")
+    scoring.add_argument("--test-crop", type=test_crop, default=128,
+                         help="side of the square test crops in px, or 'whole': the whole "
+                              "test photos less the blur margin, scored one at a time")
+    scoring.add_argument("--test-crops-per-photo", type=int, default=16)
+    scoring.add_argument("--test-seed", type=int, default=0,
+                         help="seed of the test set's crops and kernels (default 0, the "
+                              "benchmark test set; another seed draws a fresh test set of "
+                              "the same photos, to check a setting chosen on seed 0)")
+    scoring.add_argument("--train-probe", type=int, default=0, metavar="K",
+                         help="also score each arm on K fixed crops of the training photos "
+                              "(fresh kernels): a prior that gains more there than on the "
+                              "test photos fits the photos it trained on")
+    scoring.add_argument("--eval-every", type=int, default=0,
+                         help="also score every arm on the test set every N of its steps "
+                              "(a PSNR trajectory along one run, with the mean losses in "
+                              "between in the JSON rows; 0: at the end only)")
+    run_group = parser.add_argument_group(
+        "run", "where and how the runs go, and merging finished runs")
+    run_group.add_argument("--base-store", default=None, metavar="DIR",
+                           help="finetune: keep each seed's shared base in DIR and read it "
+                                "from there in later runs of the same settings (other "
+                                "variants or prior options) instead of training it again; "
+                                "empty DIR after changing the training code")
+    run_group.add_argument("--run-root", default=None, metavar="DIR",
+                           help="write each arm's run (log, final checkpoint) to "
+                                "DIR/seed<S>/<variant>, to look at the trained arms later "
+                                "(benchmarks/prior_errors.py)")
+    run_group.add_argument("--device", default="auto")
+    run_group.add_argument("--workers", type=int, default=0,
+                           help="DataLoader workers per process (GPU runs: synthesising the "
+                                "blurred crops on the main thread starves the GPU)")
+    run_group.add_argument("--threads", type=int, default=None)
+    run_group.add_argument("--out", default=str(RESULTS))
+    run_group.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
+    run_group.add_argument("--no-progress", action="store_true")
+    run_group.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                           help="no training: one table from the result files of runs that "
+                                "differ only in their seeds (seeds run in parallel processes) "
+                                "or variants; FILE#Net0,Net3 takes only those variants' rows")
     return parser.parse_args(argv)
 
 
