@@ -16,7 +16,7 @@ The result: each process's result file and log under ``OUT/parts``, and ``OUT/sw
 the test photos (and on the training photos where ``--train-probe`` is given), with
 each process's wall time. A process still running at ``--seconds`` is killed and its
 setting reported as unfinished. This screens; a setting worth keeping is then rerun by
-``quality.py`` itself (on the CPU for the fine-tuning target) with its exact command.
+``quality.py`` itself with its exact command.
 
     python benchmarks/gpu_sweep.py --out /tmp/sweep --settings sweep.txt --seconds 480 \\
         -- --pretrain-steps 1000 --steps 1000 --batch 4 --crop 128 --device cuda

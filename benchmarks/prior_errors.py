@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from gain_by_difficulty import psnr_bands
-from quality import read_result
+from quality_merge import read_result
 from torch.utils.data import DataLoader
 
 from sp_adapter import is_wrapped, set_prior_strength
@@ -122,7 +122,7 @@ def test_set(options: dict[str, Any], test_seed: int | None = None) -> Synthetic
 
 def kept_run(spec: str, run_root: str | None) -> tuple[dict[str, Any], Path]:
     """A result file's payload (``FILE#NAME,...``: only those arms' rows, as
-    ``quality.read_result`` reads them) and the folder its arms were kept in (``run_root``
+    ``quality_merge.read_result`` reads them) and the folder its arms were kept in (``run_root``
     if given: the arms were moved)."""
     payload = read_result(spec)
     root = run_root or payload["options"].get("run_root")

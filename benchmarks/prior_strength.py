@@ -42,7 +42,9 @@ from prior_errors import (
     test_set,
     write_results,
 )
-from quality import CONTROL, PRIOR_TRAIN_OPTIONS, mean_std, split_spec
+from quality_arms import CONTROL, PRIOR_TRAIN_OPTIONS
+from quality_merge import split_spec
+from quality_report import mean_std
 
 from sp_adapter import prior_strength
 from sp_adapter.data import blur_preset

@@ -71,8 +71,10 @@ class PriorConfig:
 
     Attributes:
         student: ``"teacher"``: F_S is a trainable copy of the teacher's stages up to the
-            deepest prior level, fine-tuned on blurry images (the default, chosen by
-            measurement: see the README); ``"small"``: a small randomly initialised CNN.
+            deepest prior level, fine-tuned on blurry images (the default: it starts from
+            features that already predict the teacher's, see
+            ``benchmarks/RESULTS.md#which-student``); ``"small"``: a small randomly
+            initialised CNN.
         teacher: the teacher F_P.
         hcl: distil the prior with the hierarchical context loss (Eq. 2/4). ``False``
             is Table 4's Net0*: F_S is trained only through the deblurring loss.
@@ -83,24 +85,17 @@ class PriorConfig:
         sigma_bound: ``s`` in ``sigma = s * tanh(b)``: the largest shift SAT may add,
             on the scale of the decoder features.
         small_width: base width of the ``"small"`` student.
-        kernel_size: kernel of the CLC, MLA and SAT convolutions. The paper gives none;
-            1x1 is the default: with it SAT's convolution commutes with the bilinear resize
-            to the decoder level (so computing it at the prior's resolution is exactly the
-            paper's order), and it measured 1.16x vs 1.18x UNet inference time and 0.78M vs
-            1.37M prior parameters against 3x3 (CPU, 256x256). In the quality benchmark
-            3x3 raised the gain of the prior without HCL (teacher levels 0-2) by 0.045 dB
-            on one draw of 256 px test crops and 0.048 on whole test photos, but lowered
-            it by 0.058 on a fresh draw and left it on 128 px crops (README, "3x3 prior
-            convolutions"): not reliably better. On 48 test crops drawn before the runs
-            (test seed 2) the two gained +0.134 and +0.142 dB. The demo uses 3x3 (a
-            little better at its short protocol). Any odd size keeps the maps' size.
+        kernel_size: kernel of the CLC, MLA and SAT convolutions (an odd size keeps the
+            maps' size). The paper gives none. 1x1, the default, is the cheaper, and with
+            it SAT's convolution commutes with the bilinear resize to the decoder level,
+            so computing it at the prior's resolution is exactly Eq. 6's order; cost and
+            quality of both: ``benchmarks/RESULTS.md#overhead-on-the-cpu`` and
+            ``#the-test-set-crop-size-whole-photos-fresh-draws``.
         strength_jitter: ``a`` in [0, 1]. In training mode each sample's prior strength
-            is drawn uniformly from ``[1 - a, 1 + a]`` times the prior's strength (a noise
-            on the change every SPE makes, mean 1, like dropout); evaluation uses the
-            strength itself. 0 (the default): no noise, the paper's training. In the
-            quality benchmark (Net0*, 48-crop setting, draws 2-9) a = 1 raised the gain
-            as trained by about 0.02 dB but lowered it at the calibrated strength by
-            0.015 (README, "Training at a jittered strength").
+            is drawn uniformly from ``[1 - a, 1 + a]`` times the prior's strength: a
+            noise on the change every SPE makes, mean 1, like dropout; evaluation uses
+            the strength itself. 0, the default, is the paper's training. Not in the
+            paper (``benchmarks/RESULTS.md#training-recipes-on-s128-draw2``).
     """
 
     student: StudentKind = "teacher"

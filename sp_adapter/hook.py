@@ -221,6 +221,8 @@ class SPEHook:
 
     def remove(self, model: nn.Module) -> None:
         """Remove every hook of this object from ``model`` (and its per-forward state)."""
+        # by key from torch's hook dicts: a deep-copied model (EMA, replicas) carries the
+        # hooks but not their RemovableHandles, so handles alone could not find them
         for module, kind, key in self.hooks_in(model):
             del getattr(module, kind)[key]
             for extra in (

@@ -475,10 +475,10 @@ def set_prior_strength(model: nn.Module, strength: float) -> None:
     """Scale the change every SPE makes to its decoder level by ``strength`` (1, the
     default: Eq. 6 as trained; 0: the bare network, exactly).
 
-    A post-hoc setting for inference, chosen on held-out images
+    A post-hoc setting for inference, not part of the paper, chosen on held-out images
     (:func:`sp_adapter.train.calibrate.calibrate_strength`): a prior trained on few photos
-    was measured to change easy images too much (README, "A prior strength chosen on
-    held-out photos"). It is not part of the paper. It lives on the prior
+    can change images with little left to restore too much
+    (``benchmarks/RESULTS.md#prior-strength``). It lives on the prior
     (:attr:`SemanticPrior.strength`): :func:`sp_adapter.save_pretrained` records it and
     ``wrap(model, prior=...)`` restores it; ``sp-adapter calibrate --save`` records it
     for a training run.

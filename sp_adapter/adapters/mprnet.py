@@ -20,12 +20,8 @@ computed once on the whole image, is cropped to each call's half (``regions``).
 Defaults: the full MPRNet gets the prior in stage 2 (its decoder sees the whole image
 once, so each level is modulated once per forward, and stage 2 feeds the final stage);
 :class:`MPRNetStage1` (the paper's simplified MPRNet, the only MPRNet the paper reports)
-in its only stage. Measured (``benchmarks/results/overhead_mprnet*.md``, 1x3x256x256, one
-CPU thread): stage 2 costs 1.031x inference time and 0.81 M parameters (4.0%); stages 1
-and 2 together 1.041x and 0.90 M (4.5%), +9 MiB of peak activations instead of +5 MiB;
-the student runs once per forward either way, so the choice is about where the network
-uses the prior, not about cost. Which stage gives more PSNR was not measured: MPRNet
-takes about 47 s per 256x256 forward on one CPU thread, far from a training budget here.
+in its only stage. The student runs once per forward either way, so the choice is about
+where the network uses the prior, not about cost (``benchmarks/RESULTS.md#overhead-on-the-cpu``).
 Choose with ``levels=[...]`` (e.g. all six names).
 """
 

@@ -14,13 +14,9 @@ is modulated.
 
 for ``<D>`` in ``D1_1, D2_1, D2_2, D3_1, D3_2, D3_3``. Default: the last pair ``D3_3``,
 the decoder whose output becomes the final image (the analogue of the paper's UNet,
-whose decoder produces the output). Measured (``benchmarks/results/overhead*.md``,
-1x3x256x256, one CPU thread, MSSNet base): ``D3_3`` 1.043x inference, 0.79 M prior
-parameters; ``D1_1`` (1/4-scale pair) 1.008x, same parameters, +4 MiB peak activations;
-all 18 levels 1.15 M parameters (7.4%), +30 MiB, and a time ratio (0.99) inside this
-machine's noise. The student runs once per forward whatever the choice; which pair
-gives more PSNR was not measured (MSSNet cannot be trained to a meaningful budget on
-2 CPU cores).
+whose decoder produces the output). The student runs once per forward whatever the
+choice, so the pair decides where the network uses the prior more than what it costs
+(``benchmarks/RESULTS.md#overhead-on-the-cpu``); choose with ``levels=[...]``.
 """
 
 from __future__ import annotations

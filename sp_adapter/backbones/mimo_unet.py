@@ -16,14 +16,12 @@ Conventions:
   output is a head plus the nearest-downsampled input (global residual). Nothing is
   clamped here (the official test script clamps ``out[2]`` to [0, 1]).
 
-Levels (base width 32): level 1 = 32 channels at full resolution, level 2 = 64 at 1/2,
-level 3 = 128 at 1/4. Encoder ``Encoder.0/1/2``; the skips are ``AFFs.0`` (level 1) and
-``AFFs.1`` (level 2), each joined to the up-sampled decoder feature by CONCATENATION
-``cat([feat_extract.4 or .3 output, AFF output])`` which is the input of ``Convs.1`` /
-``Convs.0`` (1x1 conv back to the level width); decoder ``Decoder.0`` (level 3, its input
-is ``Encoder.2``'s output, no skip), ``Decoder.1`` (level 2), ``Decoder.2`` (level 1).
-MIMO-UNet+ has 20 residual blocks per block instead of 8 and applies ``Dropout2d(0.1)``
-(``drop2`` on ``AFFs.1``, ``drop1`` on ``AFFs.0``) to the skips; it is identity in eval.
+Structure (base width 32): ``Encoder.0/1/2`` and ``Decoder.2/1/0`` at full, 1/2 and 1/4
+resolution (32, 64, 128 channels); the skips ``AFFs.0`` / ``AFFs.1`` are concatenated with
+the up-sampled decoder feature as the input of ``Convs.1`` / ``Convs.0``. Where the prior
+meets them: :mod:`sp_adapter.adapters.mimo_unet`. MIMO-UNet+ has 20 residual blocks per
+block instead of 8 and applies ``Dropout2d(0.1)`` (``drop2`` on ``AFFs.1``, ``drop1`` on
+``AFFs.0``) to the skips, the identity in eval.
 
 In-place operations (kept as in the official code): every ``BasicConv`` built with a ReLU
 ends in ``ReLU(inplace=True)``, which overwrites the output of its convolution

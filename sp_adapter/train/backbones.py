@@ -100,7 +100,7 @@ def backbone_spec(name: str | BackboneSpec) -> BackboneSpec:
 
 
 def available_backbones() -> list[str]:
-    """Names whose network module imports here (others may still be being written)."""
+    """Names of the backbones whose network module imports in this installation."""
     found = []
     for name, spec in BACKBONES.items():
         module, _, attr = spec.factory.partition(":")

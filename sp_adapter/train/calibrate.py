@@ -2,10 +2,9 @@
 
 The strength scales the change every SPE makes to its decoder level
 (:func:`sp_adapter.wrap.set_prior_strength`; 1 is Eq. 6 as trained). It is a post-hoc
-setting, not part of the paper: a prior trained on the built-in set's seven photos was
-measured to change images with little blur about four times too much, and a strength
-below 1, chosen on photos that neither training nor testing uses, recovered part of that
-(README, "A prior strength chosen on held-out photos").
+setting, not part of the paper: a prior trained on few photos can change images with
+little left to restore too much, and a strength chosen on photos that neither training
+nor testing uses corrects part of that (``benchmarks/RESULTS.md#prior-strength``).
 
 The held-out images must be neither training nor test images: :func:`held_out_set` draws
 them from the extra greyscale photos (:func:`~sp_adapter.data.photos.grey_photos`),
