@@ -57,7 +57,7 @@ def test_a_truncated_checkpoint_is_named_by_eval_deblur_and_calibrate(files, tmp
                  ["deblur", str(files["image"]), "--checkpoint", bad, "--out",
                   str(tmp_path / "out"), "--no-progress"],
                  ["calibrate", "--checkpoint", bad, "--crops", "1", "--no-progress"]):
-        err = assert_cli_error(capsys, argv, rf"cannot read the checkpoint {re.escape(bad)}: ")
+        err = assert_cli_error(capsys, argv, rf"{re.escape(bad)}.*(truncated|corrupt)")
         assert "truncated or corrupt" in err and "weights_only" not in err
 
 
@@ -164,7 +164,7 @@ def test_the_program_ends_damaged_inputs_without_a_traceback(files, tmp_path):
           str(tmp_path / "out"), "--no-progress"],
          f"cannot read the image {files['damaged']}: image file is truncated"),
         (["eval", "--checkpoint", str(files["truncated"]), "--no-progress"],
-         f"cannot read the checkpoint {files['truncated']}"),
+         f"{files['truncated']} could not be read as a checkpoint"),
         (["train", "--run-dir", str(tmp_path / "new"), "--student", "small",
           "--teacher-levels", "9", *TINY], "--teacher-levels 9: the teacher"),
     ]
