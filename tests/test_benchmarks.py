@@ -619,7 +619,7 @@ def test_gpu_sweep_pairs_each_setting_with_its_own_net0(tmp_path):
     assert lr_run["options"]["lr"] == 1e-3  # the setting's arguments override the common
     text = (tmp_path / "out" / "sweep.md").read_text()
     assert "| broken | `--teacher-levels 0 1` |  | 0 | 0/1 |" in text
-    assert "ValueError" in (tmp_path / "out" / "parts" / "broken_seed0.log").read_text()
+    assert "WrapError" in (tmp_path / "out" / "parts" / "broken_seed0.log").read_text()
 
 
 @pytest.mark.parametrize("line, message", [

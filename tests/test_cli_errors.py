@@ -58,7 +58,7 @@ def test_a_truncated_checkpoint_is_named_by_eval_deblur_and_calibrate(files, tmp
                   str(tmp_path / "out"), "--no-progress"],
                  ["calibrate", "--checkpoint", bad, "--crops", "1", "--no-progress"]):
         err = assert_cli_error(capsys, argv, rf"{re.escape(bad)}.*(truncated|corrupt)")
-        assert "truncated or corrupt" in err and "weights_only" not in err
+        assert "truncated, corrupt" in err and "weights_only" not in err
 
 
 class Gadget:
