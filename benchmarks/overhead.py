@@ -36,9 +36,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F
 
 import sp_adapter as sp
-from sp_adapter.atomic import write_atomic
-from sp_adapter.config import teacher_at_levels
-from sp_adapter.embedding import reference_modulation
+from sp_adapter.files.atomic import write_atomic
+from sp_adapter.prior.config import teacher_at_levels
+from sp_adapter.prior.embedding import reference_modulation
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -157,7 +157,7 @@ def _step_fn(name: str, model: torch.nn.Module, x: torch.Tensor, sharp: torch.Te
 def _infer_fn(name: str, model: torch.nn.Module, x: torch.Tensor,
               reference: bool = False, amp: str | None = None) -> Callable[[], object]:
     """One inference forward; ``reference``: with every SPE's reference modulation
-    (full-resolution maps, :func:`sp_adapter.embedding.reference_modulation`)."""
+    (full-resolution maps, :func:`sp_adapter.prior.embedding.reference_modulation`)."""
     spec = BACKBONES[name]
     model.eval()
 

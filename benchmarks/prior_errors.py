@@ -42,8 +42,8 @@ from quality_merge import read_result
 from torch.utils.data import DataLoader
 
 from sp_adapter import is_wrapped, set_prior_strength
-from sp_adapter.atomic import write_atomic
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
+from sp_adapter.files.atomic import write_atomic
 from sp_adapter.train.evaluate import deblur
 from sp_adapter.train.model_spec import load_trained
 from sp_adapter.train.report import grid, markdown_table, safe_name, save_png

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from base_store import BaseStore
 from quality_arms import (
     ALL,
     CONTROL,
@@ -43,13 +44,13 @@ from quality_arms import (
 from quality_merge import merge
 from quality_report import photo_means, report
 
-from sp_adapter.atomic import write_atomic
-from sp_adapter.config import WHEEL_TEACHERS, TeacherSpec
+from sp_adapter.attach.wrap import wrap
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
-from sp_adapter.teacher import load_teacher
-from sp_adapter.train import Arm, BaseStore, TrainConfig, backbone_spec, count_parameters, run_arms
+from sp_adapter.files.atomic import write_atomic
+from sp_adapter.prior.config import WHEEL_TEACHERS, TeacherSpec
+from sp_adapter.prior.teacher import load_teacher
+from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
 from sp_adapter.train.evaluate import evaluate
-from sp_adapter.wrap import wrap
 
 RESULTS = Path(__file__).parent / "results"
 PROBE_SEED = 999_983  # --train-probe's crops and kernels: no training seed draws them

@@ -23,7 +23,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from sp_adapter.config import PriorConfig, TeacherSpec, teacher_at_levels
+from sp_adapter.prior.config import PriorConfig, TeacherSpec, teacher_at_levels
 from sp_adapter.train import Arm, count_parameters
 
 VARIANTS: dict[str, PriorConfig | None] = {

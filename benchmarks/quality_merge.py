@@ -26,8 +26,8 @@ from quality_arms import (
     own_step_options,
 )
 
-from sp_adapter.config import TeacherSpec
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
+from sp_adapter.prior.config import TeacherSpec
 
 # options that may differ between runs merged into one table: where they write, how fast
 # they ran, which seeds and variants they trained, whether they also scored the arms

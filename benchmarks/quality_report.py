@@ -10,8 +10,8 @@ from typing import Any
 
 from quality_arms import CONTROL, VARIANTS, describe_own_steps
 
-from sp_adapter.config import TeacherSpec
 from sp_adapter.data import TEST_PHOTOS
+from sp_adapter.prior.config import TeacherSpec
 from sp_adapter.train.report import markdown_table
 
 

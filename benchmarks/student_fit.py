@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 import sp_adapter as sp
-from sp_adapter.atomic import write_atomic
 from sp_adapter.backbones.unet import UNet
 from sp_adapter.data import SyntheticBlurDataset
+from sp_adapter.files.atomic import write_atomic
 from sp_adapter.train.student import pretrain_student
 
 RESULTS = Path(__file__).parent / "results"

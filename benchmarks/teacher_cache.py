@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 import sp_adapter
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.config import PriorConfig
 from sp_adapter.data import SyntheticBlurDataset
-from sp_adapter.teacher import load_teacher
+from sp_adapter.prior.config import PriorConfig
+from sp_adapter.prior.teacher import load_teacher
 from sp_adapter.train import TrainConfig, Trainer
 
 RESULTS = Path(__file__).parent / "results"

@@ -5,7 +5,7 @@
 3. train the prior (the backbone frozen, or not) with MIMO-UNet's own multi-scale
    content + FFT loss plus 0.1 times the prior loss;
 4. save only the prior's weights (config.json + model.safetensors), ready for
-   ``sp_adapter.wrap(MIMOUNetPlus(), prior=folder)`` or ``push_to_hub``.
+   ``sp_adapter.from_pretrained(folder, model=MIMOUNetPlus())`` or ``push_to_hub``.
 
     python examples/finetune_mimo_unet_plus.py --checkpoint MIMO-UNetPlus.pkl --out prior/
 """
@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 
 import sp_adapter
 from sp_adapter.backbones.mimo_unet import MIMOUNetPlus
-from sp_adapter.checkpoints import load_backbone_checkpoint
 from sp_adapter.data import SyntheticBlurDataset
-from sp_adapter.losses import mimo_loss
+from sp_adapter.files.checkpoints import load_backbone_checkpoint
+from sp_adapter.train.losses import mimo_loss
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

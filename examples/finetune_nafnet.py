@@ -7,7 +7,7 @@
 3. train the prior (the backbone frozen, or not) with NAFNet's own PSNR loss plus 0.1
    times the prior loss;
 4. save only the prior's weights (config.json + model.safetensors), ready for
-   ``sp_adapter.wrap(NAFNetLocal(...), prior=folder)`` (the test-time network of the
+   ``sp_adapter.from_pretrained(folder, model=NAFNetLocal(...))`` (the test-time network of the
    published numbers) or ``push_to_hub``.
 
     python examples/finetune_nafnet.py --checkpoint NAFNet-GoPro-width64.pth --out prior/
@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 import sp_adapter
 from sp_adapter.backbones.nafnet import NAFNet
-from sp_adapter.checkpoints import load_backbone_checkpoint
 from sp_adapter.data import SyntheticBlurDataset
+from sp_adapter.files.checkpoints import load_backbone_checkpoint
 
 
 def psnr_loss(out: torch.Tensor, sharp: torch.Tensor) -> torch.Tensor:

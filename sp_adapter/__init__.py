@@ -6,30 +6,11 @@ Two lines in a training script::
     loss = l1(model(blurry), sharp) + 0.1 * sp_adapter.prior_loss(model, sharp)
 """
 
-from .config import PriorConfig, TeacherSpec
-from .errors import (
-    IncompatiblePriorError,
-    LevelNotFoundError,
-    PriorFileError,
-    PriorNotFoundError,
-    SPAdapterError,
-)
-from .hcl import hcl_loss
-from .hook import SPEHook
-from .hub import (
-    from_pretrained,
-    push_to_hub,
-    save_pretrained,
-)
-from .levels import BackboneMap, Level, Region
-from .optimize import compile_prior, decompile_prior, optimize_for_inference
-from .prior import SemanticPrior
-from .prior_learner import PriorLearner
-from .teacher import Teacher, load_teacher
-from .wrap import (
-    get_hook,
-    get_prior,
-    is_wrapped,
+from sp_adapter.attach.hook import SPEHook
+from sp_adapter.attach.levels import BackboneMap, Level, Region
+from sp_adapter.attach.optimize import compile_prior, decompile_prior, optimize_for_inference
+from sp_adapter.attach.state import get_hook, get_prior, is_wrapped
+from sp_adapter.attach.wrap import (
     prior_disabled,
     prior_loss,
     prior_state_dict,
@@ -38,14 +19,31 @@ from .wrap import (
     unwrap,
     wrap,
 )
+from sp_adapter.errors import (
+    IncompatiblePriorError,
+    LevelNotFoundError,
+    PriorFileError,
+    PriorNotFoundError,
+    SPAdapterError,
+)
+from sp_adapter.files.hub import (
+    from_pretrained,
+    push_to_hub,
+    save_pretrained,
+)
+from sp_adapter.prior.config import PriorConfig, TeacherSpec
+from sp_adapter.prior.hcl import hcl_loss
+from sp_adapter.prior.learner import PriorLearner
+from sp_adapter.prior.semantic_prior import SemanticPrior
+from sp_adapter.prior.teacher import Teacher, load_teacher
 
 # isort: split
 # -- checkpoints either side of wrap, optimisers built before it ---------------------
-from .checkpoints import load_backbone_checkpoint
-from .errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
-from .locate import known_backbones_in
-from .optim import add_prior_to_optimizer, backbone_parameters
-from .state_dict import split_state_dict
+from sp_adapter.attach.locate import known_backbones_in
+from sp_adapter.attach.optim import add_prior_to_optimizer, backbone_parameters
+from sp_adapter.errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
+from sp_adapter.files.checkpoints import load_backbone_checkpoint
+from sp_adapter.files.state_dict import split_state_dict
 
 __version__ = "0.1.0"
 

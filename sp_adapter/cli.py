@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from .config import WHEEL_TEACHERS, PriorConfig, TeacherSpec
-from .errors import CLIError, SPAdapterError
+from sp_adapter.errors import CLIError, SPAdapterError
+from sp_adapter.prior.config import WHEEL_TEACHERS, PriorConfig, TeacherSpec
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -70,9 +70,9 @@ def _load_trained(source: str):
     one line naming it (never suggesting an unsafe load)."""
     import pickle
 
-    from .train import load_trained
-    from .train.checkpoint import short_reason
-    from .train.model_spec import resolve_checkpoint
+    from sp_adapter.train import load_trained
+    from sp_adapter.train.checkpoint import short_reason
+    from sp_adapter.train.model_spec import resolve_checkpoint
 
     file = resolve_checkpoint(source)
     try:
@@ -140,7 +140,13 @@ def _dataset(name: str, root: str | None, split: str, crop: int | None, blur: st
     ``whole`` makes the built-in test set the whole test photos instead of crops;
     ``gopro_blur`` and ``realblur_variant`` choose GoPro's blurry folder and RealBlur's
     variant."""
-    from .data import GoProDataset, HIDEDataset, RealBlurDataset, SyntheticBlurDataset, blur_preset
+    from sp_adapter.data import (
+        GoProDataset,
+        HIDEDataset,
+        RealBlurDataset,
+        SyntheticBlurDataset,
+        blur_preset,
+    )
 
     if name != "synthetic" and (augment or photos):
         raise CLIError("--augment and --photos are for --dataset synthetic (the "
@@ -254,9 +260,9 @@ def _data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import teacher_at_levels
-    from .train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
-    from .train.trainer import check_run_folder
+    from sp_adapter.prior.config import teacher_at_levels
+    from sp_adapter.train import ModelSpec, TrainConfig, Trainer, backbone_spec, init_distributed
+    from sp_adapter.train.trainer import check_run_folder
 
     if args.perceptual == "none" and args.alpha > 0:
         raise CLIError(f"--perceptual none turns the perceptual loss off, but --alpha (its "
@@ -316,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- eval -------------------------------------------------------------------------------
 def _eval_parser(sub) -> None:
-    from .metrics import CONVENTIONS
+    from sp_adapter.metrics import CONVENTIONS
 
     p = sub.add_parser("eval", help="PSNR/SSIM (and LPIPS when available) on a dataset, "
                                     "with a row of the paper's Table 1 per model")
@@ -355,7 +361,8 @@ def _apply_prior_strength(model: torch.nn.Module, strength: float | None,
                           info: dict) -> str:
     """Set ``--prior-strength`` if given; describe the strength in use ("" for a model
     without the prior or at 1 by default)."""
-    from .wrap import is_wrapped, set_prior_strength
+    from sp_adapter.attach.state import is_wrapped
+    from sp_adapter.attach.wrap import set_prior_strength
 
     if strength is None:
         loaded = info.get("prior_strength")
@@ -373,7 +380,7 @@ def _apply_prior_strength(model: torch.nn.Module, strength: float | None,
 
 
 def _lpips_or_note(device: torch.device):
-    from .metrics import lpips_metric
+    from sp_adapter.metrics import lpips_metric
 
     try:
         return lpips_metric("alex", device=device), None
@@ -382,7 +389,7 @@ def _lpips_or_note(device: torch.device):
 
 
 def _eval_convention(args: argparse.Namespace):
-    from .metrics import DEFAULT_CONVENTION, get_convention
+    from sp_adapter.metrics import DEFAULT_CONVENTION, get_convention
 
     if args.convention is not None:
         return get_convention(args.convention), "chosen"
@@ -399,11 +406,11 @@ def _data_label(args: argparse.Namespace) -> str:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from .atomic import write_atomic
-    from .train import evaluate
-    from .train.distributed import DistInfo
-    from .train.evaluate import TABLE_HEADER, table_name, table_row, with_input_scores
-    from .train.trainer import resolve_device
+    from sp_adapter.files.atomic import write_atomic
+    from sp_adapter.train import evaluate
+    from sp_adapter.train.distributed import DistInfo
+    from sp_adapter.train.evaluate import TABLE_HEADER, table_name, table_row, with_input_scores
+    from sp_adapter.train.trainer import resolve_device
 
     _check_tile(args.tile)
     _require_positive(args.limit, "--limit", "the number of images to score")
@@ -416,7 +423,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                        "choose another file")
     convention, why = _eval_convention(args)
     if convention.align:
-        from .metrics.realblur import require_opencv
+        from sp_adapter.metrics.realblur import require_opencv
 
         require_opencv()  # before any model is loaded
     device = resolve_device(args.device, DistInfo())
@@ -525,7 +532,7 @@ def _deblur_targets(files: Sequence[Path], out_dir: Path, overwrite: bool) -> li
     """Where each input is written: ``out_dir`` / its own name. Refused before any work:
     two inputs of one name (or names differing only in case), an output that is its own
     input, a format that cannot be written, and (without ``--overwrite``) existing files."""
-    from .image_io import writable_suffix
+    from sp_adapter.files.image_io import writable_suffix
 
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is a file; give a folder (it is created if missing)")
@@ -557,10 +564,10 @@ def _deblur_targets(files: Sequence[Path], out_dir: Path, overwrite: bool) -> li
 def cmd_deblur(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .image_io import from_network, read_image, to_network, write_image
-    from .train import deblur
-    from .train.distributed import DistInfo
-    from .train.trainer import resolve_device
+    from sp_adapter.files.image_io import from_network, read_image, to_network, write_image
+    from sp_adapter.train import deblur
+    from sp_adapter.train.distributed import DistInfo
+    from sp_adapter.train.trainer import resolve_device
 
     _check_tile(args.tile, args.overlap)
     files = _image_files(args.inputs)
@@ -588,7 +595,7 @@ def cmd_deblur(args: argparse.Namespace) -> int:
 
 # -- calibrate --------------------------------------------------------------------------
 def _calibrate_parser(sub) -> None:
-    from .train.calibrate import DEFAULT_STRENGTHS
+    from sp_adapter.train.calibrate import DEFAULT_STRENGTHS
 
     p = sub.add_parser("calibrate", help="choose the prior's strength on held-out photos")
     _add_model_source(p)
@@ -607,11 +614,11 @@ def _calibrate_parser(sub) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .data import blur_preset, grey_photos
-    from .train import calibrate_strength, held_out_set
-    from .train.distributed import DistInfo
-    from .train.trainer import resolve_device
-    from .wrap import is_wrapped
+    from sp_adapter.attach.state import is_wrapped
+    from sp_adapter.data import blur_preset, grey_photos
+    from sp_adapter.train import calibrate_strength, held_out_set
+    from sp_adapter.train.distributed import DistInfo
+    from sp_adapter.train.trainer import resolve_device
 
     for value, flag, what in ((args.crop, "--crop", "the crop side in pixels"),
                               (args.crops, "--crops", "the number of held-out crops"),
@@ -638,7 +645,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         mark = "  <- best" if strength == result.best else ""
         print(f"strength {strength:g}: PSNR {score:.3f} dB{mark}")
     if args.save:
-        from .train.strength_file import save_strength
+        from sp_adapter.train.strength_file import save_strength
 
         saved = save_strength(info["path"], result, {
             "photos": list(data.photos), "crop": args.crop, "crops": result.count,
@@ -653,7 +660,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 # -- demo -------------------------------------------------------------------------------
 def _demo_parser(sub) -> None:
-    from .train.demo import DemoConfig
+    from sp_adapter.train.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser("demo", help="offline: UNet with vs without the prior, writes a report")
@@ -694,8 +701,8 @@ def _demo_parser(sub) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, command: str) -> int:
-    from .extras import require_demo_extra
-    from .train.demo import DemoConfig, run_demo
+    from sp_adapter.extras import require_demo_extra
+    from sp_adapter.train.demo import DemoConfig, run_demo
 
     require_demo_extra("the demo")  # before any output
     _require_positive(args.width, "--width", "the UNet's channels")

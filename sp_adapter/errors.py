@@ -29,7 +29,7 @@ class WrapError(SPAdapterError, ValueError):
 
 
 class UnknownOptionError(WrapError, TypeError):
-    """An option or :class:`~sp_adapter.levels.Level` field name that does not exist (the
+    """An option or :class:`~sp_adapter.attach.levels.Level` field name that does not exist (the
     message lists the valid names, closest first). Also a ``TypeError``, as Python's own
     error for an unexpected keyword is."""
 
@@ -48,7 +48,7 @@ class PriorLossError(SPAdapterError, RuntimeError):
 # -- checkpoints -----------------------------------------------------------------------
 class CheckpointError(SPAdapterError, ValueError):
     """Base class of the errors raised while reading a checkpoint (the key/shape mismatch,
-    ``sp_adapter.checkpoints.CheckpointMismatchError``, is one)."""
+    ``sp_adapter.files.checkpoints.CheckpointMismatchError``, is one)."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

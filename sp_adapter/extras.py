@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from .errors import MissingExtraError
+from sp_adapter.errors import MissingExtraError
 
 DEMO_EXTRA = 'pip install "sp-adapter[demo]"'
 """The command that installs the built-in photos' and the blur synthesis' packages."""

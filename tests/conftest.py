@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sp_adapter.config import TeacherSpec
-from sp_adapter.teacher import Teacher, build_feature_model
+from sp_adapter.prior.config import TeacherSpec
+from sp_adapter.prior.teacher import Teacher, build_feature_model
 
 torch.set_num_threads(2)
 

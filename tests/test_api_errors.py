@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import sp_adapter as sp
+from sp_adapter.adapters import match
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.checkpoints import load_backbone_checkpoint, read_checkpoint
 from sp_adapter.errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -25,6 +25,7 @@ from sp_adapter.errors import (
     UnsafeCheckpointError,
     WrapError,
 )
+from sp_adapter.files.checkpoints import load_backbone_checkpoint, read_checkpoint
 from sp_adapter.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +65,7 @@ def test_levels_that_are_no_list_or_a_bool_are_refused_naming_the_choices():
     with pytest.raises(WrapError, match=r"levels\[0\] is True \(a bool is not an index\)"):
         sp.wrap(_unet(), levels=[True], teacher=None)
     with pytest.raises(LevelNotFoundError, match=r"a bool is not an index"):
-        _unet().sp_backbone_map().select([False])
+        match(_unet())[1].select([False])
 
 
 def test_a_misspelt_level_name_lists_the_closest_first():

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from sp_adapter.atomic import write_atomic
+from sp_adapter.files.atomic import write_atomic
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Levels found automatically (``sp_adapter.auto_levels``) on the twins and on U-Nets that
+"""Levels found automatically (``sp_adapter.attach.auto_levels``) on the twins and on U-Nets that
 no adapter knows, against the adapter tables."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_adapter as sp
-from sp_adapter.auto_levels import find_levels
+from sp_adapter.adapters import match
+from sp_adapter.attach.auto_levels import find_levels
 from sp_adapter.backbones.mimo_unet import MIMOUNet, MIMOUNetPlus
 from sp_adapter.backbones.mprnet import MPRNet
 from sp_adapter.backbones.nafnet import NAFNet, NAFNetLocal
 from sp_adapter.backbones.restormer import Restormer
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.embedding import SemanticAttentionTransform
 from sp_adapter.errors import AutoLevelsError, LevelNotFoundError
+from sp_adapter.prior.embedding import SemanticAttentionTransform
 
 
 def _conv(cin: int, cout: int) -> nn.Sequential:
@@ -180,11 +181,7 @@ def _build(name: str) -> nn.Module:
 def test_found_levels_equal_the_adapter_table_up_to_the_listed_differences(name):
     model = _build(name)
     found = find_levels(model)
-    table = model.sp_backbone_map() if hasattr(model, "sp_backbone_map") else None
-    if table is None:
-        from sp_adapter.adapters import adapter_for
-
-        table = adapter_for(model)
+    _, table = match(model)
     expected = [lv for n, lv in table.levels.items() if n not in NOT_FOUND.get(name, set())]
     expected.sort(key=lambda lv: lv.reduction)
     assert [_lv(lv) for lv in found] == [_lv(lv) for lv in expected]
@@ -265,7 +262,7 @@ def test_an_adapter_wins_unless_auto_is_asked(teacher):
 
 def test_wrap_logs_the_table_it_chose(teacher, caplog):
     torch.manual_seed(0)
-    with caplog.at_level(logging.INFO, logger="sp_adapter.auto_levels"):
+    with caplog.at_level(logging.INFO, logger="sp_adapter.attach.auto_levels"):
         sp.wrap(CatUNet(), teacher=teacher)
     text = caplog.text
     assert "| level | site | kind | skip | channels | reduction |" in text
@@ -328,7 +325,7 @@ def test_a_prior_on_found_levels_saves_and_reattaches(teacher, tmp_path):
     sp.save_pretrained(model, tmp_path / "prior")
     fresh = CatUNet().eval()
     fresh.load_state_dict(sp.unwrap(model).state_dict())
-    sp.wrap(fresh, prior=tmp_path / "prior")
+    sp.from_pretrained(tmp_path / "prior", model=fresh)
     assert [_lv(lv) for lv in fresh.sp_prior.levels.values()] == FOREIGN["CatUNet"][1]
     with torch.no_grad():
         assert torch.allclose(fresh(x), expected, atol=1e-6)

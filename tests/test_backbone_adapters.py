@@ -14,7 +14,7 @@ from sp_adapter.backbones.mimo_unet import MIMOUNet, MIMOUNetPlus
 from sp_adapter.backbones.mprnet import MPRNet, MPRNetStage1
 from sp_adapter.backbones.mssnet import mssnet_small
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.embedding import SemanticAttentionTransform
+from sp_adapter.prior.embedding import SemanticAttentionTransform
 
 SIZE = 32
 

@@ -21,7 +21,7 @@ from sp_adapter.backbones.mprnet import (
     MPRNetStage1,
     stage1_state_dict,
 )
-from sp_adapter.checkpoints import strip_module_prefix
+from sp_adapter.files.checkpoints import strip_module_prefix
 
 DATA = Path(__file__).parent / "data" / "backbones"
 FACTS: dict[str, Any] = json.loads((DATA / "MPRNet.json").read_text())

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_adapter as sp
+from sp_adapter.adapters import match
 from sp_adapter.backbones.nafnet import LocalAvgPool2d, NAFNet, NAFNetLocal
-from sp_adapter.embedding import SemanticAttentionTransform
+from sp_adapter.prior.embedding import SemanticAttentionTransform
 
 DATA = Path(__file__).parent / "data" / "backbones"
 GOPRO = dict(middle_blk_num=1, enc_blk_nums=[1, 1, 1, 28], dec_blk_nums=[1, 1, 1, 1])
@@ -186,7 +187,7 @@ def test_one_step_gives_gradients_in_every_sat_layer(cls, teacher) -> None:
 
 def test_level_map_table() -> None:
     model = NAFNet(width=16, enc_blk_nums=[1, 1, 1, 1], dec_blk_nums=[1, 1, 1, 1])
-    bmap = model.sp_backbone_map()
+    _, bmap = match(model)
     assert bmap.default_levels == ("level1", "level2", "level3")
     got = {n: (lv.site, lv.skip, lv.channels, lv.reduction) for n, lv in bmap.levels.items()}
     assert got == {
@@ -234,7 +235,7 @@ def test_finetune_example_from_a_basicsr_checkpoint(tmp_path) -> None:
     for cls, extra in ((NAFNet, {}), (NAFNetLocal, {"train_size": (1, 3, 64, 64)})):
         fresh = cls(**TINY, **extra)
         fresh.load_state_dict(torch.load(checkpoint, weights_only=True)["params"], strict=True)
-        sp.wrap(fresh.eval(), prior=out)
+        sp.from_pretrained(out, model=fresh.eval())
         with torch.no_grad():
             got = fresh(x)
         # 40 px is under the local converter's 96 px window: both compute the same

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import sp_adapter as sp
 from sp_adapter.backbones.restormer import Restormer
-from sp_adapter.embedding import SemanticAttentionTransform
+from sp_adapter.prior.embedding import SemanticAttentionTransform
 
 DATA = Path(__file__).parent / "data" / "backbones"
 TINY = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4])

@@ -6,10 +6,13 @@ import shutil
 
 import pytest
 import torch
+from test_benchmarks import load
 from test_trainer import Pairs, config, losses_of
 
 import sp_adapter
-from sp_adapter.train import Arm, BaseStore, Trainer, run_arms
+from sp_adapter.train import Arm, Trainer, run_arms
+
+BaseStore = load("base_store").BaseStore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sp_adapter.config import TeacherSpec
 from sp_adapter.data import TEST_PHOTOS
+from sp_adapter.prior.config import TeacherSpec
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from sp_adapter.backbones.deepdeblur import MSResNet
 from sp_adapter.backbones.mimo_unet import MIMOUNet
-from sp_adapter.checkpoints import (
+from sp_adapter.files.checkpoints import (
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,

@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sp_adapter.config import PriorConfig
-from sp_adapter.embedding import (
+from sp_adapter.attach.levels import Region
+from sp_adapter.prior.config import PriorConfig
+from sp_adapter.prior.embedding import (
     MultiLevelAggregation,
     SemanticAttentionTransform,
     SemanticPriorEmbedding,
     crop_to_site,
 )
-from sp_adapter.hcl import hcl_distance, hcl_loss
-from sp_adapter.levels import Region
-from sp_adapter.prior_learner import CrossLevelConnection
+from sp_adapter.prior.hcl import hcl_distance, hcl_loss
+from sp_adapter.prior.learner import CrossLevelConnection
 
 
 def _randn(*shape, seed=0):

@@ -206,7 +206,7 @@ def test_evaluation_and_tiled_inference_on_cuda_match_the_cpu(gpu_teacher):
 def test_a_prior_trained_on_cuda_saves_and_loads_on_the_cpu(gpu_teacher, tmp_path):
     net = active_wrapped(gpu_teacher).cuda()
     sp_adapter.save_pretrained(net, tmp_path / "prior")
-    loaded = sp_adapter.wrap(bare_copy(net).cpu(), prior=tmp_path / "prior").eval()
+    loaded = sp_adapter.from_pretrained(tmp_path / "prior", model=bare_copy(net).cpu()).eval()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net.eval()(x.cuda()).cpu(), atol=1e-4, rtol=1e-4)
@@ -239,7 +239,7 @@ def test_optimize_for_inference_compiles_on_cuda_and_keeps_the_output(gpu_teache
         eager = net(x)
         torch._dynamo.reset()
         sp_adapter.optimize_for_inference(net)
-        assert sp_adapter.optimize.is_prior_compiled(net)
+        assert sp_adapter.attach.optimize.is_prior_compiled(net)
         for _ in range(3):  # CUDA graphs are recorded, then replayed
             torch.testing.assert_close(net(x), eager, atol=1e-5, rtol=1e-5)
     with torch.autocast("cuda", dtype=torch.bfloat16), torch.no_grad():
@@ -248,7 +248,7 @@ def test_optimize_for_inference_compiles_on_cuda_and_keeps_the_output(gpu_teache
 
 def test_lean_modulation_on_cuda_equals_the_reference_and_saves_memory(gpu_teacher):
     from sp_adapter.backbones.deepdeblur import MSResNet, to_input_pyramid
-    from sp_adapter.embedding import reference_modulation
+    from sp_adapter.prior.embedding import reference_modulation
 
     torch.manual_seed(0)
     bare = MSResNet(n_resblocks=2).cuda().eval()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_adapter as sp
+from sp_adapter.prior.embedding import SemanticAttentionTransform
 
 
 class ConcatUNet(nn.Module):
@@ -49,7 +50,7 @@ def test_user_map_on_unknown_unet_is_exact_and_trains(teacher):
     assert torch.equal(net(image=x)["restored"], reference)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     sat = [
-        m for m in net.sp_prior.modules() if isinstance(m, sp.embedding.SemanticAttentionTransform)
+        m for m in net.sp_prior.modules() if isinstance(m, SemanticAttentionTransform)
     ]
     assert len(sat) == 2
     loss = F.l1_loss(net(image=x)["restored"], sharp) + 0.1 * sp.prior_loss(net, sharp)
@@ -76,7 +77,7 @@ def test_user_backbone_map_with_named_levels(teacher):
 
 
 def test_model_without_map_gets_its_join_found_automatically(teacher):
-    net = sp.wrap(ConcatUNet(), teacher=teacher)  # sp_adapter.auto_levels; more there
+    net = sp.wrap(ConcatUNet(), teacher=teacher)  # sp_adapter.attach.auto_levels; more there
     assert [(lv.site, lv.channels, lv.on_input) for lv in net.sp_prior.levels.values()] == [
         ("fuse", 24, True)]
 

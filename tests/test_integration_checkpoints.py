@@ -6,7 +6,7 @@ helper), MSSNet (``{'model_state_dict', 'optimizer_state_dict', 'epoch'}``), Dee
 (its ``Model`` container saving ``{'G'}``) and BasicSR (``{'params'}``, our UNet): a
 checkpoint saved before ``wrap`` loads into a wrapped model with the repo's own code; a
 wrapped run resumes with its optimiser; a wrapped checkpoint goes into the bare network
-through :func:`sp_adapter.checkpoints.load_backbone_checkpoint`. No forward is needed,
+through :func:`sp_adapter.files.checkpoints.load_backbone_checkpoint`. No forward is needed,
 so every network is small and each case takes a moment.
 """
 
@@ -28,7 +28,7 @@ from sp_adapter.backbones.mimo_unet import MIMOUNet
 from sp_adapter.backbones.mprnet import MPRNet
 from sp_adapter.backbones.mssnet import DeblurNet
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.checkpoints import load_backbone_checkpoint
+from sp_adapter.files.checkpoints import load_backbone_checkpoint
 
 
 class DeepDeblurModel(nn.Module):

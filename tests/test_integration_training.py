@@ -17,14 +17,14 @@ from torch import nn
 import sp_adapter as sp
 from sp_adapter.backbones.deepdeblur import MSResNet, to_input_pyramid
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.config import BUILTIN_TEACHER_WEIGHTS, TeacherSpec
 from sp_adapter.errors import (
     ImageInputError,
     PriorLossError,
     TeacherWeightsError,
     WrapError,
 )
-from sp_adapter.teacher import build_feature_model, load_teacher, spec_for_name
+from sp_adapter.prior.config import BUILTIN_TEACHER_WEIGHTS, TeacherSpec
+from sp_adapter.prior.teacher import build_feature_model, load_teacher, spec_for_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 32
@@ -185,7 +185,7 @@ def test_resume_recipe_old_optimiser_state_then_the_prior_group(teacher, small_p
 def test_a_prior_loaded_from_a_folder_says_how_to_give_a_teacher(teacher, small_pair, tmp_path):
     net = sp.wrap(_unet(), teacher=teacher)
     sp.save_pretrained(net, tmp_path / "prior")
-    again = sp.wrap(_unet(), prior=tmp_path / "prior")
+    again = sp.from_pretrained(tmp_path / "prior", model=_unet())
     again(small_pair[0])
     with pytest.raises(PriorLossError, match=r"teacher=sp_adapter\.TeacherSpec\(\)"):
         sp.prior_loss(again, small_pair[1])
@@ -234,7 +234,7 @@ def test_offline_timm_weights_in_the_cache_are_used(monkeypatch, no_proxy, tmp_p
     import timm
     from safetensors.torch import save_file
 
-    import sp_adapter.teacher as teacher_module
+    import sp_adapter.prior.teacher as teacher_module
 
     torch.manual_seed(0)
     weights = timm.create_model("resnet18", pretrained=False).state_dict()

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sp_adapter.config import TeacherSpec, teacher_at_levels
 from sp_adapter.errors import MissingExtraError, SPAdapterError
 from sp_adapter.extras import DEMO_EXTRA, DEMO_PACKAGES
+from sp_adapter.prior.config import TeacherSpec, teacher_at_levels
 
 ROOT = Path(__file__).resolve().parents[1]
 HIDDEN = ("skimage", "sklearn", "matplotlib", "scipy")
@@ -58,7 +58,7 @@ def test_the_core_wraps_trains_and_round_trips_without_the_demo_extra(tmp_path):
         torch.optim.SGD(model.parameters(), lr=0.1).step()
         sp_adapter.save_pretrained(model, "prior")
         loaded = sp_adapter.from_pretrained("prior")
-        again = sp_adapter.wrap(UNet(width=8), prior="prior")
+        again = sp_adapter.from_pretrained("prior", model=UNet(width=8))
         saved = sp_adapter.prior_state_dict(model)
         print(json.dumps({
             "loss": float(loss.detach()),
@@ -158,8 +158,9 @@ def test_the_core_install_leaves_the_demo_packages_to_the_extra():
 def test_the_stored_teacher_statistics_are_its_calibration_on_the_photos(monkeypatch):
     """The shipped statistics are what calibrating on the built-in photos measures, and a
     wheel teacher uses them without loading a photo."""
-    from sp_adapter import teacher as teacher_module
-    from sp_adapter.teacher_statistics import measure_statistics, stored_statistics
+    from sp_adapter.prior import teacher as teacher_module
+    from sp_adapter.prior.statistics import stored_statistics
+    from sp_adapter.train.teacher_statistics import measure_statistics
 
     spec, measured = measure_statistics("tf_efficientnet_lite0")
     stored = stored_statistics(spec)

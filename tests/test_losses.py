@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import sp_adapter
-from sp_adapter import losses
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.losses import (
+from sp_adapter.train import losses
+from sp_adapter.train.backbones import backbone_spec
+from sp_adapter.train.losses import (
     BACKBONE_LOSSES,
     PerceptualWeightsError,
     TeacherPerceptualLoss,
@@ -88,20 +89,20 @@ def test_backbone_losses_against_direct_sums(images):
     expect = sum(losses.l1_loss(o, t) + 0.1 * losses.fft_l1_loss(o, t)
                  for o, t in zip(mimo, [t4, down2, sharp], strict=True))
     assert torch.allclose(BACKBONE_LOSSES["mimo"](mimo, sharp), expect, rtol=1e-6)
-    assert BACKBONE_LOSSES["mimo"].final(mimo) is full[0]
+    assert backbone_spec("mimo-unet").final(mimo) is full[0]
 
     mpr = full[:3]
     expect = sum(losses.charbonnier_loss(o, sharp) + 0.05 * losses.edge_loss(o, sharp)
                  for o in mpr)
     assert torch.allclose(BACKBONE_LOSSES["mprnet"](mpr, sharp), expect, rtol=1e-6)
-    assert BACKBONE_LOSSES["mprnet"].final(mpr) is full[0]
+    assert backbone_spec("mprnet").final(mpr) is full[0]
 
     mss = [half, *full[:5]]
     targets = [down2] + [sharp] * 5
     expect = sum(losses.l1_loss(o, t) + 0.1 * losses.fft_l1_loss(o, t)
                  for o, t in zip(mss, targets, strict=True))
     assert torch.allclose(BACKBONE_LOSSES["mssnet"](mss, sharp), expect, rtol=1e-6)
-    assert BACKBONE_LOSSES["mssnet"].final(mss) is full[4]
+    assert backbone_spec("mssnet").final(mss) is full[4]
 
     from sp_adapter.backbones.deepdeblur import gaussian_pyramid
 
@@ -109,7 +110,7 @@ def test_backbone_losses_against_direct_sums(images):
     pyramid = gaussian_pyramid(sharp, 3)
     expect = sum((o / 255 - t).abs().mean() for o, t in zip(deep, pyramid, strict=True))
     assert torch.allclose(BACKBONE_LOSSES["deepdeblur"](deep, sharp), expect, rtol=1e-6)
-    assert torch.allclose(BACKBONE_LOSSES["deepdeblur"].final(deep), full[0])
+    assert torch.allclose(backbone_spec("deepdeblur").final(deep), full[0])
 
     assert torch.allclose(BACKBONE_LOSSES["l1"](full[0], sharp), losses.l1_loss(full[0], sharp))
     assert torch.allclose(BACKBONE_LOSSES["mse"](full[0], sharp),

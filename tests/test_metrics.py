@@ -16,7 +16,6 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from sp_adapter.data.blur import MILD, blur_image, camera_shake_kernel
-from sp_adapter.data.photos import load_photo
 from sp_adapter.errors import UnknownConventionError
 from sp_adapter.metrics import (
     CONVENTIONS,
@@ -29,6 +28,7 @@ from sp_adapter.metrics import (
     ssim3d,
 )
 from sp_adapter.metrics.core import _ssim3d_map, _ssim_map_valid
+from sp_adapter.photos import load_photo
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:

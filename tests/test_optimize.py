@@ -14,14 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import sp_adapter as sp
-import sp_adapter.embedding as embedding_module
+import sp_adapter.prior.embedding as embedding_module
+from sp_adapter.attach.optimize import PriorCompileWarning, is_prior_compiled
 from sp_adapter.backbones.deepdeblur import MSResNet, to_input_pyramid
 from sp_adapter.backbones.mimo_unet import MIMOUNet, MIMOUNetPlus
 from sp_adapter.backbones.mprnet import MPRNet, MPRNetStage1
 from sp_adapter.backbones.mssnet import mssnet_small
 from sp_adapter.backbones.unet import UNet
-from sp_adapter.embedding import reference_modulation
-from sp_adapter.optimize import PriorCompileWarning, is_prior_compiled
+from sp_adapter.prior.embedding import reference_modulation
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sp_adapter.data import photos
+from sp_adapter import photos
 from sp_adapter.data.blur import MILD, SEVERE, blur_image, camera_shake_kernel
-from sp_adapter.data.photos import (
+from sp_adapter.data.synthetic import MIN_SCALE, TEST_MIN_DETAIL, SyntheticBlurDataset, detail
+from sp_adapter.photos import (
     TEST_PHOTOS,
     available_photos,
     list_photos,
@@ -21,7 +22,6 @@ from sp_adapter.data.photos import (
     photo_array,
     photo_names,
 )
-from sp_adapter.data.synthetic import MIN_SCALE, TEST_MIN_DETAIL, SyntheticBlurDataset, detail
 
 SKIMAGE_PHOTOS = {
     "astronaut",
@@ -315,7 +315,7 @@ def test_broken_optional_package_counts_as_absent(monkeypatch, fresh_photo_cache
 
 
 def test_grey_extra_photos_load_as_three_equal_channels_outside_the_default_split() -> None:
-    from sp_adapter.data.photos import GREY_PHOTOS, extra_photos, grey_photos
+    from sp_adapter.photos import GREY_PHOTOS, extra_photos, grey_photos
 
     assert grey_photos() == GREY_PHOTOS  # all bundled in scikit-image's wheel
     assert extra_photos()[:len(GREY_PHOTOS)] == GREY_PHOTOS  # then any colour ones
@@ -347,7 +347,7 @@ def test_colour_extra_photos_are_read_from_wheels_that_bundle_them_never_importe
     holds the file, read without importing the package, and stay outside the default
     split; a missing package or file leaves the photo out, and naming it says what to
     install."""
-    from sp_adapter.data.photos import WHEEL_PHOTOS, extra_photos, grey_photos
+    from sp_adapter.photos import WHEEL_PHOTOS, extra_photos, grey_photos
 
     for module in ("imgaug", "mahotas"):
         monkeypatch.delitem(sys.modules, module, raising=False)

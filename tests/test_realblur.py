@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from sp_adapter.data.photos import load_photo
 from sp_adapter.errors import AlignmentError, OptionalDependencyError
 from sp_adapter.metrics import align_to_sharp, psnr, realblur_score, score
 from sp_adapter.metrics.realblur import masked_psnr, masked_ssim
+from sp_adapter.photos import load_photo
 
 cv2 = pytest.importorskip("cv2", reason="the RealBlur protocol needs sp_adapter[realblur]")
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 from pairs import Pairs
 
-from sp_adapter import atomic
 from sp_adapter.backbones.unet import UNet
 from sp_adapter.errors import DiskFullError, RunFolderError
+from sp_adapter.files import atomic
 from sp_adapter.train import TrainConfig, Trainer, list_checkpoints
 from sp_adapter.train.trainer import read_log
 

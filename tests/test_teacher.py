@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sp_adapter.config import TeacherSpec, teacher_at_levels
-from sp_adapter.teacher import (
+from sp_adapter.prior.config import TeacherSpec, teacher_at_levels
+from sp_adapter.prior.teacher import (
     Teacher,
     TeacherWeightsError,
     build_feature_model,

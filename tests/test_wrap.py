@@ -270,8 +270,8 @@ def test_prior_is_aligned_with_images_of_any_size(teacher, levels, one_thread):
     its own to a multiple of 4, and the maps are resized to each decoder level aligned
     with the image. Before this alignment such sides shifted the modulation everywhere
     in the image (by a few grey levels in a trained model)."""
-    from sp_adapter.config import TeacherSpec
-    from sp_adapter.teacher import Teacher, build_feature_model
+    from sp_adapter.prior.config import TeacherSpec
+    from sp_adapter.prior.teacher import Teacher, build_feature_model
 
     deepest = 16
     if levels is not None:

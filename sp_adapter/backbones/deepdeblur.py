@@ -59,6 +59,8 @@ import torch.nn.functional as F
 from torch import nn
 
 SIZE_MULTIPLE = 4
+RGB_RANGE = 255
+"""The official default pixel range ``[0, rgb_range]`` of inputs and outputs."""
 """With 3 scales, input height and width must be multiples of this (``2 ** (n_scales-1)``)."""
 
 
@@ -144,7 +146,7 @@ class MSResNet(nn.Module):
 
     def __init__(
         self,
-        rgb_range: float = 255,
+        rgb_range: float = RGB_RANGE,
         n_resblocks: int = 19,
         n_feats: int = 64,
         kernel_size: int = 5,
@@ -283,7 +285,7 @@ def gaussian_pyramid(
 
 
 def to_input_pyramid(
-    x: torch.Tensor, n_scales: int = 3, rgb_range: float = 255
+    x: torch.Tensor, n_scales: int = 3, rgb_range: float = RGB_RANGE
 ) -> list[torch.Tensor]:
     """MSResNet input from a ``B x 3 x H x W`` image in [0, 1]: ``gaussian_pyramid(x *
     rgb_range)``. H and W must be multiples of ``2 ** (n_scales - 1)`` for the model (the

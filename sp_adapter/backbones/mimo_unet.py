@@ -4,7 +4,7 @@ Written for this project from a reading of chosj95/MIMO-UNet, ``models/MIMOUNet.
 (classes ``EBlock``, ``DBlock``, ``AFF``, ``SCM``, ``FAM``, ``MIMOUNet``, ``MIMOUNetPlus``)
 and ``models/layers.py`` (``BasicConv``, ``ResBlock``). Module names, registration order,
 shapes and parameter count are the official ones, so an official checkpoint
-(``torch.load(p)["model"]``, see :func:`sp_adapter.checkpoints.load_backbone_checkpoint`)
+(``torch.load(p)["model"]``, see :func:`sp_adapter.files.checkpoints.load_backbone_checkpoint`)
 loads with ``strict=True``; the forward computes what the official forward computes, in
 the same order (so forward hooks fire in the official order).
 

@@ -3,7 +3,7 @@
 Written for this project from a reading of the official ``Deblurring/MPRNet.py`` of
 swz30/MPRNet. The module tree, attribute names, registration order, shapes and parameter
 sharing are the official ones, so ``MPRNet().load_state_dict(official, strict=True)``
-works (after removing a ``module.`` prefix: ``sp_adapter.checkpoints.load_backbone_checkpoint``
+works (after removing a ``module.`` prefix: ``sp_adapter.load_backbone_checkpoint``
 does it), and the forward computes what the official forward computes.
 
 Structure (defaults ``n_feat=96, scale_unetfeats=48, scale_orsnetfeats=32``):
@@ -536,9 +536,9 @@ def stage1_state_dict(full: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     model whose output equals the full model's ``out[2]`` (stage-1 image) when
     ``patch_wise=True``.
     """
-    from ..checkpoints import strip_module_prefix
-
-    return {k: v for k, v in strip_module_prefix(full).items() if k.startswith(STAGE1_PREFIXES)}
+    prefixed = bool(full) and all(k.startswith("module.") for k in full)
+    keys = {(k[len("module."):] if prefixed else k): v for k, v in full.items()}
+    return {k: v for k, v in keys.items() if k.startswith(STAGE1_PREFIXES)}
 
 
 class MPRNetStage1(nn.Module):

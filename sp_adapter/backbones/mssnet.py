@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mprnet import (
+from sp_adapter.backbones.mprnet import (
     DownSample,
     SkipUpSample,
     add_csff_convs,

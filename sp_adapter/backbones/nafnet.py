@@ -168,11 +168,6 @@ class NAFNet(nn.Module):
         h, w = x.shape[-2:]
         return F.pad(x, (0, -w % self.padder_size, 0, -h % self.padder_size))
 
-    def sp_backbone_map(self):
-        """The level map ``sp_adapter.wrap`` uses for this network."""
-        from sp_adapter.adapters.nafnet import backbone_map
-
-        return backbone_map(self)
 
 
 class LocalAvgPool2d(nn.Module):

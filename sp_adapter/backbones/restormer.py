@@ -256,9 +256,3 @@ class Restormer(nn.Module):
         if self.dual_pixel_task:
             return self.output(out_dec_level1 + self.skip_conv(inp_enc_level1))
         return self.output(out_dec_level1) + inp_img
-
-    def sp_backbone_map(self):
-        """The level map ``sp_adapter.wrap`` uses for this network."""
-        from sp_adapter.adapters.restormer import backbone_map
-
-        return backbone_map(self)

@@ -4,8 +4,8 @@ Encoder levels at full, 1/2 and 1/4 resolution (``width``, ``2 width``, ``4 widt
 channels), residual blocks, strided-convolution downsampling, transposed-convolution
 upsampling, and a global residual (the network predicts ``sharp - blurry``). Each decoder
 level adds its encoder skip in ``forward`` (``f_de + f_en``), which is where Eq. (6)
-modulates; the level map is in ``adapters/unet.py`` and ``UNet.sp_backbone_map`` returns
-it, so ``sp_adapter.wrap(UNet())`` needs no other argument.
+modulates; the level map is in ``adapters/unet.py``, so ``sp_adapter.wrap(UNet())`` needs
+no other argument.
 
 Any input size works: the input is padded (reflection) to a multiple of 4 inside
 ``forward`` and the output cropped back.
@@ -74,9 +74,3 @@ class UNet(nn.Module):
         d1 = self.dec1(self.up1(d2) + e1)
         out = padded + self.tail(d1)
         return out[..., :h, :w]
-
-    def sp_backbone_map(self):
-        """The level map ``sp_adapter.wrap`` uses for this network."""
-        from sp_adapter.adapters.unet import backbone_map
-
-        return backbone_map(self)

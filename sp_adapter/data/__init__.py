@@ -1,7 +1,7 @@
 """Data for training and evaluating deblurring: severe-blur synthesis on built-in photos,
 and paired folder datasets in the GoPro, HIDE and RealBlur layouts."""
 
-from .blur import (
+from sp_adapter.data.blur import (
     MILD,
     PRESETS,
     SEVERE,
@@ -10,7 +10,7 @@ from .blur import (
     blur_preset,
     camera_shake_kernel,
 )
-from .paired import (
+from sp_adapter.data.paired import (
     GoProDataset,
     HIDEDataset,
     PairedImageDataset,
@@ -20,7 +20,8 @@ from .paired import (
     read_image,
     realblur_pairs,
 )
-from .photos import (
+from sp_adapter.data.synthetic import SyntheticBlurDataset
+from sp_adapter.photos import (
     GREY_PHOTOS,
     TEST_PHOTOS,
     WHEEL_PHOTOS,
@@ -32,7 +33,6 @@ from .photos import (
     photo_array,
     photo_names,
 )
-from .synthetic import SyntheticBlurDataset
 
 __all__ = [
     "GREY_PHOTOS",

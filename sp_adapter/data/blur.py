@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..extras import import_extra
+from sp_adapter.extras import import_extra
 
 __all__ = [
     "BlurConfig",

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..image_io import read_rgb8
+from sp_adapter.files.image_io import read_rgb8
 
 __all__ = [
     "GoProDataset",

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
-from .photos import TEST_PHOTOS, extra_photos, photo_array, photo_names
+from sp_adapter.data.blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
+from sp_adapter.photos import TEST_PHOTOS, extra_photos, photo_array, photo_names
 
 __all__ = ["TEST_MIN_DETAIL", "SyntheticBlurDataset", "detail"]
 
@@ -86,7 +86,7 @@ class SyntheticBlurDataset(Dataset):
     (without it every epoch repeats the same ``length`` samples).
 
     Test split (``split="test"``): ``crops_per_photo`` fixed crops and kernels for each of
-    the four test photos (:data:`~sp_adapter.data.photos.TEST_PHOTOS`), in a fixed order
+    the four test photos (:data:`~sp_adapter.photos.TEST_PHOTOS`), in a fixed order
     (photo, then crop), no flips: 64 samples with the defaults, identical every time. A
     crop position whose sharp crop has less :func:`detail` than ``min_detail`` is drawn
     again from the sample's generator (flat sky would otherwise dominate the mean PSNR).
@@ -117,8 +117,8 @@ class SyntheticBlurDataset(Dataset):
             pair by a random multiple of 90 degrees, so that few photos give more varied
             crops. Off by default (earlier results used flips alone).
         photos: training split only: the photos to draw from, each a training photo
-            (:func:`~sp_adapter.data.photos.photo_names` ``("train")``) or an extra one,
-            greyscale or colour (:func:`~sp_adapter.data.photos.extra_photos`); never a
+            (:func:`~sp_adapter.photos.photo_names` ``("train")``) or an extra one,
+            greyscale or colour (:func:`~sp_adapter.photos.extra_photos`); never a
             test photo. Default: the training photos.
     """
 

@@ -6,7 +6,7 @@
 is the RealBlur protocol (ECC alignment, scores over the valid mask; needs OpenCV).
 """
 
-from .conventions import (
+from sp_adapter.metrics.conventions import (
     CONVENTIONS,
     DEFAULT_CONVENTION,
     Convention,
@@ -14,8 +14,8 @@ from .conventions import (
     get_convention,
     score,
 )
-from .core import gaussian_window, lpips_metric, psnr, ssim, ssim3d
-from .realblur import Alignment, RealBlurScore, align_to_sharp, realblur_score
+from sp_adapter.metrics.core import gaussian_window, lpips_metric, psnr, ssim, ssim3d
+from sp_adapter.metrics.realblur import Alignment, RealBlurScore, align_to_sharp, realblur_score
 
 __all__ = [
     "CONVENTIONS",

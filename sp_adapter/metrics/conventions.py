@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import UnknownConventionError
-from .core import psnr, ssim, ssim3d
+from sp_adapter.errors import UnknownConventionError
+from sp_adapter.metrics.core import psnr, ssim, ssim3d
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "Convention", "PairScores", "get_convention",
            "score"]
@@ -108,7 +108,7 @@ def score(restored: torch.Tensor, sharp: torch.Tensor,
     """
     conv = get_convention(convention)
     if conv.align:
-        from .realblur import realblur_score
+        from sp_adapter.metrics.realblur import realblur_score
 
         if restored.shape != sharp.shape:
             raise ValueError(

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import AlignmentError, OptionalDependencyError
-from .core import _ssim_map_valid
+from sp_adapter.errors import AlignmentError, OptionalDependencyError
+from sp_adapter.metrics.core import _ssim_map_valid
 
 __all__ = ["Alignment", "RealBlurScore", "align_to_sharp", "masked_psnr", "masked_ssim",
            "realblur_score", "require_opencv"]

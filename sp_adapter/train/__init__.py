@@ -3,35 +3,42 @@
 * :class:`Trainer` + :class:`TrainConfig`: one training run (Eq. 7, Sec. 4.1), resumable,
   DDP-ready, with an optional teacher-feature cache.
 * :func:`evaluate` / :func:`deblur`: PSNR/SSIM on a dataset, images of any size.
-* :func:`run_arms`: base vs +SP (and ablations) at equal budget on identical batches;
-  :class:`BaseStore` keeps its shared bases between runs.
+* :func:`run_arms`: base vs +SP (and ablations) at equal budget on identical batches.
 * :func:`calibrate_strength`: the prior's strength for inference, chosen on held-out
   images (:func:`held_out_set`).
 * :func:`pretrain_student`: student-only distillation before joint training.
 * :class:`ModelSpec` / :func:`load_trained`: rebuild a trained network from its checkpoint.
 """
 
-from .backbones import BACKBONES, BackboneSpec, available_backbones, backbone_spec
-from .base_store import BaseStore
-from .cache import CacheMismatchError, TeacherFeatureCache
-from .calibrate import StrengthCalibration, calibrate_strength, held_out_set
-from .checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_atomic
-from .config import TrainConfig
-from .data import BatchStream, SampleMemo
-from .distributed import DistInfo, dist_info, init_distributed
-from .evaluate import EvalResult, deblur, evaluate
-from .model_spec import ModelSpec, load_trained, resolve_checkpoint
-from .protocol import Arm, ArmResult, count_parameters, run_arms
-from .schedule import WarmupCosine, build_optimizer
-from .student import StudentResult, pretrain_student
-from .trainer import Trainer, TrainResult, freeze_backbone, freeze_student, seed_everything
+from sp_adapter.train.backbones import BACKBONES, available_backbones, backbone_spec
+from sp_adapter.train.cache import CacheMismatchError, TeacherFeatureCache
+from sp_adapter.train.calibrate import StrengthCalibration, calibrate_strength, held_out_set
+from sp_adapter.train.checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_atomic,
+)
+from sp_adapter.train.config import TrainConfig
+from sp_adapter.train.data import BatchStream, SampleMemo
+from sp_adapter.train.distributed import DistInfo, dist_info, init_distributed
+from sp_adapter.train.evaluate import EvalResult, deblur, evaluate
+from sp_adapter.train.model_spec import ModelSpec, load_trained, resolve_checkpoint
+from sp_adapter.train.protocol import Arm, ArmResult, count_parameters, run_arms
+from sp_adapter.train.schedule import WarmupCosine, build_optimizer
+from sp_adapter.train.student import StudentResult, pretrain_student
+from sp_adapter.train.trainer import (
+    Trainer,
+    TrainResult,
+    freeze_backbone,
+    freeze_student,
+    seed_everything,
+)
 
 __all__ = [
     "BACKBONES",
     "Arm",
     "ArmResult",
-    "BackboneSpec",
-    "BaseStore",
     "BatchStream",
     "CacheMismatchError",
     "DistInfo",

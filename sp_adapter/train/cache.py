@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..errors import CacheMismatchError
+from sp_adapter.errors import CacheMismatchError
 
 
 def _fingerprint(image: torch.Tensor) -> tuple[float, float]:
@@ -33,7 +33,7 @@ class TeacherFeatureCache:
 
     Args:
         teacher: maps a sharp batch ``B x 3 x H x W`` to a list of ``B x C_i x h_i x w_i``
-            feature maps (a :class:`~sp_adapter.teacher.Teacher`).
+            feature maps (a :class:`~sp_adapter.prior.teacher.Teacher`).
     """
 
     def __init__(self, teacher: Callable[[torch.Tensor], Sequence[torch.Tensor]]) -> None:

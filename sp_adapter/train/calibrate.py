@@ -1,18 +1,18 @@
 """Choose the prior's strength on held-out images.
 
 The strength scales the change every SPE makes to its decoder level
-(:func:`sp_adapter.wrap.set_prior_strength`; 1 is Eq. 6 as trained). It is a post-hoc
+(:func:`sp_adapter.attach.wrap.set_prior_strength`; 1 is Eq. 6 as trained). It is a post-hoc
 setting, not part of the paper: a prior trained on few photos can change images with
 little left to restore too much, and a strength chosen on photos that neither training
 nor testing uses corrects part of that (``benchmarks/RESULTS.md#prior-strength``).
 
 The held-out images must be neither training nor test images: :func:`held_out_set` draws
-them from the extra greyscale photos (:func:`~sp_adapter.data.photos.grey_photos`),
+them from the extra greyscale photos (:func:`~sp_adapter.photos.grey_photos`),
 which no default training set and no test set contains.
 
 ``sp-adapter calibrate --save`` records the chosen strength beside the checkpoint
 (:mod:`sp_adapter.train.strength_file`); ``save_pretrained`` records the strength set on
-a prior (:attr:`sp_adapter.prior.SemanticPrior.strength`).
+a prior (:attr:`sp_adapter.prior.semantic_prior.SemanticPrior.strength`).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import BlurConfig, SyntheticBlurDataset, grey_photos
-from ..data.synthetic import TEST_MIN_DETAIL
-from ..wrap import prior_strength
-from .backbones import BackboneSpec
-from .evaluate import evaluate
+from sp_adapter.attach.backbone import Backbone
+from sp_adapter.attach.wrap import prior_strength
+from sp_adapter.data import BlurConfig, SyntheticBlurDataset, grey_photos
+from sp_adapter.data.synthetic import TEST_MIN_DETAIL
+from sp_adapter.train.evaluate import evaluate
 
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
@@ -56,7 +56,7 @@ class StrengthCalibration:
 def calibrate_strength(
     model: nn.Module,
     dataset: Dataset,
-    backbone: str | BackboneSpec = "unet",
+    backbone: str | Backbone = "unet",
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
     device: torch.device | str = "cpu",
     batch_size: int = 8,
@@ -65,7 +65,7 @@ def calibrate_strength(
     pairs) at each of ``strengths``; the model's strength is left as it was.
 
     Use :attr:`StrengthCalibration.best` with
-    :func:`~sp_adapter.wrap.set_prior_strength` for inference. Choose ``dataset`` from
+    :func:`~sp_adapter.attach.wrap.set_prior_strength` for inference. Choose ``dataset`` from
     images the model was not trained on and that the final score does not use, e.g.
     :func:`held_out_set`.
     """

@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..atomic import write_atomic
+from sp_adapter.files.atomic import write_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
-# the temporary files of save_atomic (sp_adapter.atomic): ".step_N.pt.<random>.tmp"
+# the temporary files of save_atomic (sp_adapter.files.atomic): ".step_N.pt.<random>.tmp"
 _TEMPORARY = re.compile(r"^\.step_\d{8,}\.pt\..+\.tmp$")
 # what reading a damaged checkpoint raises: torch's zip reader (RuntimeError), the OS
 # (OSError: Invalid argument on a truncated file), the unpickler, and the library's errors
@@ -104,7 +104,7 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) onto the CPU; an unreadable or
     unsafe file is a :class:`~sp_adapter.errors.CheckpointError` naming it."""
-    from ..checkpoints import read_checkpoint
+    from sp_adapter.files.checkpoints import read_checkpoint
 
     return read_checkpoint(path)
 

@@ -38,7 +38,7 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this (``None``: no clipping).
         amp: mixed precision on CUDA: ``"auto"`` (bf16 where supported, else fp16),
             ``"bf16"``, ``"fp16"`` (with a gradient scaler) or ``"off"``. Nothing on CPU.
-        loss: the reconstruction loss by name (``sp_adapter.losses.BACKBONE_LOSSES``);
+        loss: the reconstruction loss by name (``sp_adapter.train.losses.BACKBONE_LOSSES``);
             ``None``: the backbone's own.
         alpha, beta: weights of the perceptual and prior terms of Eq. (7).
         perceptual: feature network of Eq. (8): ``"vgg16"`` (the paper's; torchvision

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .distributed import DistInfo
+from sp_adapter.train.distributed import DistInfo
 
 
 class BatchStream:

@@ -33,16 +33,16 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..atomic import write_atomic
-from ..config import PriorConfig, TeacherSpec, teacher_at_levels
-from ..data import SyntheticBlurDataset, blur_preset
-from ..errors import ReportFolderError
-from ..extras import require_demo_extra
-from ..wrap import get_prior
-from .config import TrainConfig
-from .data import SampleMemo
-from .protocol import Arm, ArmResult, run_arms
-from .report import (
+from sp_adapter.attach.state import get_prior
+from sp_adapter.data import SyntheticBlurDataset, blur_preset
+from sp_adapter.errors import ReportFolderError
+from sp_adapter.extras import require_demo_extra
+from sp_adapter.files.atomic import write_atomic
+from sp_adapter.prior.config import PriorConfig, TeacherSpec, teacher_at_levels
+from sp_adapter.train.config import TrainConfig
+from sp_adapter.train.data import SampleMemo
+from sp_adapter.train.protocol import Arm, ArmResult, run_arms
+from sp_adapter.train.report import (
     change_map,
     gain_map,
     grid,
@@ -90,14 +90,14 @@ class DemoConfig:
         student, student_steps: the prior's student and its pre-training steps (HCL
             distillation: none without ``hcl``).
         teacher: the offline teacher's timm architecture
-            (:data:`~sp_adapter.config.WHEEL_TEACHERS`).
+            (:data:`~sp_adapter.prior.config.WHEEL_TEACHERS`).
         teacher_levels: the teacher's feature levels (timm's ``out_indices``, finest
             first; ``None``: the default levels).
         hcl: distil the prior from the teacher (Eq. 4; Table 4's Net6); ``False`` is
             Net0*: the teacher-initialised student trains only through the deblurring
             loss, and the teacher is needed for the initialisation only.
         prior_kernel_size: kernel of the prior's CLC, MLA and SAT convolutions
-            (:attr:`~sp_adapter.config.PriorConfig.kernel_size`).
+            (:attr:`~sp_adapter.prior.config.PriorConfig.kernel_size`).
         embedding_lr_scale: learning-rate factor of MLA/SAT in the +SP arm (1: the
             paper's single learning rate).
         grids: how many test images get pictures (``None``: all).

@@ -18,15 +18,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..inference import run_padded, run_tiled
-from ..metrics import get_convention, score
-from .backbones import BackboneSpec, backbone_spec
+from sp_adapter.attach.backbone import Backbone
+from sp_adapter.inference import run_padded, run_tiled
+from sp_adapter.metrics import get_convention, score
+from sp_adapter.train.backbones import backbone_spec
 
 
 def deblur(
     model: nn.Module,
     blurry: torch.Tensor,
-    backbone: str | BackboneSpec = "unet",
+    backbone: str | Backbone = "unet",
     tile: int | None = None,
     overlap: int = 32,
 ) -> torch.Tensor:
@@ -78,7 +79,7 @@ class EvalResult:
 def evaluate(
     model: nn.Module,
     dataset: Dataset,
-    backbone: str | BackboneSpec = "unet",
+    backbone: str | Backbone = "unet",
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     tile: int | None = None,

@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from ..config import PriorConfig
-from ..teacher import Teacher, build_feature_model, load_teacher
-from ..wrap import get_hook, get_prior, wrap
-from .backbones import backbone_spec
-from .checkpoint import latest_checkpoint, load_checkpoint
-from .strength_file import saved_strength
+from sp_adapter.attach.state import get_hook, get_prior
+from sp_adapter.attach.wrap import wrap
+from sp_adapter.prior.config import PriorConfig
+from sp_adapter.prior.teacher import Teacher, build_feature_model, load_teacher
+from sp_adapter.train.backbones import backbone_spec
+from sp_adapter.train.checkpoint import latest_checkpoint, load_checkpoint
+from sp_adapter.train.strength_file import saved_strength
 
 
 @dataclass

@@ -20,27 +20,38 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import PriorConfig
-from ..teacher import Teacher, load_teacher
-from ..wrap import wrap
-from .backbones import BackboneSpec, backbone_spec
-from .base_store import BaseStore
-from .config import TrainConfig
-from .data import SampleMemo
-from .distributed import DistInfo
-from .evaluate import EvalResult, evaluate, score_inputs, with_input_scores
-from .model_spec import ModelSpec
-from .student import pretrain_student
-from .trainer import Trainer, resolve_device, seed_everything
+from sp_adapter.attach.backbone import Backbone
+from sp_adapter.attach.wrap import wrap
+from sp_adapter.prior.config import PriorConfig
+from sp_adapter.prior.teacher import Teacher, load_teacher
+from sp_adapter.train.backbones import backbone_spec
+from sp_adapter.train.config import TrainConfig
+from sp_adapter.train.data import SampleMemo
+from sp_adapter.train.distributed import DistInfo
+from sp_adapter.train.evaluate import EvalResult, evaluate, score_inputs, with_input_scores
+from sp_adapter.train.model_spec import ModelSpec
+from sp_adapter.train.student import pretrain_student
+from sp_adapter.train.trainer import Trainer, resolve_device, seed_everything
 
 ProtocolKind = Literal["finetune", "scratch"]
 
+
+
+class BaseStore(Protocol):
+    """Keeps the shared bases of the fine-tuning protocol between runs
+    (``benchmarks/base_store.py`` is the one the benchmarks use)."""
+
+    def key(self, backbone: str, options: dict[str, Any], config: TrainConfig) -> dict: ...
+
+    def load(self, key: dict) -> Any: ...
+
+    def save(self, key: dict, state: dict[str, torch.Tensor], seconds: float) -> None: ...
 
 @dataclass(frozen=True)
 class Arm:
@@ -120,7 +131,7 @@ def run_arms(
     test_data: Dataset | None,
     config: TrainConfig,
     *,
-    backbone: str | BackboneSpec = "unet",
+    backbone: str | Backbone = "unet",
     options: dict[str, Any] | None = None,
     protocol: ProtocolKind = "finetune",
     pretrain_steps: int = 0,

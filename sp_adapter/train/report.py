@@ -144,7 +144,7 @@ def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Write an ``H x W x 3`` uint8 array as PNG, atomically (folders created)."""
     from PIL import Image
 
-    from ..atomic import write_atomic
+    from sp_adapter.files.atomic import write_atomic
 
     picture = Image.fromarray(np.ascontiguousarray(array))
     return write_atomic(path, lambda handle: picture.save(handle, format="PNG"))

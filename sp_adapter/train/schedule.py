@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 import torch
 
-from ..hook import PRIOR_ATTR
-from .config import TrainConfig
+from sp_adapter.attach.state import PRIOR_ATTR
+from sp_adapter.train.config import TrainConfig
 
 
 class WarmupCosine:

@@ -16,10 +16,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..atomic import write_atomic
-from ..prior import checked_strength
-from .calibrate import StrengthCalibration
-from .checkpoint import strength_path
+from sp_adapter.files.atomic import write_atomic
+from sp_adapter.prior.semantic_prior import checked_strength
+from sp_adapter.train.calibrate import StrengthCalibration
+from sp_adapter.train.checkpoint import strength_path
 
 
 def file_sha256(path: str | os.PathLike) -> str:

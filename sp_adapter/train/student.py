@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..hcl import hcl_loss
-from ..wrap import get_hook, get_prior
-from .data import BatchStream
-from .distributed import DistInfo
+from sp_adapter.attach.state import get_hook, get_prior
+from sp_adapter.prior.hcl import hcl_loss
+from sp_adapter.train.data import BatchStream
+from sp_adapter.train.distributed import DistInfo
 
 
 @dataclass

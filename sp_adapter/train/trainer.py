@@ -30,14 +30,13 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..atomic import append_text, write_atomic
-from ..errors import RunFolderError
-from ..hook import PRIOR_ATTR
-from ..losses import LossTerms, TotalLoss, build_perceptual, full
-from ..wrap import base_model, get_hook, get_prior, is_wrapped
-from .backbones import BackboneSpec, backbone_spec
-from .cache import TeacherFeatureCache
-from .checkpoint import (
+from sp_adapter.attach.backbone import Backbone
+from sp_adapter.attach.state import PRIOR_ATTR, base_model, get_hook, get_prior, is_wrapped
+from sp_adapter.errors import RunFolderError
+from sp_adapter.files.atomic import append_text, write_atomic
+from sp_adapter.train.backbones import backbone_spec
+from sp_adapter.train.cache import TeacherFeatureCache
+from sp_adapter.train.checkpoint import (
     UNREADABLE,
     checkpoint_path,
     list_checkpoints,
@@ -50,12 +49,20 @@ from .checkpoint import (
     short_reason,
     strength_path,
 )
-from .config import TrainConfig
-from .data import BatchStream
-from .distributed import DistInfo, barrier, dist_info, gather_objects, mean_across, wrap_ddp
-from .evaluate import EvalResult, evaluate
-from .model_spec import ModelSpec
-from .schedule import STUDENT_PREFIX, build_optimizer
+from sp_adapter.train.config import TrainConfig
+from sp_adapter.train.data import BatchStream
+from sp_adapter.train.distributed import (
+    DistInfo,
+    barrier,
+    dist_info,
+    gather_objects,
+    mean_across,
+    wrap_ddp,
+)
+from sp_adapter.train.evaluate import EvalResult, evaluate
+from sp_adapter.train.losses import LossTerms, TotalLoss, build_perceptual, full
+from sp_adapter.train.model_spec import ModelSpec
+from sp_adapter.train.schedule import STUDENT_PREFIX, build_optimizer
 
 LOG_NAME = "log.jsonl"
 RUN_NAME = "run.json"
@@ -169,7 +176,7 @@ def freeze_backbone(model: nn.Module) -> list[str]:
 
 def freeze_student(model: nn.Module) -> list[str]:
     """Turn off gradients of the prior's student F_S; returns their names (its batch-norm
-    statistics are frozen already, see :class:`~sp_adapter.student.TeacherInitStudent`)."""
+    statistics are frozen already, see :class:`~sp_adapter.prior.student.TeacherInitStudent`)."""
     return _freeze(model, lambda name: name.startswith(STUDENT_PREFIX))
 
 
@@ -207,7 +214,7 @@ class Trainer:
         config: the options.
         run_dir: where the log, ``run.json`` and checkpoints go (``None``: nowhere).
         val_data: scored (PSNR/SSIM) every ``val_every`` steps and at the end.
-        backbone: name or :class:`BackboneSpec`: input conversion, final image, default
+        backbone: name or :class:`Backbone`: input conversion, final image, default
             reconstruction loss.
         model_spec: how to rebuild the model (stored in checkpoints for the CLI).
         data_options: how the training data was made (the CLI passes its dataset, crop,
@@ -228,7 +235,7 @@ class Trainer:
         *,
         run_dir: str | os.PathLike | None = None,
         val_data: Dataset | None = None,
-        backbone: str | BackboneSpec = "unet",
+        backbone: str | Backbone = "unet",
         model_spec: ModelSpec | None = None,
         data_options: dict[str, Any] | None = None,
         perceptual: nn.Module | None = None,
@@ -274,7 +281,7 @@ class Trainer:
         if perceptual is not None:
             perceptual = perceptual.to(self.device)
         self.loss = TotalLoss(
-            config.loss or self.spec.loss, alpha=config.alpha,
+            config.loss or self.spec.loss, final=self.spec.final, alpha=config.alpha,
             beta=config.beta if self.wrapped else 0.0, perceptual=perceptual,
         )
         self.cache: TeacherFeatureCache | None = None

@@ -1,0 +1,60 @@
+"""File integrity of a saved prior: the SHA-256 that ``config.json`` records for the weights,
+and, for a Hub download, the SHA-256 the Hub itself reports (its ETag of an LFS file)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+
+from sp_adapter.errors import PriorFileError
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hub_sha256(cached_file: Path) -> str | None:
+    """The Hub's SHA-256 of a file in the huggingface_hub cache, else ``None``.
+
+    The cache stores each download as ``blobs/<ETag>`` and links ``snapshots/<commit>/<name>``
+    to it; for an LFS file (safetensors weights are) the ETag is the content's SHA-256. A copy
+    made without symlinks, or a file kept in git (ETag: a git hash), gives ``None``.
+    """
+    if not cached_file.is_symlink():
+        return None
+    blob = cached_file.resolve()
+    return blob.name if blob.parent.name == "blobs" and _SHA256.fullmatch(blob.name) else None
+
+
+def check_digest(
+    data: bytes, path: Path, *, recorded: str | None, server: str | None, config_name: str,
+    remedy: str,
+) -> None:
+    """Refuse ``data`` (the bytes of ``path``) unless it matches the SHA-256 the Hub reports
+    (``server``) and the one ``config.json`` records (``recorded``); warn once if neither is
+    known (a prior saved before the library recorded one).
+
+    Raises:
+        PriorFileError: naming the file, both digests and ``remedy``.
+    """
+    actual = sha256_hex(data)
+    if server is not None and actual != server:
+        raise PriorFileError(
+            f"{path} is corrupted or truncated: its SHA-256 is {actual[:16]}..., but the Hub's "
+            f"(its ETag) is {server[:16]}...; {remedy}"
+        )
+    if recorded is not None and actual != recorded:
+        raise PriorFileError(
+            f"{path} is corrupted or truncated, or does not belong to its {config_name}: its "
+            f"SHA-256 is {actual[:16]}..., but {config_name} records {recorded[:16]}...; {remedy}"
+        )
+    if recorded is None and server is None:
+        warnings.warn(
+            f"{path} cannot be checked for corruption: its {config_name} records no SHA-256 "
+            "(saved by an older sp_adapter); save the prior again to add one",
+            stacklevel=4,
+        )
