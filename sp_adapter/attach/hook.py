@@ -292,8 +292,9 @@ class SPEHook:
                 "weights",
                 "the prior was wrapped with teacher=None and no trained prior weights were "
                 "loaded since, so its student has random weights: load them (the model's "
-                "load_state_dict with a wrapped checkpoint, or sp_adapter.from_pretrained(folder, model=model)), "
-                "or wrap with a teacher to train the prior",
+                "load_state_dict with a wrapped checkpoint, or "
+                "sp_adapter.from_pretrained(folder, model=model)), or wrap with a teacher to "
+                "train the prior",
             )
         self._states[image.device] = ForwardState(
             prior, prior(image), image.shape,
