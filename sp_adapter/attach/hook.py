@@ -146,6 +146,7 @@ class SPEHook:
         input_range: the network's pixel range ``[0, input_range]`` when known (the image
             getter divides by it); the input is then checked against it.
         min_size: the smallest height and width the network accepts.
+        route: how the levels were chosen, in words (for :func:`sp_adapter.summary`).
     """
 
     def __init__(
@@ -157,8 +158,10 @@ class SPEHook:
         *,
         input_range: float | None = None,
         min_size: int = 1,
+        route: str = "levels given",
     ) -> None:
         self.levels = dict(levels)
+        self.route = route
         self.image = image
         self.teacher = teacher
         self.enabled = True
@@ -166,6 +169,9 @@ class SPEHook:
         self.watch: Any = None
         """A :class:`~sp_adapter.attach.optim.PriorUpdateWatch` (set by ``wrap``), closed on
         removal."""
+        self.recompute_skips: dict[str, bool] = {}
+        """Levels whose skip is recomputed at the site (level -> verified on a forward yet);
+        set by :func:`~sp_adapter.attach.optimize.optimize_for_inference`."""
         self._states: dict[torch.device, ForwardState] = {}
         self._forgiven: list[str] = []
         self._strict = True
@@ -195,6 +201,7 @@ class SPEHook:
         new = object.__new__(SPEHook)
         memo[id(self)] = new
         new.levels, new.image, new.teacher = self.levels, self.image, self.teacher
+        new.route, new.recompute_skips = self.route, {}
         new.enabled = self.enabled
         new.input_range, new.min_size = self.input_range, self.min_size
         new.watch = None
@@ -374,7 +381,7 @@ class SPEHook:
         """A :class:`SkipRecipe` where level ``name`` may recompute its skip: opted in,
         nothing needs a gradient, the module is in eval mode with no hooks but this one,
         and its inputs are tensors of at most half the output's size."""
-        verified = getattr(self, "recompute_skips", {}).get(name)
+        verified = self.recompute_skips.get(name)
         if verified is None or torch.is_grad_enabled() or torch.compiler.is_compiling():
             return None
         if module.training or module._forward_pre_hooks or len(module._forward_hooks) != 1:

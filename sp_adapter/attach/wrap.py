@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import logging
 import os
 import types
 from collections.abc import Iterator, Sequence
@@ -36,18 +37,24 @@ from sp_adapter.prior.semantic_prior import SemanticPrior
 from sp_adapter.prior.teacher import Teacher, build_feature_model, load_teacher
 
 _FROM_CONFIG: Any = object()
+log = logging.getLogger(__name__)
 
 LevelLike = str | int | Level | dict | tuple
 
 
-def backbone_map_for(model: nn.Module) -> BackboneMap | None:
-    """The level map of ``model``: its own ``sp_backbone_map()``, else the known backbone it
-    is (:func:`sp_adapter.adapters.match`); ``None`` for a network no map knows."""
+def level_map_for(model: nn.Module) -> tuple[BackboneMap | None, str]:
+    """The level map of ``model`` and where it came from, in words: the network's own
+    ``sp_backbone_map()``, else the known backbone it is (:func:`sp_adapter.adapters.match`);
+    ``None`` for a network no map knows."""
     own = getattr(model, "sp_backbone_map", None)
     if callable(own):
-        return own()
+        return own(), "the network's own sp_backbone_map()"
     found = match(model)
-    return found[1] if found else None
+    if found is None:
+        return None, "no known backbone"
+    known, level_map = found
+    how = "a library twin" if isinstance(model, known.twins) else "matched by its modules"
+    return level_map, f"adapter {known.name!r}, {how}"
 
 
 def check_names(given: Any, choices: Sequence[str], what: str, where: str = "") -> None:
@@ -248,21 +255,30 @@ def wrap(
             f"{type(inner).__name__} is already wrapped; call sp_adapter.unwrap(model) first"
         )
     check_names(options, [f.name for f in dataclasses.fields(PriorConfig)], "option")
-    if backbone is None and backbone_map_for(inner) is None and _levels_by_name(levels):
+    if backbone is None and level_map_for(inner)[0] is None and _levels_by_name(levels):
         # adapter for the model itself -> a known backbone inside it -> (level discovery)
         inner = inner_backbone(inner) or inner
     check_free(inner)
-    backbone = backbone if backbone is not None else backbone_map_for(inner)
+    if backbone is None:
+        backbone, route = level_map_for(inner)
+    else:
+        route = "backbone= given"
     image_getter = backbone.image if backbone is not None else first_tensor
     if prior is not None:
         prior, teacher_module = _trained_prior(
             inner, backbone, prior, teacher, levels, config, options
         )
         chosen = prior.levels
+        route = f"a trained prior for {prior.backbone}"
     else:
         config = dataclasses.replace(config or PriorConfig(), **options)
-        chosen = (auto_levels.levels_for_wrap(inner) if auto_levels.wanted(levels, backbone)
-                  else resolve_levels(inner, levels, backbone))
+        if auto_levels.wanted(levels, backbone):
+            chosen = auto_levels.levels_for_wrap(inner)
+            route = f"found automatically by one probe forward ({route})"
+        else:
+            chosen = resolve_levels(inner, levels, backbone)
+            if levels is not None and not _levels_by_name(levels):
+                route = "levels given"
         if teacher is _FROM_CONFIG:
             teacher = config.teacher
         teacher_module = load_teacher(teacher)
@@ -279,13 +295,14 @@ def wrap(
             teacher=source if config.student == "teacher" else None,
             needs_weights=teacher_module is None and config.student == "teacher",
         )
+    log.info("wrap %s: levels %s from %s", type(inner).__name__, list(chosen), route)
     device, dtype = _model_device_dtype(inner)
     prior.to(device=device, dtype=dtype)
     prior.train(inner.training)
     hook = SPEHook(
         inner, chosen, image_getter, teacher_module,
         input_range=backbone.input_range if backbone is not None else None,
-        min_size=backbone.min_size if backbone is not None else 1,
+        min_size=backbone.min_size if backbone is not None else 1, route=route,
     )
     attach(inner, prior, hook)
     if any(p.requires_grad for p in prior.parameters()):
