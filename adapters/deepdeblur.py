@@ -31,13 +31,14 @@ import torch
 from sp_adapter.attach.backbone import Backbone
 from sp_adapter.attach.levels import BackboneMap, Level
 from sp_adapter.backbones.deepdeblur import RGB_RANGE, SIZE_MULTIPLE, MSResNet, to_input_pyramid
+from sp_adapter.errors import ImageTypeError
 
 
 def _image(rgb_range: float):
     def image(args: tuple, kwargs: dict) -> torch.Tensor:
         pyramid = args[0] if args else next(iter(kwargs.values()), None)
         if not isinstance(pyramid, (list, tuple)) or not pyramid:
-            raise TypeError(
+            raise ImageTypeError(
                 "MSResNet takes a list of scales [full, 1/2, 1/4] in [0, rgb_range]; got "
                 f"{type(pyramid).__name__} (see sp_adapter.backbones.deepdeblur.to_input_pyramid)"
             )

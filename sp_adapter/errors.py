@@ -1,8 +1,12 @@
 """The library's errors: one family, so callers (and the CLI) can catch them all at once.
 
-Every error derives from :class:`SPAdapterError` and keeps the builtin parent that says
-what kind of failure it is (``ValueError`` for bad input, ``FileNotFoundError`` for a
-missing file, ``RuntimeError`` for a failed run), as PEFT's errors do.
+Every error the library raises on purpose is one of these classes: each derives from
+:class:`SPAdapterError` and keeps the builtin parent that says what kind of failure it is
+(``ValueError`` for bad input, ``TypeError`` for input of the wrong type,
+``FileNotFoundError`` for a missing file, ``RuntimeError`` for a failed run), so
+``except ValueError`` in a caller's code still catches what it caught before, as PEFT's
+errors do. ``tests/test_errors.py`` scans the package for raises of bare builtin errors.
+This module is the lowest layer: it imports nothing from the package.
 """
 
 from __future__ import annotations
@@ -12,6 +16,20 @@ import pickle
 
 class SPAdapterError(Exception):
     """Base class of every error this library raises on purpose."""
+
+
+# -- options ---------------------------------------------------------------------------
+class OptionError(SPAdapterError, ValueError):
+    """An option has a value it cannot take, or options that exclude each other were given
+    together: a field of ``PriorConfig``, ``TeacherSpec``, ``TrainConfig`` or a blur
+    config, or an argument of a network, dataset, metric, loss or helper (the message names
+    the option, what was given and what is allowed)."""
+
+
+class OptionTypeError(OptionError, TypeError):
+    """An option of the wrong type (a string where a list of names is expected, a teacher
+    that is no ``TeacherSpec``, name or timm feature network, a function that returns no
+    tensor). Also a ``TypeError``, as Python's own error for a wrong argument type is."""
 
 
 # -- levels and wrapping ---------------------------------------------------------------
@@ -28,6 +46,21 @@ class WrapError(SPAdapterError, ValueError):
     """``wrap`` was given something it cannot attach the prior to (the message says what)."""
 
 
+class LevelError(WrapError, TypeError):
+    """A level does not fit the network: an item of ``levels=`` in none of the accepted
+    forms (a malformed tuple), or, at the wrapped model's forward, a level whose module
+    gives no 4-D tensor, or a feature with other channels than declared, another shape than
+    its skip or another batch than the input. Also a ``TypeError`` (a level of the wrong
+    type)."""
+
+
+class ForwardError(SPAdapterError, RuntimeError):
+    """A forward went against what the prior was built for: a level's module ran outside a
+    forward of the wrapped model, before its skip module, after its skip's output was
+    modified in place, or more times than its regions; or the student gave another number
+    of levels than the learner has."""
+
+
 class UnknownOptionError(WrapError, TypeError):
     """An option or :class:`~sp_adapter.attach.levels.Level` field name that does not exist (the
     message lists the valid names, closest first). Also a ``TypeError``, as Python's own
@@ -36,8 +69,14 @@ class UnknownOptionError(WrapError, TypeError):
 
 # -- inputs of a wrapped model and of the prior loss -------------------------------------
 class ImageInputError(SPAdapterError, ValueError):
-    """An image given to a wrapped model or to ``prior_loss`` has the wrong size, precision
-    or pixel range (the message says what was seen and what is expected)."""
+    """An image given to the library has the wrong shape, size, precision or pixel range:
+    the input of a wrapped model, of a twin network, of ``prior_loss``, of a metric or of
+    the padded and tiled runners (the message says what was seen and what is expected)."""
+
+
+class ImageTypeError(ImageInputError, TypeError):
+    """An image of the wrong type: not a tensor (or, for a multi-scale network, not a list
+    of them), no image at all, or of an integer type where floats are expected."""
 
 
 class PriorLossError(SPAdapterError, RuntimeError):
@@ -71,11 +110,13 @@ class PriorNotFoundError(SPAdapterError, FileNotFoundError):
 
 
 class PriorFileError(SPAdapterError, ValueError):
-    """A saved prior's files are unreadable, from a newer format, or do not fit together."""
+    """A saved prior's files (or the strength saved beside a checkpoint) are unreadable,
+    from a newer format, or do not fit together."""
 
 
 class IncompatiblePriorError(SPAdapterError, ValueError):
-    """A prior does not fit the network (or the teacher) it is attached to."""
+    """A prior does not fit the network (or the teacher) it is attached to: other levels,
+    channels or shapes than the teacher's features or statistics."""
 
 
 class HubError(SPAdapterError, RuntimeError):
@@ -89,7 +130,9 @@ class TeacherWeightsError(SPAdapterError, RuntimeError):
 
 
 class PerceptualWeightsError(SPAdapterError, RuntimeError):
-    """The pretrained weights of the perceptual loss's feature network are unavailable."""
+    """The pretrained weights of the feature network of the perceptual loss or of the
+    LPIPS metric are unavailable, or its package (``lpips``) is missing or failed to build
+    (the message says what to install or where to put the file)."""
 
 
 # -- metrics and optional libraries ---------------------------------------------------
@@ -112,6 +155,17 @@ class AlignmentError(SPAdapterError, RuntimeError):
 
 
 # -- files -----------------------------------------------------------------------------
+class PathNotFoundError(SPAdapterError, FileNotFoundError):
+    """A file or folder the library was pointed at does not exist: an image, a dataset's
+    folder or list file, or a file such a list names (the message gives the layout
+    expected)."""
+
+
+class OverwriteError(SPAdapterError, FileExistsError):
+    """Saving would replace an existing file or a folder's files, and overwriting was not
+    asked for."""
+
+
 class ImageFileError(SPAdapterError, ValueError):
     """An image file cannot be read (not an image, truncated, corrupt) or written in the
     format its name asks for."""
@@ -121,18 +175,47 @@ class DiskFullError(SPAdapterError, OSError):
     """The disk filled up while a file was written (the file was left as it was)."""
 
 
+# -- data ------------------------------------------------------------------------------
+class DatasetError(SPAdapterError, ValueError):
+    """A dataset's files do not make pairs the library can use: an image without its
+    partner, a list file that is malformed or lists nothing, a pair of different sizes, an
+    image smaller than the crop asked for, no sample at all."""
+
+
+class DatasetIndexError(DatasetError, IndexError):
+    """An index past the end of a dataset (an ``IndexError``, so iterating by index stops
+    there as Python expects)."""
+
+
+class PhotoError(SPAdapterError, RuntimeError):
+    """The built-in photos cannot give what was asked: none (or not the needed ones) are
+    installed here, or a photo has no crop as detailed as ``min_detail`` asks."""
+
+
+class PhotoNotFoundError(PhotoError, KeyError):
+    """A photo name that is not available here (also a ``KeyError``, as a missing name in a
+    mapping is)."""
+
+    def __str__(self) -> str:
+        # KeyError would show the message quoted, as a key; this one is a sentence.
+        return Exception.__str__(self)
+
+
 # -- training and the CLI --------------------------------------------------------------
 class CacheMismatchError(SPAdapterError, RuntimeError):
     """A key came back with a different sharp crop than the one cached under it."""
 
 
 class RunFolderError(SPAdapterError, ValueError):
-    """A training run folder holds a run that would be overwritten, or no run to resume."""
+    """A training run folder holds a run that would be overwritten, no run to resume, or a
+    run written with other options or data than those it is resumed with; or checkpoints
+    were asked for without a run folder."""
 
 
 class ReportFolderError(SPAdapterError, RuntimeError):
     """The report folder is not empty and overwriting was not asked for."""
 
 
-class CLIError(SPAdapterError):
-    """A command-line mistake, said in terms of the command's flags."""
+class CLIError(SPAdapterError, ValueError):
+    """A command-line mistake, said in terms of the command's flags (a ``ValueError``: a
+    value given on the command line that cannot be used)."""

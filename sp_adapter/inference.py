@@ -33,6 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sp_adapter.errors import ImageInputError, OptionError, OptionTypeError
+
 __all__ = ["crop_back", "pad_to_multiple", "run_padded", "run_tiled"]
 
 Selector = int | Callable[[Any], torch.Tensor] | None
@@ -43,7 +45,7 @@ _MODES = ("reflect", "replicate", "constant", "circular")
 def _check_4d(x: torch.Tensor, what: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(
+        raise ImageInputError(
             f"{what} must be a 4-D (N, C, H, W) tensor, got {shape}; add a batch axis "
             "with x.unsqueeze(0) for a single image"
         )
@@ -67,9 +69,9 @@ def pad_to_multiple(
     """
     _check_4d(x)
     if multiple < 1:
-        raise ValueError(f"multiple must be >= 1, got {multiple}")
+        raise OptionError(f"multiple must be >= 1, got {multiple}")
     if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        raise OptionError(f"mode must be one of {_MODES}, got {mode!r}")
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % multiple, -w % multiple
     if pad_h == 0 and pad_w == 0:
@@ -83,7 +85,7 @@ def crop_back(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Undo :func:`pad_to_multiple`: keep the top-left ``size = (H, W)`` of ``y``."""
     h, w = size
     if y.dim() < 2 or y.shape[-2] < h or y.shape[-1] < w:
-        raise ValueError(f"cannot crop a tensor of shape {tuple(y.shape)} back to {size}")
+        raise ImageInputError(f"cannot crop a tensor of shape {tuple(y.shape)} back to {size}")
     return y[..., :h, :w]
 
 
@@ -91,14 +93,14 @@ def _select(out: Any, select: Selector) -> torch.Tensor:
     if select is None:
         if isinstance(out, torch.Tensor):
             return out
-        raise TypeError(
+        raise OptionTypeError(
             f"fn returned a {type(out).__name__}, not a tensor: pass select= to pick the "
             "final image, e.g. select=-1 for MIMO-UNet (outputs coarse to fine) or "
             "select=0 for MPRNet (outputs last stage first)"
         )
     picked = select(out) if callable(select) else out[select]
     if not isinstance(picked, torch.Tensor):
-        raise TypeError(f"select picked a {type(picked).__name__}, expected a tensor")
+        raise OptionTypeError(f"select picked a {type(picked).__name__}, expected a tensor")
     return picked
 
 
@@ -127,7 +129,7 @@ def run_padded(
     padded, size = pad_to_multiple(x, multiple, mode)
     out = _select(fn(padded), select)
     if out.dim() != 4 or out.shape[-2:] != padded.shape[-2:]:
-        raise ValueError(
+        raise ImageInputError(
             f"fn output has shape {tuple(out.shape)}; expected (N, C, "
             f"{padded.shape[-2]}, {padded.shape[-1]}), the padded input's size"
         )
@@ -189,9 +191,9 @@ def run_tiled(
     """
     _check_4d(x)
     if multiple < 1 or tile < multiple or tile % multiple:
-        raise ValueError(f"tile ({tile}) must be a positive multiple of multiple ({multiple})")
+        raise OptionError(f"tile ({tile}) must be a positive multiple of multiple ({multiple})")
     if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must satisfy 0 <= overlap < tile, got {overlap}")
+        raise OptionError(f"overlap must satisfy 0 <= overlap < tile, got {overlap}")
     step = max(multiple, (tile - overlap) // multiple * multiple)
     height, width = x.shape[-2:]
     mean: torch.Tensor | None = None
@@ -215,6 +217,8 @@ def run_tiled(
             blended = view + share.to(out.dtype) * (out - view)
             mean[..., top:bottom, left:right] = torch.where(weight > 0, blended, view)
             total[..., top:bottom, left:right] = new_total
-    if mean is None or total is None or not bool((total > 0).all()):  # a guard: cannot happen
-        raise RuntimeError("tiling left pixels without any tile weight")
+    # tile > overlap (checked above) puts every pixel in a tile: a failure here is a bug
+    assert mean is not None and total is not None and bool((total > 0).all()), (
+        "tiling left pixels without any tile weight"
+    )
     return mean

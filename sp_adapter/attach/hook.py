@@ -35,7 +35,7 @@ from torch import nn
 
 from sp_adapter.attach.levels import ImageGetter, Level, find_module
 from sp_adapter.attach.state import PRIOR_ATTR
-from sp_adapter.errors import ImageInputError
+from sp_adapter.errors import ForwardError, ImageInputError, ImageTypeError, LevelError
 from sp_adapter.prior.semantic_prior import SemanticPrior
 from sp_adapter.prior.teacher import Teacher
 
@@ -84,15 +84,15 @@ class SkipRecipe:
 def check_image(image: Any, what: str = "the blurry image") -> torch.Tensor:
     """``image`` must be a float ``B x 3 x H x W`` tensor."""
     if not isinstance(image, torch.Tensor):
-        raise TypeError(
+        raise ImageTypeError(
             f"{what} must be a torch.Tensor of shape Bx3xHxW, got {type(image).__name__}"
         )
     if image.dim() != 4 or image.shape[1] != 3:
-        raise ValueError(
+        raise ImageInputError(
             f"{what} must have shape Bx3xHxW (a batch of RGB images), got {tuple(image.shape)}"
         )
     if not image.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor in [0, 1], got {image.dtype}")
+        raise ImageTypeError(f"{what} must be a floating-point tensor in [0, 1], got {image.dtype}")
     return image
 
 
@@ -354,7 +354,7 @@ class SPEHook:
     def _state_for(self, tensor: torch.Tensor, name: str) -> ForwardState:
         state = self._states.get(tensor.device)
         if state is None:
-            raise RuntimeError(
+            raise ForwardError(
                 f"level {name!r} ran outside a forward of the wrapped model on {tensor.device} "
                 "(its module was called directly, or the input was on another device than "
                 "its features)"
@@ -366,7 +366,7 @@ class SPEHook:
             return
         level = self.levels[name]
         if not isinstance(output, torch.Tensor):
-            raise TypeError(
+            raise LevelError(
                 f"level {name!r}: skip module {level.skip!r} returned {type(output).__name__}, "
                 "expected a tensor (choose a module that outputs the encoder feature itself)"
             )
@@ -415,11 +415,11 @@ class SPEHook:
         level = self.levels[name]
         where = f"level {name!r} ({'input' if level.on_input else 'output'} of {level.site!r})"
         if not isinstance(h, torch.Tensor) or h.dim() != 4:
-            raise TypeError(
+            raise LevelError(
                 f"{where} must be a 4D tensor, got {getattr(h, 'shape', type(h).__name__)}"
             )
         if h.shape[1] != level.channels:
-            raise ValueError(
+            raise LevelError(
                 f"{where} has {h.shape[1]} channels but the level was declared with "
                 f"{level.channels}: fix Level(channels=...) or choose another module"
             )
@@ -427,20 +427,20 @@ class SPEHook:
         skip = None
         if level.skip is not None:
             if name not in state.skips:
-                raise RuntimeError(
+                raise ForwardError(
                     f"{where}: its skip module {level.skip!r} has not run before it in this forward"
                 )
             skip, version = state.skips[name]
             if isinstance(skip, SkipRecipe):  # a fresh tensor: no version to compare
                 skip, version = self._recomputed(name, skip), -1
             if version >= 0 and skip._version != version:  # eager only
-                raise RuntimeError(
+                raise ForwardError(
                     f"level {name!r}: the output of skip module {level.skip!r} was modified in "
                     "place after it was captured; choose a module whose output the network "
                     "does not modify in place"
                 )
             if skip.shape != h.shape:
-                raise ValueError(
+                raise LevelError(
                     f"{where} has shape {tuple(h.shape)} but its skip {level.skip!r} has "
                     f"{tuple(skip.shape)}: f_de and f_en must match to be added"
                 )
@@ -449,7 +449,7 @@ class SPEHook:
         region = None
         if level.regions:
             if call >= len(level.regions):
-                raise RuntimeError(
+                raise ForwardError(
                     f"{where} ran {call + 1} times in one forward, but only "
                     f"{len(level.regions)} regions are declared"
                 )
@@ -459,7 +459,7 @@ class SPEHook:
         if maps is None:
             maps = state.maps[name] = embedding.maps(state.priors)
         if h.shape[0] != state.image_shape[0]:
-            raise ValueError(
+            raise LevelError(
                 f"{where} has batch {h.shape[0]} but the blurry input had "
                 f"{state.image_shape[0]}: the prior's maps are one per input image, so a "
                 "level must see the batch as the network received it"
@@ -477,5 +477,7 @@ class SPEHook:
         if not self.enabled:
             return None
         if not args:
-            raise TypeError(f"level {name!r}: {self.levels[name].site!r} was called without inputs")
+            raise LevelError(
+                f"level {name!r}: {self.levels[name].site!r} was called without inputs"
+            )
         return (self._modulate(name, args[0]), *args[1:])

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sp_adapter.errors import LevelNotFoundError
+from sp_adapter.errors import ImageTypeError, LevelNotFoundError, WrapError
 from sp_adapter.prior.region import Region
 
 ImageGetter = Callable[[tuple, dict], torch.Tensor]
@@ -65,7 +65,7 @@ def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
         return args[0]
     if kwargs:
         return next(iter(kwargs.values()))
-    raise TypeError("the wrapped model was called without arguments; expected a blurry image")
+    raise ImageTypeError("the wrapped model was called without arguments; expected a blurry image")
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def conv_channels(module: nn.Module) -> int:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             return m.in_channels
-    raise ValueError(f"{type(module).__name__} holds no Conv2d")
+    raise WrapError(f"{type(module).__name__} holds no Conv2d")
 
 
 def find_module(model: nn.Module, name: str, what: str = "module") -> nn.Module:

@@ -30,7 +30,13 @@ from sp_adapter.attach.state import (
     get_prior,
     is_wrapped,
 )
-from sp_adapter.errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
+from sp_adapter.errors import (
+    ImageInputError,
+    LevelError,
+    PriorLossError,
+    UnknownOptionError,
+    WrapError,
+)
 from sp_adapter.prior.config import PriorConfig, TeacherSpec
 from sp_adapter.prior.hcl import hcl_loss
 from sp_adapter.prior.semantic_prior import SemanticPrior
@@ -106,7 +112,7 @@ def _as_level(item: LevelLike, position: int) -> Level:
         else:
             level = Level(site=site, skip=rest[0], channels=rest[1])
     else:
-        raise TypeError(
+        raise LevelError(
             f"levels[{position}] is {item!r}: give a level name or index of the backbone map, a "
             "Level, a dict of Level fields, or a tuple (site, channels) / (site, skip, channels)"
         )

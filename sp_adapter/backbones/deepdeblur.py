@@ -58,6 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sp_adapter.errors import ImageInputError, ImageTypeError, OptionError
+
 SIZE_MULTIPLE = 4
 RGB_RANGE = 255
 """The official default pixel range ``[0, rgb_range]`` of inputs and outputs."""
@@ -154,7 +156,7 @@ class MSResNet(nn.Module):
     ) -> None:
         super().__init__()
         if n_scales < 1:
-            raise ValueError(f"n_scales must be >= 1, got {n_scales}")
+            raise OptionError(f"n_scales must be >= 1, got {n_scales}")
         self.rgb_range = rgb_range
         self.mean = rgb_range / 2
         self.n_resblocks = n_resblocks
@@ -186,24 +188,24 @@ class MSResNet(nn.Module):
 
     def _check_pyramid(self, input_pyramid: Sequence[torch.Tensor]) -> None:
         if isinstance(input_pyramid, torch.Tensor):
-            raise TypeError(
+            raise ImageTypeError(
                 "MSResNet expects a list [full, 1/2, ...] of image tensors in "
                 f"[0, {self.rgb_range}], not a single tensor; build it with "
                 "sp_adapter.backbones.deepdeblur.to_input_pyramid(x01)"
             )
         if len(input_pyramid) != self.n_scales:
-            raise ValueError(
+            raise ImageInputError(
                 f"MSResNet expects {self.n_scales} input scales, got {len(input_pyramid)}"
             )
         for s, level in enumerate(input_pyramid):
             if level.dim() != 4 or level.shape[1] != 3:
-                raise ValueError(
+                raise ImageInputError(
                     f"MSResNet input scale {s} must be B x 3 x H x W, got {tuple(level.shape)}"
                 )
         for s in range(1, self.n_scales):
             fine, coarse = input_pyramid[s - 1].shape[-2:], input_pyramid[s].shape[-2:]
             if fine[0] != 2 * coarse[0] or fine[1] != 2 * coarse[1]:
-                raise ValueError(
+                raise ImageInputError(
                     f"MSResNet input scale {s - 1} ({fine[0]}x{fine[1]}) must be exactly twice "
                     f"scale {s} ({coarse[0]}x{coarse[1]}); the full-resolution size must be "
                     f"a multiple of {2 ** (self.n_scales - 1)} (pad the image)"
@@ -271,7 +273,7 @@ def gaussian_pyramid(
     ``[full, 1/2, ...]``.
     """
     if x.dim() != 4:
-        raise ValueError(f"expected a B x C x H x W tensor, got shape {tuple(x.shape)}")
+        raise ImageInputError(f"expected a B x C x H x W tensor, got shape {tuple(x.shape)}")
     if sigma is None:
         sigma = 2 * downscale / 6.0
     levels = [x]

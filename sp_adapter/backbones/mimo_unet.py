@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sp_adapter.errors import ImageInputError
+
 SIZE_MULTIPLE = 4
 """MIMO-UNet input height and width must be multiples of this."""
 
@@ -49,10 +51,10 @@ BASE_CHANNELS = 32
 def _check_input(x: torch.Tensor, model: str) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is ``B x 3 x H x W`` with H, W multiples of 4."""
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{model} expects a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
+        raise ImageInputError(f"{model} expects a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-        raise ValueError(
+        raise ImageInputError(
             f"{model} needs input height and width that are multiples of {SIZE_MULTIPLE}; "
             f"got {h}x{w}. Pad the image and crop the output."
         )

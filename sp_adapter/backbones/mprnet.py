@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from sp_adapter.errors import ImageInputError, OptionError
+
 SIZE_MULTIPLE = 8
 """MPRNet input height and width must be multiples of this (the official test pads)."""
 
@@ -50,11 +52,11 @@ def conv(in_ch: int, out_ch: int, kernel_size: int, bias: bool = False) -> nn.Co
 def check_size(x: torch.Tensor, multiple: int, model: str) -> None:
     """Raise a clear ``ValueError`` unless ``x`` is ``B x C x H x W`` with H, W multiples."""
     if x.dim() != 4:
-        raise ValueError(f"{model} expects a B x C x H x W tensor, got shape {tuple(x.shape)}")
+        raise ImageInputError(f"{model} expects a B x C x H x W tensor, got shape {tuple(x.shape)}")
     h, w = x.shape[-2:]
     if h % multiple or w % multiple:
         ph, pw = -h % multiple, -w % multiple
-        raise ValueError(
+        raise ImageInputError(
             f"{model} needs input height and width that are multiples of {multiple}; got "
             f"{h}x{w}. Pad the image (e.g. reflect-pad by {ph} rows and {pw} columns to "
             f"{h + ph}x{w + pw}) and crop the output."
@@ -428,7 +430,7 @@ def stage1_patchwise(
 
 def _check_channels(in_c: int, out_c: int) -> None:
     if in_c != out_c:
-        raise ValueError(
+        raise OptionError(
             f"MPRNet adds its input image to every stage's output, so in_c must equal out_c; "
             f"got in_c={in_c}, out_c={out_c}"
         )

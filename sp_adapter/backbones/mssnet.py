@@ -51,6 +51,7 @@ from sp_adapter.backbones.mprnet import (
     decode_three_levels,
     encode_three_levels,
 )
+from sp_adapter.errors import OptionError
 
 SIZE_MULTIPLE = 16
 """MSSNet input height and width must be multiples of this (scale 1 reaches H/16)."""
@@ -234,7 +235,7 @@ class DeblurNet(nn.Module):
     ) -> None:
         super().__init__()
         if in_c != out_c:
-            raise ValueError(
+            raise OptionError(
                 f"MSSNet adds its input image to every output, so in_c must equal out_c; "
                 f"got in_c={in_c}, out_c={out_c}"
             )
@@ -316,7 +317,7 @@ WIDTHS = {"small": (20, 40, 40), "base": (54, 42, 42), "large": (80, 50, 50)}
 def mssnet(size: str = "base", **kwargs: int | bool) -> DeblurNet:
     """MSSNet of a published size: ``"small"`` (20, 40, 40), ``"base"``, ``"large"``."""
     if size not in WIDTHS:
-        raise ValueError(f"unknown MSSNet size {size!r}; choose one of {sorted(WIDTHS)}")
+        raise OptionError(f"unknown MSSNet size {size!r}; choose one of {sorted(WIDTHS)}")
     wf, scale, vscale = WIDTHS[size]
     return DeblurNet(wf=wf, scale=scale, vscale=vscale, **kwargs)  # type: ignore[arg-type]
 

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sp_adapter.errors import OptionError
+
 
 class LayerNorm2d(nn.Module):
     """Layer norm over the channels of an ``N x C x H x W`` tensor (eps 1e-6), with a
@@ -121,7 +123,7 @@ class NAFNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(enc_blk_nums) != len(dec_blk_nums):
-            raise ValueError(
+            raise OptionError(
                 f"enc_blk_nums {list(enc_blk_nums)} and dec_blk_nums {list(dec_blk_nums)} "
                 "must have one entry per level each"
             )

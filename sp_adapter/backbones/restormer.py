@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from sp_adapter.errors import ImageInputError
+
 SIZE_MULTIPLE = 8
 """Restormer's input height and width must be multiples of this (three 2x downsamplings)."""
 
@@ -236,7 +238,7 @@ class Restormer(nn.Module):
     def forward(self, inp_img: torch.Tensor) -> torch.Tensor:
         h, w = inp_img.shape[-2:]
         if h % SIZE_MULTIPLE or w % SIZE_MULTIPLE:
-            raise ValueError(
+            raise ImageInputError(
                 f"Restormer needs input height and width that are multiples of {SIZE_MULTIPLE}; "
                 f"got {h}x{w}. Pad the image (reflect) and crop the output."
             )

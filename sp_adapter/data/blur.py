@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sp_adapter.errors import ImageInputError, OptionError, OptionTypeError
 from sp_adapter.extras import import_extra
 
 __all__ = [
@@ -72,25 +73,25 @@ class BlurConfig:
 
     def __post_init__(self) -> None:
         if self.min_size % 2 == 0 or self.max_size % 2 == 0:
-            raise ValueError(
+            raise OptionError(
                 f"kernel sizes must be odd, got min_size={self.min_size}, max_size={self.max_size}"
             )
         if not 3 <= self.min_size <= self.max_size:
-            raise ValueError(
+            raise OptionError(
                 f"need 3 <= min_size <= max_size, got {self.min_size}, {self.max_size}"
             )
         if self.steps < 2:
-            raise ValueError(f"steps must be >= 2, got {self.steps}")
+            raise OptionError(f"steps must be >= 2, got {self.steps}")
         lo, hi = self.inertia
         if not 0.0 <= lo <= hi < 1.0:
-            raise ValueError(f"inertia must satisfy 0 <= lo <= hi < 1, got {self.inertia}")
+            raise OptionError(f"inertia must satisfy 0 <= lo <= hi < 1, got {self.inertia}")
         lo, hi = self.fill
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"fill must satisfy 0 < lo <= hi <= 1, got {self.fill}")
+            raise OptionError(f"fill must satisfy 0 < lo <= hi <= 1, got {self.fill}")
         if not 0.0 <= self.jerk_prob <= 1.0 or self.jerk_scale < 0:
-            raise ValueError("jerk_prob must be in [0, 1] and jerk_scale >= 0")
+            raise OptionError("jerk_prob must be in [0, 1] and jerk_scale >= 0")
         if self.noise_sigma < 0:
-            raise ValueError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
+            raise OptionError(f"noise_sigma must be >= 0, got {self.noise_sigma}")
 
     @property
     def margin(self) -> int:
@@ -118,7 +119,9 @@ def blur_preset(name: str) -> BlurConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown blur preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        raise OptionError(
+            f"unknown blur preset {name!r}; choose one of {sorted(PRESETS)}"
+        ) from None
 
 
 _SPACING = 0.2  # px between samples of the rasterised path
@@ -129,7 +132,7 @@ def _as_generator(rng: np.random.Generator | int) -> np.random.Generator:
         return rng
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
+    raise OptionTypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
 
 
 def _trajectory(rng: np.random.Generator, config: BlurConfig) -> np.ndarray:
@@ -239,18 +242,20 @@ def blur_image(
         The blurry image, same shape and dtype as ``sharp``, clamped to [0, 1].
     """
     if sharp.dim() not in (3, 4):
-        raise ValueError(f"sharp must be (C, H, W) or (N, C, H, W), got shape {tuple(sharp.shape)}")
+        raise ImageInputError(
+            f"sharp must be (C, H, W) or (N, C, H, W), got shape {tuple(sharp.shape)}"
+        )
     if padding not in ("reflect", "replicate"):
-        raise ValueError(f"padding must be 'reflect' or 'replicate', got {padding!r}")
+        raise OptionError(f"padding must be 'reflect' or 'replicate', got {padding!r}")
     k = torch.as_tensor(kernel, dtype=torch.float32, device=sharp.device)
     if k.dim() != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
-        raise ValueError(f"kernel must be square with an odd side, got shape {tuple(k.shape)}")
+        raise OptionError(f"kernel must be square with an odd side, got shape {tuple(k.shape)}")
     size = k.shape[0]
     r = size // 2
     x = sharp.unsqueeze(0) if sharp.dim() == 3 else sharp
     h, w = x.shape[-2:]
     if padding == "reflect" and r >= min(h, w):
-        raise ValueError(
+        raise ImageInputError(
             f"reflect padding needs kernel half-size {r} < image side {min(h, w)}; "
             "use padding='replicate' or a larger image"
         )

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from sp_adapter.errors import DatasetError, DatasetIndexError, OptionError, PathNotFoundError
 from sp_adapter.files.image_io import read_rgb8
 
 __all__ = [
@@ -73,12 +74,12 @@ def _images_in(folder: Path) -> list[Path]:
 
 def _require_dir(path: Path, what: str, layout: str) -> None:
     if not path.is_dir():
-        raise FileNotFoundError(f"{what} folder not found: {path}\nexpected layout: {layout}")
+        raise PathNotFoundError(f"{what} folder not found: {path}\nexpected layout: {layout}")
 
 
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise OptionError(f"split must be 'train' or 'test', got {split!r}")
 
 
 def gopro_pairs(root: str | Path, split: str = "train", gamma: bool = False) -> list[Pair]:
@@ -97,7 +98,7 @@ def gopro_pairs(root: str | Path, split: str = "train", gamma: bool = False) -> 
     _require_dir(split_dir, f"GoPro {split!r} split", _GOPRO_LAYOUT)
     scenes = sorted((d for d in split_dir.iterdir() if d.is_dir()), key=lambda d: d.name)
     if not scenes:
-        raise FileNotFoundError(
+        raise PathNotFoundError(
             f"no scene folders in {split_dir}\nexpected layout: {_GOPRO_LAYOUT}"
         )
     blur_name = "blur_gamma" if gamma else "blur"
@@ -109,12 +110,12 @@ def gopro_pairs(root: str | Path, split: str = "train", gamma: bool = False) -> 
         blurry = {p.name: p for p in _images_in(blur_dir)}
         sharp = {p.name: p for p in _images_in(sharp_dir)}
         for name in blurry.keys() - sharp.keys():
-            raise ValueError(f"unpaired GoPro image {blurry[name]}: no {sharp_dir / name}")
+            raise DatasetError(f"unpaired GoPro image {blurry[name]}: no {sharp_dir / name}")
         for name in sharp.keys() - blurry.keys():
-            raise ValueError(f"unpaired GoPro image {sharp[name]}: no {blur_dir / name}")
+            raise DatasetError(f"unpaired GoPro image {sharp[name]}: no {blur_dir / name}")
         pairs.extend((blurry[n], sharp[n]) for n in blurry)
     if not pairs:
-        raise FileNotFoundError(f"no images under {split_dir}\nexpected layout: {_GOPRO_LAYOUT}")
+        raise PathNotFoundError(f"no images under {split_dir}\nexpected layout: {_GOPRO_LAYOUT}")
     return pairs
 
 
@@ -128,9 +129,9 @@ def hide_pairs(root: str | Path, split: str = "test", subset: str = "all") -> li
     """
     _check_split(split)
     if subset != "all" and subset not in _HIDE_SUBSETS:
-        raise ValueError(f"subset must be 'all', 'close-ups' or 'long-shot', got {subset!r}")
+        raise OptionError(f"subset must be 'all', 'close-ups' or 'long-shot', got {subset!r}")
     if split == "train" and subset != "all":
-        raise ValueError("HIDE subsets exist only in the test split")
+        raise OptionError("HIDE subsets exist only in the test split")
     root = Path(root)
     _require_dir(root, "HIDE root", _HIDE_LAYOUT)
     if not (root / "GT").is_dir() and (root / "HIDE_dataset").is_dir():
@@ -148,10 +149,10 @@ def hide_pairs(root: str | Path, split: str = "test", subset: str = "all") -> li
         for blurry in _images_in(folder):
             sharp = gt_dir / blurry.name
             if not sharp.is_file():
-                raise ValueError(f"unpaired HIDE image {blurry}: no {sharp}")
+                raise DatasetError(f"unpaired HIDE image {blurry}: no {sharp}")
             pairs.append((blurry, sharp))
     if not pairs:
-        raise FileNotFoundError(f"no HIDE {split} images under {root}\nexpected: {_HIDE_LAYOUT}")
+        raise PathNotFoundError(f"no HIDE {split} images under {root}\nexpected: {_HIDE_LAYOUT}")
     return pairs
 
 
@@ -165,30 +166,30 @@ def realblur_pairs(root: str | Path, split: str = "test", variant: str = "J") ->
     """
     _check_split(split)
     if variant not in ("J", "R"):
-        raise ValueError(f"variant must be 'J' or 'R', got {variant!r}")
+        raise OptionError(f"variant must be 'J' or 'R', got {variant!r}")
     root = Path(root)
     list_name = f"RealBlur_{variant}_{split}_list.txt"
     layout = f"{list_name} in root, each line '<gt path> <blur path>' relative to root"
     _require_dir(root, "RealBlur root", layout)
     list_file = root / list_name
     if not list_file.is_file():
-        raise FileNotFoundError(f"RealBlur list file not found: {list_file}\nexpected: {layout}")
+        raise PathNotFoundError(f"RealBlur list file not found: {list_file}\nexpected: {layout}")
     pairs: list[Pair] = []
     for number, line in enumerate(list_file.read_text().splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) < 2:
-            raise ValueError(
+            raise DatasetError(
                 f"{list_file}:{number}: expected '<gt path> <blur path>', got {line!r}"
             )
         sharp, blurry = root / fields[0], root / fields[1]
         for path in (blurry, sharp):
             if not path.is_file():
-                raise FileNotFoundError(f"{list_file}:{number}: listed file not found: {path}")
+                raise PathNotFoundError(f"{list_file}:{number}: listed file not found: {path}")
         pairs.append((blurry, sharp))
     if not pairs:
-        raise ValueError(f"RealBlur list file {list_file} lists no pairs")
+        raise DatasetError(f"RealBlur list file {list_file} lists no pairs")
     return pairs
 
 
@@ -226,11 +227,11 @@ class PairedImageDataset(Dataset):
         root: str | Path | None = None,
     ) -> None:
         if not pairs:
-            raise ValueError("no image pairs given")
+            raise DatasetError("no image pairs given")
         if crop is not None and crop < 1:
-            raise ValueError(f"crop must be positive or None, got {crop}")
+            raise OptionError(f"crop must be positive or None, got {crop}")
         if seed is not None and seed < 0:
-            raise ValueError(f"seed must be non-negative or None, got {seed}")
+            raise OptionError(f"seed must be non-negative or None, got {seed}")
         pairs = [(Path(b), Path(s)) for b, s in pairs]
         if root is None:
             root = os.path.commonpath([str(b.parent) for b, _ in pairs])
@@ -254,7 +255,7 @@ class PairedImageDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of ``epoch`` (only matters with an int ``seed``)."""
         if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
+            raise OptionError(f"epoch must be non-negative, got {epoch}")
         self.epoch = int(epoch)
 
     def _draws(self, index: int, h: int, w: int, c: int) -> tuple[int, int, bool, bool]:
@@ -271,12 +272,12 @@ class PairedImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} pairs")
+            raise DatasetIndexError(f"index {index} out of range for {len(self)} pairs")
         index %= len(self)
         blurry_path, sharp_path = self.pairs[index]
         blurry, sharp = read_image(blurry_path), read_image(sharp_path)
         if blurry.shape != sharp.shape:
-            raise ValueError(
+            raise DatasetError(
                 f"size mismatch: {blurry_path} is {blurry.shape[1]}x{blurry.shape[0]} but "
                 f"{sharp_path} is {sharp.shape[1]}x{sharp.shape[0]} (width x height)"
             )
@@ -285,7 +286,7 @@ class PairedImageDataset(Dataset):
         if self.crop is not None:
             c = self.crop
             if c > min(h, w):
-                raise ValueError(f"crop {c} is larger than {blurry_path} ({w}x{h})")
+                raise DatasetError(f"crop {c} is larger than {blurry_path} ({w}x{h})")
             if self.train:
                 top, left, hflip, vflip = self._draws(index, h, w, c)
             else:

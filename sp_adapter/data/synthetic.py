@@ -24,6 +24,13 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from sp_adapter.data.blur import SEVERE, BlurConfig, blur_image, camera_shake_kernel
+from sp_adapter.errors import (
+    DatasetError,
+    DatasetIndexError,
+    OptionError,
+    OptionTypeError,
+    PhotoError,
+)
 from sp_adapter.photos import TEST_PHOTOS, extra_photos, photo_array, photo_names
 
 __all__ = ["TEST_MIN_DETAIL", "SyntheticBlurDataset", "detail"]
@@ -59,20 +66,20 @@ def detail(sharp: np.ndarray) -> float:
 def _training_photos(split: str, photos: Sequence[str]) -> tuple[str, ...]:
     """``photos`` checked as a training set: named, distinct, available, none a test photo."""
     if split != "train":
-        raise ValueError("photos is for the training split; the test photos are fixed")
+        raise OptionError("photos is for the training split; the test photos are fixed")
     if isinstance(photos, str):
-        raise TypeError(f"photos must be a sequence of names, got the string {photos!r}")
+        raise OptionTypeError(f"photos must be a sequence of names, got the string {photos!r}")
     names = tuple(photos)
     allowed = photo_names("train") + extra_photos()
     tested = [n for n in names if n in TEST_PHOTOS]
     if tested:
-        raise ValueError(f"{tested} are test photos and are never used for training")
+        raise OptionError(f"{tested} are test photos and are never used for training")
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise ValueError(f"photos {unknown} are not training photos available here; "
-                         f"choose among {list(allowed)}")
+        raise OptionError(f"photos {unknown} are not training photos available here; "
+                          f"choose among {list(allowed)}")
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"photos must name at least one photo, each once; got {list(names)}")
+        raise OptionError(f"photos must name at least one photo, each once; got {list(names)}")
     return names
 
 
@@ -136,26 +143,26 @@ class SyntheticBlurDataset(Dataset):
         photos: Sequence[str] | None = None,
     ) -> None:
         if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+            raise OptionError(f"split must be 'train' or 'test', got {split!r}")
         if augment and split != "train":
-            raise ValueError("augment=True is for the training split; the test set is fixed")
+            raise OptionError("augment=True is for the training split; the test set is fixed")
         self.augment = augment
         if crop is None and split != "test":
-            raise ValueError("crop=None (whole photos) is for the test split; training "
-                             "batches need one crop size, e.g. crop=128")
+            raise OptionError("crop=None (whole photos) is for the test split; training "
+                              "batches need one crop size, e.g. crop=128")
         if crop is not None and crop < 1:
-            raise ValueError(f"crop must be positive, got {crop}")
+            raise OptionError(f"crop must be positive, got {crop}")
         if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+            raise OptionError(f"seed must be non-negative, got {seed}")
         if split == "test" and length is not None:
-            raise ValueError(
+            raise OptionError(
                 "length is fixed for the test split (crops_per_photo x the test photos); "
                 "use crops_per_photo to change it"
             )
         if min_detail is None:
             min_detail = TEST_MIN_DETAIL if split == "test" else 0.0
         if min_detail < 0:
-            raise ValueError(f"min_detail must be >= 0, got {min_detail}")
+            raise OptionError(f"min_detail must be >= 0, got {min_detail}")
         self.min_detail = float(min_detail)
         self.split = split
         self.crop = crop
@@ -165,25 +172,25 @@ class SyntheticBlurDataset(Dataset):
         self.epoch = 0
         self.photos = photo_names(split) if photos is None else _training_photos(split, photos)
         if not self.photos:
-            raise RuntimeError(f"no {split} photos are available offline")
+            raise PhotoError(f"no {split} photos are available offline")
         self.region = None if crop is None else crop + 2 * blur.margin
         for name in self.photos:
             h, w = photo_array(name).shape[:2]
             if crop is None and min(h, w) <= 2 * blur.margin:
-                raise ValueError(f"photo {name!r} is {h}x{w}, no larger than the "
-                                 f"{blur.margin} px blur margin on each side")
+                raise DatasetError(f"photo {name!r} is {h}x{w}, no larger than the "
+                                   f"{blur.margin} px blur margin on each side")
             if crop is not None and min(h, w) < self.region:
-                raise ValueError(
+                raise DatasetError(
                     f"photo {name!r} is {h}x{w}, smaller than the {self.region} px region "
                     f"needed for crop={crop} plus a {blur.margin} px blur margin on each side"
                 )
         if split == "train":
             self.length = 1000 if length is None else int(length)
             if self.length < 1:
-                raise ValueError(f"length must be positive, got {length}")
+                raise OptionError(f"length must be positive, got {length}")
         else:
             if crops_per_photo < 1:
-                raise ValueError(f"crops_per_photo must be positive, got {crops_per_photo}")
+                raise OptionError(f"crops_per_photo must be positive, got {crops_per_photo}")
             self.crops_per_photo = crops_per_photo
             self.length = crops_per_photo * len(self.photos)
 
@@ -193,7 +200,7 @@ class SyntheticBlurDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the training samples of ``epoch`` (no effect on the test split)."""
         if epoch < 0:
-            raise ValueError(f"epoch must be non-negative, got {epoch}")
+            raise OptionError(f"epoch must be non-negative, got {epoch}")
         self.epoch = int(epoch)
 
     def _sample_plan(self, index: int) -> tuple[str, str, np.random.Generator]:
@@ -220,14 +227,14 @@ class SyntheticBlurDataset(Dataset):
             patch = image[top : top + size, left : left + size]
             if self.min_detail <= 0 or detail(patch[m : m + c, m : m + c]) >= self.min_detail:
                 return patch
-        raise RuntimeError(
+        raise PhotoError(
             f"photo {name!r}: no {c} px crop with detail >= {self.min_detail} in "
             f"{_MAX_DRAWS} draws; lower min_detail (0 keeps every crop)"
         )
 
     def __getitem__(self, index: int):
         if not -self.length <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} samples")
+            raise DatasetIndexError(f"index {index} out of range for {self.length} samples")
         index %= self.length
         name, key, rng = self._sample_plan(index)
         image = photo_array(name)

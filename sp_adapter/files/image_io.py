@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sp_adapter.errors import ImageFileError, SPAdapterError
+from sp_adapter.errors import ImageFileError, ImageInputError, PathNotFoundError, SPAdapterError
 from sp_adapter.files.atomic import write_atomic
 
 __all__ = ["ImageData", "from_network", "read_image", "read_rgb8", "to_network",
@@ -162,7 +162,7 @@ def read_image(path: str | Path) -> ImageData:
     or is truncated or corrupt, raises :class:`~sp_adapter.errors.ImageFileError`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no such image file: {path}")
+        raise PathNotFoundError(f"no such image file: {path}")
     try:
         return _decode(path)
     except SPAdapterError:
@@ -207,8 +207,8 @@ def from_network(output: torch.Tensor, like: ImageData) -> ImageData:
     scale = 65535.0 if like.bits == 16 else 255.0
     colour = y.mul(scale).round().permute(1, 2, 0).numpy().astype(like.pixels.dtype)
     if colour.shape[:2] != like.pixels.shape[:2]:
-        raise ValueError(f"the output is {colour.shape[1]}x{colour.shape[0]}, the image "
-                         f"{like.pixels.shape[1]}x{like.pixels.shape[0]} (width x height)")
+        raise ImageInputError(f"the output is {colour.shape[1]}x{colour.shape[0]}, the image "
+                              f"{like.pixels.shape[1]}x{like.pixels.shape[0]} (width x height)")
     if like.has_alpha:
         colour = np.concatenate([colour, like.pixels[..., -1:]], axis=2)
     return replace(like, pixels=np.ascontiguousarray(colour))

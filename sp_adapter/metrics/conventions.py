@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sp_adapter.errors import UnknownConventionError
+from sp_adapter.errors import ImageInputError, UnknownConventionError
 from sp_adapter.metrics.core import psnr, ssim, ssim3d
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "Convention", "PairScores", "get_convention",
@@ -111,7 +111,7 @@ def score(restored: torch.Tensor, sharp: torch.Tensor,
         from sp_adapter.metrics.realblur import realblur_score
 
         if restored.shape != sharp.shape:
-            raise ValueError(
+            raise ImageInputError(
                 f"images differ in shape: {tuple(restored.shape)} vs {tuple(sharp.shape)}")
         batch = (restored, sharp) if restored.dim() == 4 else (restored[None], sharp[None])
         scores = [realblur_score(r, s, data_range) for r, s in zip(*batch, strict=True)]

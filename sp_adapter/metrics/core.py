@@ -37,6 +37,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from sp_adapter.errors import ImageInputError, OptionError, PerceptualWeightsError
+
 __all__ = ["gaussian_window", "lpips_metric", "psnr", "ssim", "ssim3d"]
 
 _LPIPS_BACKBONES = {
@@ -50,13 +52,15 @@ def _prepare(
     x: torch.Tensor, y: torch.Tensor, data_range: float, quantize: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if x.shape != y.shape:
-        raise ValueError(f"images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
+        raise ImageInputError(f"images differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
     if x.dim() == 3:
         x, y = x.unsqueeze(0), y.unsqueeze(0)
     if x.dim() != 4:
-        raise ValueError(f"expected (N, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}")
+        raise ImageInputError(
+            f"expected (N, C, H, W) or (C, H, W) images, got shape {tuple(x.shape)}"
+        )
     if data_range <= 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
+        raise OptionError(f"data_range must be positive, got {data_range}")
     scale = 255.0 / data_range
     x, y = x.detach().double() * scale, y.detach().double() * scale
     if quantize:
@@ -69,7 +73,7 @@ def _reduce(scores: torch.Tensor, reduction: str) -> torch.Tensor:
         return scores.mean()
     if reduction == "none":
         return scores
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    raise OptionError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def psnr(
@@ -123,7 +127,9 @@ def _ssim_map_valid(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-channel 2-D SSIM map at the valid positions: ``(N, C, H - 10, W - 10)``."""
     window = gaussian_window(11, 1.5).to(a.device)
     if min(a.shape[-2:]) < window.numel():
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(a.shape[-2:])}")
+        raise ImageInputError(
+            f"SSIM needs images of at least 11x11 pixels, got {tuple(a.shape[-2:])}"
+        )
 
     def f(t: torch.Tensor) -> torch.Tensor:
         return _filter_valid(t, window)
@@ -233,7 +239,7 @@ def lpips_metric(
         LPIPS distance over the batch (lower is closer), computed without gradients.
     """
     if net not in _LPIPS_BACKBONES:
-        raise ValueError(f"net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
+        raise OptionError(f"net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
     import torchvision.models as tvm
 
     enum_name, member = _LPIPS_BACKBONES[net]
@@ -244,18 +250,18 @@ def lpips_metric(
     try:
         import lpips
     except ImportError as err:
-        raise RuntimeError(f"the `lpips` package is not installed. {help_text}") from err
+        raise PerceptualWeightsError(f"the `lpips` package is not installed. {help_text}") from err
     if not (Path(hub_dir) / "checkpoints" / weights_file).is_file():
-        raise RuntimeError(f"backbone weights {weights_file} not found. {help_text}")
+        raise PerceptualWeightsError(f"backbone weights {weights_file} not found. {help_text}")
     try:
         model = lpips.LPIPS(net=net, verbose=False)
     except Exception as err:  # any failure (download attempt, API change) gets the help
-        raise RuntimeError(f"building LPIPS({net!r}) failed: {err}. {help_text}") from err
+        raise PerceptualWeightsError(f"building LPIPS({net!r}) failed: {err}. {help_text}") from err
     model = model.eval().requires_grad_(False).to(device)
 
     def metric(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.dim() != 4:
-            raise ValueError(f"expected two (N, 3, H, W) images, got {x.shape} and {y.shape}")
+            raise ImageInputError(f"expected two (N, 3, H, W) images, got {x.shape} and {y.shape}")
         with torch.no_grad():
             dist = model(x.to(device) * 2 - 1, y.to(device) * 2 - 1)
         return dist.flatten().mean()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sp_adapter.errors import AlignmentError, OptionalDependencyError
+from sp_adapter.errors import AlignmentError, ImageInputError, OptionalDependencyError
 from sp_adapter.metrics.core import _ssim_map_valid
 
 __all__ = ["Alignment", "RealBlurScore", "align_to_sharp", "masked_psnr", "masked_ssim",
@@ -54,7 +54,7 @@ def _as_8bit_float(image: torch.Tensor | np.ndarray, data_range: float) -> np.nd
     ``[0, data_range]``)."""
     if isinstance(image, torch.Tensor):
         if image.dim() != 3:
-            raise ValueError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
+            raise ImageInputError(f"expected a (3, H, W) image, got shape {tuple(image.shape)}")
         array = image.detach().cpu().double().permute(1, 2, 0).numpy()
     else:
         array = np.asarray(image)
@@ -62,7 +62,7 @@ def _as_8bit_float(image: torch.Tensor | np.ndarray, data_range: float) -> np.nd
             return array.astype(np.float32) / 255.0
         array = array.astype(np.float64)
     if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an RGB image, got shape {array.shape}")
+        raise ImageInputError(f"expected an RGB image, got shape {array.shape}")
     eight_bit = np.clip(np.round(array * (255.0 / data_range)), 0, 255)
     return eight_bit.astype(np.float32) / 255.0
 
@@ -102,7 +102,7 @@ def align_to_sharp(restored: torch.Tensor | np.ndarray, sharp: torch.Tensor | np
     cv2 = require_opencv()
     z, x = _as_8bit_float(restored, data_range), _as_8bit_float(sharp, data_range)
     if z.shape != x.shape:
-        raise ValueError(f"images differ in shape: {z.shape} vs {x.shape} (H, W, C)")
+        raise ImageInputError(f"images differ in shape: {z.shape} vs {x.shape} (H, W, C)")
     energy = float(np.sum(z.astype(np.float64) ** 2))
     if energy == 0:
         raise AlignmentError("cannot align a black restored image to its sharp one")

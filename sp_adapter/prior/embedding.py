@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sp_adapter.errors import OptionError
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.learner import resize, zero_conv
 from sp_adapter.prior.region import Region
@@ -196,7 +197,7 @@ class SemanticPriorEmbedding(nn.Module):
         super().__init__()
         self.reduction = reduction
         if not 0 <= prior_level < len(prior_channels):
-            raise ValueError(
+            raise OptionError(
                 f"prior_level {prior_level} is out of range: the prior has "
                 f"{len(prior_channels)} levels"
             )

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from sp_adapter.errors import IncompatiblePriorError, OptionError
+
 
 def hcl_distance(prior: torch.Tensor, target: torch.Tensor, pool_sizes: Sequence[int] = (1, 2, 4)):
     """``sum_k || avg^k(prior) - avg^k(target) ||^2`` of one level, Eq. (2), per element.
@@ -17,7 +19,7 @@ def hcl_distance(prior: torch.Tensor, target: torch.Tensor, pool_sizes: Sequence
     width of the teacher). Poolings coarser than the map are skipped.
     """
     if prior.shape != target.shape:
-        raise ValueError(
+        raise IncompatiblePriorError(
             f"prior {tuple(prior.shape)} and teacher feature {tuple(target.shape)} differ in shape"
         )
     prior, target = prior.float(), target.float()
@@ -40,8 +42,10 @@ def hcl_loss(
 ) -> torch.Tensor:
     """``L_prior``: the mean over levels of :func:`hcl_distance`, Eq. (4)."""
     if len(priors) != len(targets):
-        raise ValueError(f"{len(priors)} prior levels but {len(targets)} teacher levels")
+        raise IncompatiblePriorError(
+            f"{len(priors)} prior levels but {len(targets)} teacher levels"
+        )
     if not priors:
-        raise ValueError("hcl_loss needs at least one level")
+        raise OptionError("hcl_loss needs at least one level")
     losses = [hcl_distance(p, t, pool_sizes) for p, t in zip(priors, targets, strict=True)]
     return torch.stack(losses).mean()

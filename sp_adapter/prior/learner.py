@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sp_adapter.errors import ForwardError, OptionError
 from sp_adapter.inference import pad_to_multiple
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.student import SmallStudent, TeacherInitStudent
@@ -96,7 +97,7 @@ class PriorLearner(nn.Module):
         blurry, _ = pad_to_multiple(blurry, max(self.reductions))
         m = self.student(blurry)
         if len(m) != len(self.channels):
-            raise RuntimeError(
+            raise ForwardError(
                 f"the student returned {len(m)} levels, expected {len(self.channels)}"
             )
         return self.clc(m) if self.clc is not None else list(m)
@@ -111,7 +112,7 @@ def build_prior_learner(
     """The learner of ``config``; a teacher-initialised student copies ``teacher``."""
     if config.student == "teacher":
         if teacher is None:
-            raise ValueError("student='teacher' needs the teacher (its weights start the student)")
+            raise OptionError("student='teacher' needs the teacher (its weights start the student)")
         student: nn.Module = TeacherInitStudent(teacher)
     else:
         student = SmallStudent(channels, reductions, width=config.small_width)

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from sp_adapter.errors import OptionError
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.embedding import SemanticPriorEmbedding
 from sp_adapter.prior.learner import PriorLearner, build_prior_learner
@@ -23,8 +24,8 @@ def checked_strength(strength: float) -> float:
     """``strength`` as a float, refused unless finite and >= 0."""
     value = float(strength)
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"the prior's strength must be a finite number >= 0 (1: Eq. 6 as "
-                         f"trained, 0: the bare network), got {strength!r}")
+        raise OptionError(f"the prior's strength must be a finite number >= 0 (1: Eq. 6 as "
+                          f"trained, 0: the bare network), got {strength!r}")
     return value
 
 
@@ -59,7 +60,7 @@ class SemanticPrior(nn.Module):
     ) -> None:
         super().__init__()
         if not levels:
-            raise ValueError("a semantic prior needs at least one level")
+            raise OptionError("a semantic prior needs at least one level")
         self.config = config
         self.levels = dict(levels)
         self.backbone = backbone

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from sp_adapter.errors import OptionError
 from sp_adapter.prior.teacher import Teacher
 
 
@@ -74,11 +75,11 @@ class SmallStudent(nn.Module):
         super().__init__()
         for r in reductions:
             if r < 2 or r & (r - 1):
-                raise ValueError(
+                raise OptionError(
                     f"SmallStudent needs power-of-two reductions >= 2, got {reductions}"
                 )
         if list(reductions) != sorted(set(reductions)):
-            raise ValueError(f"reductions must increase, got {reductions}")
+            raise OptionError(f"reductions must increase, got {reductions}")
         self.channels, self.reductions = list(channels), list(reductions)
         stages, heads = [], []
         c_prev, r_prev = 3, 1

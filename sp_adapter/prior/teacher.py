@@ -27,7 +27,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from sp_adapter.errors import TeacherWeightsError
+from sp_adapter.errors import (
+    IncompatiblePriorError,
+    OptionError,
+    OptionTypeError,
+    TeacherWeightsError,
+)
 from sp_adapter.inference import pad_to_multiple
 from sp_adapter.prior.config import (
     BUILTIN_TEACHER_WEIGHTS,
@@ -42,7 +47,7 @@ def feature_info(features: nn.Module) -> tuple[list[int], list[int]]:
     """Channels and reductions of a ``features_only`` model (timm ``FeatureInfo``)."""
     info = getattr(features, "feature_info", None)
     if info is None or not hasattr(info, "channels"):
-        raise TypeError(
+        raise OptionTypeError(
             f"{type(features).__name__} has no timm-style feature_info: a teacher module must "
             "return a list of feature maps and expose feature_info.channels()/reduction() "
             "(build it with timm.create_model(name, features_only=True))"
@@ -320,8 +325,10 @@ class Teacher(nn.Module):
     def set_statistics(self, statistics: Statistics) -> Teacher:
         """Standardise with given per-level ``(mean, std)`` (e.g. stored ones)."""
         if len(statistics) != len(self.channels):
-            raise ValueError(f"{len(statistics)} levels of statistics for a teacher with "
-                             f"{len(self.channels)} levels")
+            raise IncompatiblePriorError(
+                f"{len(statistics)} levels of statistics for a teacher with "
+                f"{len(self.channels)} levels"
+            )
         for i, (mean, std) in enumerate(statistics):
             getattr(self, f"feature_mean{i}").copy_(mean.view(1, -1, 1, 1))
             getattr(self, f"feature_std{i}").copy_(std.view(1, -1, 1, 1))
@@ -360,7 +367,7 @@ class Teacher(nn.Module):
                 sums[i][1] += (flat * flat).sum(1)
                 count[i] += flat.shape[1]
         if sums is None:
-            raise ValueError("calibrate() needs at least one image")
+            raise OptionError("calibrate() needs at least one image")
         for i, (s, n) in enumerate(zip(sums, count, strict=True)):
             mean = s[0] / n
             var = (s[1] / n - mean * mean).clamp_min(0)
@@ -425,7 +432,7 @@ def load_teacher(teacher: TeacherSpec | nn.Module | str | None, calibrate: bool 
         if calibrate:
             wrapped.calibrate(default_calibration_images())
         return wrapped
-    raise TypeError(
+    raise OptionTypeError(
         f"teacher must be a TeacherSpec, a timm model name, a features_only nn.Module or "
         f"None, got {type(teacher).__name__}"
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from sp_adapter.errors import CacheMismatchError
+from sp_adapter.errors import CacheMismatchError, OptionError
 
 
 def _fingerprint(image: torch.Tensor) -> tuple[float, float]:
@@ -56,7 +56,7 @@ class TeacherFeatureCache:
         """
         keys = [str(k) for k in keys]
         if len(keys) != sharp.shape[0]:
-            raise ValueError(f"{len(keys)} keys for a batch of {sharp.shape[0]} samples")
+            raise OptionError(f"{len(keys)} keys for a batch of {sharp.shape[0]} samples")
         prints = [_fingerprint(s) for s in sharp]
         missing = [i for i, k in enumerate(keys) if k not in self._entries]
         for i, key in enumerate(keys):

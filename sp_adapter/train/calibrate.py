@@ -28,6 +28,7 @@ from sp_adapter.attach.backbone import Backbone
 from sp_adapter.attach.wrap import prior_strength
 from sp_adapter.data import BlurConfig, SyntheticBlurDataset, grey_photos
 from sp_adapter.data.synthetic import TEST_MIN_DETAIL
+from sp_adapter.errors import OptionError, PhotoError
 from sp_adapter.train.evaluate import evaluate
 
 DEFAULT_STRENGTHS: tuple[float, ...] = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -71,9 +72,9 @@ def calibrate_strength(
     """
     values = tuple(float(s) for s in strengths)
     if not values:
-        raise ValueError("strengths must name at least one strength, e.g. (0.5, 0.75, 1.0)")
+        raise OptionError("strengths must name at least one strength, e.g. (0.5, 0.75, 1.0)")
     if len(set(values)) != len(values):
-        raise ValueError(f"strengths must differ, got {list(values)}")
+        raise OptionError(f"strengths must differ, got {list(values)}")
     scores = []
     count = 0
     for value in values:
@@ -93,9 +94,9 @@ def held_out_set(crop: int, blur: BlurConfig, count: int = 48, seed: int = 1000,
     (``--train-photos`` naming them)."""
     photos = grey_photos()
     if not photos:
-        raise RuntimeError("the extra greyscale photos are not bundled with this "
-                           "scikit-image install; pass another held-out dataset")
+        raise PhotoError("the extra greyscale photos are not bundled with this "
+                         "scikit-image install; pass another held-out dataset")
     if count < 1:
-        raise ValueError(f"count must be a positive number of crops, got {count}")
+        raise OptionError(f"count must be a positive number of crops, got {count}")
     return SyntheticBlurDataset("train", crop=crop, length=count, blur=blur, seed=seed,
                                 return_key=True, min_detail=min_detail, photos=photos)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
+from sp_adapter.errors import OptionError
+
 AmpMode = Literal["auto", "bf16", "fp16", "off"]
 PerceptualKind = Literal["vgg16", "teacher", "none"]
 
@@ -94,39 +96,39 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
+            raise OptionError(f"steps must be >= 0, got {self.steps}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise OptionError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 < self.min_lr <= self.lr:
-            raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+            raise OptionError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
-            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
+            raise OptionError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
         if self.perceptual not in ("vgg16", "teacher", "none"):
-            raise ValueError(
+            raise OptionError(
                 f"perceptual must be 'vgg16', 'teacher' or 'none', got {self.perceptual!r}"
             )
         if self.embedding_lr_scale <= 0:
-            raise ValueError(
+            raise OptionError(
                 f"embedding_lr_scale must be positive, got {self.embedding_lr_scale}"
             )
         if self.student_lr_scale < 0:
-            raise ValueError(
+            raise OptionError(
                 f"student_lr_scale must be >= 0 (0 freezes the student), got "
                 f"{self.student_lr_scale}"
             )
         if self.backbone_lr_scale < 0:
-            raise ValueError(
+            raise OptionError(
                 f"backbone_lr_scale must be >= 0 (0 freezes the backbone), got "
                 f"{self.backbone_lr_scale}"
             )
         if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+            raise OptionError(f"grad_clip must be positive or None, got {self.grad_clip}")
         for name in ("warmup_steps", "data_start", "val_every", "log_every",
                      "checkpoint_every", "num_workers", "seed"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
-            raise ValueError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+            raise OptionError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         self.betas = tuple(self.betas)  # type: ignore[assignment]
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,5 +141,5 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys {sorted(unknown)}")
+            raise OptionError(f"unknown TrainConfig keys {sorted(unknown)}")
         return cls(**data)

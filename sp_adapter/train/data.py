@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from sp_adapter.errors import OptionError
 from sp_adapter.train.distributed import DistInfo
 
 
@@ -44,7 +45,7 @@ class BatchStream:
         pin_memory: bool = False,
     ) -> None:
         if batch_size % info.world_size:
-            raise ValueError(
+            raise OptionError(
                 f"the global batch {batch_size} does not divide among {info.world_size} "
                 "processes; choose a multiple"
             )
@@ -60,7 +61,7 @@ class BatchStream:
         )
         self.batches_per_epoch = len(self.sampler) // self.local_batch
         if self.batches_per_epoch < 1:
-            raise ValueError(
+            raise OptionError(
                 f"the dataset has {len(dataset)} samples, fewer than one global batch of "
                 f"{batch_size}: use a smaller batch or a longer dataset"
             )

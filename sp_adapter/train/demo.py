@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from sp_adapter.attach.state import get_prior
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
-from sp_adapter.errors import ReportFolderError
+from sp_adapter.errors import OptionError, ReportFolderError
 from sp_adapter.extras import require_demo_extra
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import PriorConfig, TeacherSpec, teacher_at_levels
@@ -185,7 +185,7 @@ def write_pictures(
     scored; only the prior is run again.
     """
     if base.outputs is None or sp.outputs is None:
-        raise ValueError("the arms must keep their test outputs (run_arms(keep_outputs=True))")
+        raise OptionError("the arms must keep their test outputs (run_arms(keep_outputs=True))")
     assert base.evaluation is not None and sp.evaluation is not None
     names: list[str] = []
     total = len(test) if limit is None else min(limit, len(test))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sp_adapter.attach.backbone import Backbone
+from sp_adapter.errors import DatasetError, OptionError
 from sp_adapter.inference import run_padded, run_tiled
 from sp_adapter.metrics import get_convention, score
 from sp_adapter.train.backbones import backbone_spec
@@ -139,7 +140,7 @@ def evaluate(
     finally:
         model.train(was_training)
     if not rows:
-        raise ValueError("the evaluation dataset is empty")
+        raise DatasetError("the evaluation dataset is empty")
 
     def mean(name: str) -> float:
         return sum(float(r[name]) for r in rows) / len(rows)
@@ -171,10 +172,10 @@ def with_input_scores(result: EvalResult, inputs: EvalResult) -> EvalResult:
     """``result`` with the blurry inputs' scores (from :func:`score_inputs` on the same
     dataset) added, as ``evaluate(..., score_blurry=True)`` gives them."""
     if [r["key"] for r in result.per_image] != [r["key"] for r in inputs.per_image]:
-        raise ValueError("the input scores come from another dataset than the result's")
+        raise OptionError("the input scores come from another dataset than the result's")
     if result.convention != inputs.convention:
-        raise ValueError(f"the input scores use the {inputs.convention!r} convention, the "
-                         f"result the {result.convention!r} one")
+        raise OptionError(f"the input scores use the {inputs.convention!r} convention, the "
+                          f"result the {result.convention!r} one")
     rows = [{**row, "blurry_psnr": blurry["psnr"], "blurry_ssim": blurry["ssim"]}
             for row, blurry in zip(result.per_image, inputs.per_image, strict=True)]
     return replace(result, per_image=rows, blurry_psnr=inputs.psnr, blurry_ssim=inputs.ssim)

@@ -30,7 +30,7 @@ from torch import nn
 from sp_adapter.attach.state import is_wrapped
 from sp_adapter.attach.wrap import prior_loss
 from sp_adapter.backbones.deepdeblur import RGB_RANGE, gaussian_pyramid
-from sp_adapter.errors import PerceptualWeightsError
+from sp_adapter.errors import OptionError, PerceptualWeightsError
 from sp_adapter.prior.config import TeacherSpec
 from sp_adapter.prior.teacher import load_teacher
 
@@ -231,7 +231,7 @@ def build_perceptual(
 
             teacher = load_teacher(TeacherSpec())
         return TeacherPerceptualLoss(teacher)
-    raise ValueError(f"perceptual must be 'vgg16', 'teacher' or 'none', got {kind!r}")
+    raise OptionError(f"perceptual must be 'vgg16', 'teacher' or 'none', got {kind!r}")
 
 
 # -- reconstruction losses of the backbones ---------------------------------------------
@@ -242,7 +242,7 @@ def _as_list(
     if isinstance(out, torch.Tensor) or len(out) not in counts:
         got = "a single tensor" if isinstance(out, torch.Tensor) else f"{len(out)} outputs"
         want = " or ".join(map(str, counts))
-        raise ValueError(f"the {name!r} loss expects a list of {want} outputs {order}, got {got}")
+        raise OptionError(f"the {name!r} loss expects a list of {want} outputs {order}, got {got}")
     return list(out)
 
 
@@ -255,7 +255,7 @@ def _resized_target(sharp: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 def _one_image(out: Outputs, name: str) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        raise ValueError(
+        raise OptionError(
             f"the {name!r} loss expects a single output tensor; for a multi-output backbone "
             "choose its loss by name: 'mimo', 'mprnet', 'mssnet' or 'deepdeblur'"
         )
@@ -344,7 +344,7 @@ def reconstruction_loss(name: str | ReconstructionLoss) -> ReconstructionLoss:
     try:
         return BACKBONE_LOSSES[name]
     except KeyError:
-        raise ValueError(
+        raise OptionError(
             f"unknown reconstruction loss {name!r}; choose one of {sorted(BACKBONE_LOSSES)}"
         ) from None
 
@@ -366,7 +366,7 @@ class LossTerms:
 
 def _single_output(out: Outputs) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
-        raise ValueError("a multi-output network needs final= (its backbone's Backbone.final)")
+        raise OptionError("a multi-output network needs final= (its backbone's Backbone.final)")
     return out
 
 
@@ -395,9 +395,9 @@ class TotalLoss:
         perceptual: nn.Module | None = None,
     ) -> None:
         if alpha < 0 or beta < 0:
-            raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
+            raise OptionError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
         if alpha > 0 and perceptual is None:
-            raise ValueError(
+            raise OptionError(
                 "alpha > 0 needs a perceptual loss module: build_perceptual('vgg16') (the "
                 "paper's, downloads once) or build_perceptual('teacher') (offline); or alpha=0"
             )

@@ -17,6 +17,7 @@ from torch import nn
 
 from sp_adapter.attach.state import get_hook, get_prior
 from sp_adapter.attach.wrap import wrap
+from sp_adapter.errors import CheckpointError, CheckpointNotFoundError
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.teacher import Teacher, build_feature_model, load_teacher
 from sp_adapter.train.backbones import backbone_spec
@@ -79,10 +80,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
-            raise FileNotFoundError(f"no checkpoint in the run folder {path}")
+            raise CheckpointNotFoundError(f"no checkpoint in the run folder {path}")
         return found
     if not path.is_file():
-        raise FileNotFoundError(f"no such checkpoint or run folder: {path}")
+        raise CheckpointNotFoundError(f"no such checkpoint or run folder: {path}")
     return path
 
 
@@ -98,7 +99,7 @@ def load_trained(path: str | os.PathLike) -> tuple[nn.Module, ModelSpec, dict[st
     file = resolve_checkpoint(path)
     ckpt = load_checkpoint(file)
     if ckpt.get("model_spec") is None:
-        raise ValueError(
+        raise CheckpointError(
             f"{file} has no model spec (it was trained from Python with a custom model): "
             "rebuild the network yourself and load checkpoint['model'] into it"
         )

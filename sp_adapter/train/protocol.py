@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from sp_adapter.attach.backbone import Backbone
 from sp_adapter.attach.wrap import wrap
+from sp_adapter.errors import OptionError
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.teacher import Teacher, load_teacher
 from sp_adapter.train.backbones import backbone_spec
@@ -165,14 +166,14 @@ def run_arms(
             seconds that training took, ``shared_from`` the file).
     """
     if protocol not in ("finetune", "scratch"):
-        raise ValueError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
+        raise OptionError(f"protocol must be 'finetune' or 'scratch', got {protocol!r}")
     spec = backbone_spec(backbone)
     shared = dict(options or {})
     arm_steps = config.steps if arm_steps is None else arm_steps
     if protocol == "scratch":
         pretrain_steps = 0
     if len({arm.name for arm in arms}) != len(arms):
-        raise ValueError("arm names must be unique")
+        raise OptionError("arm names must be unique")
     if teacher is None and any(arm.prior is not None for arm in arms):
         first = next(arm.prior for arm in arms if arm.prior is not None)
         teacher = load_teacher(first.teacher)
@@ -223,7 +224,7 @@ def run_arms(
         student_seconds = 0.0
         if arm.student_steps:
             if arm.prior is None:
-                raise ValueError(f"arm {arm.name!r}: student_steps needs a prior")
+                raise OptionError(f"arm {arm.name!r}: student_steps needs a prior")
             student = pretrain_student(
                 model, arm_data, arm.student_steps, batch_size=config.batch_size,
                 lr=config.lr, seed=config.seed, device=resolve_device(config.device, DistInfo()),

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from sp_adapter.errors import OptionError
+
 # A perceptually ordered dark-blue -> green -> yellow ramp (viridis-like), 9 anchors.
 _COLORMAP_ANCHORS = np.array(
     [
@@ -113,7 +115,7 @@ def grid(panels: Sequence[np.ndarray], labels: Sequence[str] = (), gap: int = 4)
     """Panels (``H x W x 3`` uint8, same height) side by side on white, each with its
     label above it when given."""
     if not panels:
-        raise ValueError("grid needs at least one panel")
+        raise OptionError("grid needs at least one panel")
     h = max(p.shape[0] for p in panels)
     label_h = 14 if labels else 0
     width = sum(p.shape[1] for p in panels) + gap * (len(panels) + 1)

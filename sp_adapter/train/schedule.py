@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import torch
 
 from sp_adapter.attach.state import PRIOR_ATTR
+from sp_adapter.errors import OptionError
 from sp_adapter.train.config import TrainConfig
 
 
@@ -71,7 +72,7 @@ def build_optimizer(
         if own:
             groups.append({"params": own, "lr": config.lr * config.backbone_lr_scale})
     if not groups:
-        raise ValueError("no trainable parameters: everything is frozen")
+        raise OptionError("no trainable parameters: everything is frozen")
     optimizer = torch.optim.AdamW(
         groups, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
     )

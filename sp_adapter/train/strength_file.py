@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from sp_adapter.errors import PriorFileError
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.semantic_prior import checked_strength
 from sp_adapter.train.calibrate import StrengthCalibration
@@ -55,8 +56,8 @@ def saved_strength(checkpoint: str | os.PathLike) -> float | None:
         strength = checked_strength(record["strength"])
         recorded = record["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a prior strength written by `sp-adapter calibrate "
-                         f"--save` ({err!r}): delete it or calibrate again") from err
+        raise PriorFileError(f"{path} is not a prior strength written by `sp-adapter calibrate "
+                             f"--save` ({err!r}): delete it or calibrate again") from err
     if recorded != file_sha256(checkpoint):
         warnings.warn(f"{path} was calibrated for an earlier {checkpoint.name} (its SHA-256 "
                       "differs): the prior is loaded as trained (strength 1); run "

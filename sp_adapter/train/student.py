@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from sp_adapter.attach.state import get_hook, get_prior
+from sp_adapter.errors import OptionError
 from sp_adapter.prior.hcl import hcl_loss
 from sp_adapter.train.data import BatchStream
 from sp_adapter.train.distributed import DistInfo
@@ -50,10 +51,10 @@ def pretrain_student(
     """
     hook = get_hook(model)
     if hook.teacher is None:
-        raise ValueError("student pre-training needs a model wrapped with a teacher")
+        raise OptionError("student pre-training needs a model wrapped with a teacher")
     prior = get_prior(model)
     if not prior.config.hcl:
-        raise ValueError(
+        raise OptionError(
             "student pre-training distils the teacher through HCL (Eq. 2), but this prior is "
             "configured without it (hcl=False, Table 4's Net0*): give it 0 student steps"
         )

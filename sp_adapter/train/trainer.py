@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from sp_adapter.attach.backbone import Backbone
 from sp_adapter.attach.state import PRIOR_ATTR, base_model, get_hook, get_prior, is_wrapped
-from sp_adapter.errors import RunFolderError
+from sp_adapter.errors import CheckpointFormatError, OptionError, RunFolderError
 from sp_adapter.files.atomic import append_text, write_atomic
 from sp_adapter.train.backbones import backbone_spec
 from sp_adapter.train.cache import TeacherFeatureCache
@@ -99,8 +99,8 @@ def check_run_folder(run_dir: str | os.PathLike, resume: bool, overwrite: bool =
     folder that holds no run (a mistyped name would otherwise train from step 0)."""
     run_dir = Path(run_dir)
     if resume and overwrite:
-        raise ValueError("resume and overwrite exclude each other: resume continues the run "
-                         "in the folder, overwrite replaces it")
+        raise OptionError("resume and overwrite exclude each other: resume continues the run "
+                          "in the folder, overwrite replaces it")
     held = _run_files(run_dir)
     if resume and not held:
         raise RunFolderError(
@@ -264,7 +264,7 @@ class Trainer:
                 "first to train the prior as Eq. 6 has it", stacklevel=2)
         if config.prior_only:
             if not self.wrapped:
-                raise ValueError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
+                raise OptionError("prior_only=True needs a wrapped model (sp_adapter.wrap)")
             freeze_backbone(inner)
         if config.student_lr_scale == 0 and self.wrapped:
             freeze_student(inner)
@@ -317,16 +317,16 @@ class Trainer:
 
     def _check_cache(self, data: Dataset, teacher: nn.Module | None) -> None:
         if not self.wrapped or teacher is None:
-            raise ValueError("cache_teacher=True needs a model wrapped with a teacher")
+            raise OptionError("cache_teacher=True needs a model wrapped with a teacher")
         if self.config.new_samples_each_epoch and hasattr(data, "set_epoch"):
-            raise ValueError(
+            raise OptionError(
                 "cache_teacher=True only pays when samples repeat, but this dataset draws new "
                 "samples every epoch: set new_samples_each_epoch=False (CLI: --fixed-samples; "
                 "a fixed-crop dataset) or turn the cache off"
             )
         sample = data[0]
         if not (isinstance(sample, (tuple, list)) and len(sample) >= 3):
-            raise ValueError(
+            raise OptionError(
                 "cache_teacher=True needs samples (blurry, sharp, key): build the dataset "
                 "with return_key=True (the CLI does)"
             )
@@ -520,7 +520,7 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         """Write ``checkpoints/step_XXXXXXXX.pt`` atomically (rank 0) and prune old ones."""
         if self.run_dir is None:
-            raise ValueError("no run_dir: checkpoints need a folder")
+            raise RunFolderError("no run_dir: checkpoints need a folder")
         state = self.state_dict()  # collective under DDP: every rank takes part
         path = None
         if self.is_main:
@@ -534,13 +534,13 @@ class Trainer:
         ``_RESUMABLE_CHANGES``), and so must the data options where both the checkpoint
         and this trainer have them."""
         if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a training checkpoint of sp_adapter.train")
+            raise CheckpointFormatError("not a training checkpoint of sp_adapter.train")
         saved = state["config"]
         ours = self.config.to_dict()
         differ = sorted(k for k in ours if k not in _RESUMABLE_CHANGES
                         and _plain(saved.get(k)) != _plain(ours[k]))
         if differ:
-            raise ValueError(
+            raise RunFolderError(
                 "the checkpoint was written with other training options: "
                 + ", ".join(f"{k}={saved.get(k)!r} (now {ours[k]!r})" for k in differ)
                 + "; resume with the same options or start a new run folder"
@@ -551,7 +551,7 @@ class Trainer:
             differ = [k for k in keys
                       if _plain(saved_data.get(k)) != _plain(self.data_options.get(k))]
             if differ:
-                raise ValueError(
+                raise RunFolderError(
                     "the checkpoint was trained on other data: "
                     + ", ".join(f"{k}={saved_data.get(k)!r} (now "
                                 f"{self.data_options.get(k)!r})" for k in differ)
@@ -580,7 +580,7 @@ class Trainer:
         skipped with a warning); returns its step (``None``: the run has no checkpoint
         yet, so it starts again from step 0)."""
         if self.run_dir is None:
-            raise ValueError("resume=True needs a run_dir")
+            raise RunFolderError("resume=True needs a run_dir")
         found = list_checkpoints(self.run_dir)
         if not found:
             check_run_folder(self.run_dir, resume=True)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from sp_adapter.attach.wrap import wrap
-from sp_adapter.errors import PriorFileError, PriorNotFoundError
+from sp_adapter.errors import OptionError, PriorFileError, PriorNotFoundError
 from sp_adapter.files.hub.config import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -109,7 +109,7 @@ def _is_plain_path(text: str) -> bool:
 
 def _local_folder(folder: Path, revision: str | None) -> SemanticPrior:
     if revision is not None:
-        raise ValueError(
+        raise OptionError(
             f"revision={revision!r} applies to Hub repositories, but {folder} is a local folder"
             + (f" holding a prior ({CONFIG_NAME}), which is loaded before a Hub repository of "
                "the same name: drop revision, or run from another folder"

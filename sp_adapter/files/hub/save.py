@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from sp_adapter.attach.state import prior_of
-from sp_adapter.errors import WrapError
+from sp_adapter.errors import OverwriteError, WrapError
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.files.hub.card import model_card_text
 from sp_adapter.files.hub.config import (
@@ -60,9 +60,9 @@ def weights_bytes(prior: SemanticPrior) -> bytes:
 
 def _check_folder(folder: Path, overwrite: bool) -> None:
     if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
+        raise OverwriteError(f"{folder} exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not overwrite:
-        raise FileExistsError(
+        raise OverwriteError(
             f"{folder} already exists and is not empty; pass overwrite=True to replace the "
             f"prior's files ({CONFIG_NAME}, {WEIGHTS_NAME}, {CARD_NAME}) in it, or choose "
             "another folder"
