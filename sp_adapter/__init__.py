@@ -39,6 +39,7 @@ from sp_adapter.prior.teacher import Teacher, load_teacher
 
 # isort: split
 # -- checkpoints either side of wrap, optimisers built before it ---------------------
+from sp_adapter.attach.ema import check_priors_match, wrap_like
 from sp_adapter.attach.locate import known_backbones_in
 from sp_adapter.attach.optim import add_prior_to_optimizer, backbone_parameters
 from sp_adapter.errors import ImageInputError, PriorLossError, UnknownOptionError, WrapError
@@ -87,6 +88,8 @@ __all__ = [
     "WrapError",
     "add_prior_to_optimizer",
     "backbone_parameters",
+    "check_priors_match",
+    "wrap_like",
     "known_backbones_in",
     "load_backbone_checkpoint",
     "split_state_dict",

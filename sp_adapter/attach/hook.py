@@ -35,7 +35,7 @@ from torch import nn
 
 from sp_adapter.attach.levels import ImageGetter, Level, find_module
 from sp_adapter.attach.state import PRIOR_ATTR
-from sp_adapter.errors import ImageInputError
+from sp_adapter.errors import ImageInputError, warn_user
 from sp_adapter.prior.semantic_prior import SemanticPrior
 from sp_adapter.prior.teacher import Teacher
 
@@ -273,7 +273,7 @@ class SPEHook:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, stacklevel=4)
+            warn_user(message)
 
     def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         prior: SemanticPrior = getattr(module, PRIOR_ATTR)
@@ -336,11 +336,10 @@ class SPEHook:
         ]
         if self._strict and (incompatible.missing_keys or incompatible.unexpected_keys):
             return  # the load fails on the backbone's own keys: say nothing of the prior
-        warnings.warn(
+        warn_user(
             f"{type(module).__name__}.load_state_dict: the state dict holds none of the "
             f"prior's {len(forgiven)} tensors ({PRIOR_ATTR}.*), as a checkpoint saved before "
-            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is",
-            stacklevel=3,
+            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is"
         )
 
     # -- level hooks ------------------------------------------------------------------
