@@ -6,6 +6,7 @@ weights."""
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
@@ -133,3 +134,23 @@ def test_a_network_built_afresh_is_wrapped_like_the_trained_one(teacher, batch):
     other = sp.wrap(_unet(2), teacher=teacher, levels=["level1"])
     with pytest.raises(IncompatiblePriorError, match="do not line up.*missing"):
         sp.check_priors_match(other, net_g)
+
+
+def test_a_wrapped_network_pickles_with_its_prior(teacher, batch):
+    """``torch.save(model)`` and spawned DDP workers (Lightning's ``ddp_spawn``) pickle the
+    whole network: the copy carries the prior and the hooks, not the optimiser watch."""
+    net = sp.wrap(_unet(), teacher=teacher)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a prior that changes the output
+        for p in sp.get_prior(net).parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    buffer = io.BytesIO()
+    torch.save(net, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert sp.is_wrapped(again) and sp.get_hook(again).watch is None
+    with torch.no_grad():
+        out = again(batch[0])
+        with sp.prior_disabled(again):
+            assert not torch.equal(again(batch[0]), out)
+        assert torch.equal(out, net(batch[0]))

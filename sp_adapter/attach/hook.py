@@ -202,6 +202,13 @@ class SPEHook:
         new._strict = True
         return new
 
+    def __getstate__(self) -> dict:
+        """For pickling (``torch.save(model)``, spawned DDP workers): no per-forward state and
+        no optimiser watch (it holds weak references; the copy's optimiser is built anew)."""
+        state = dict(self.__dict__)
+        state["watch"], state["_states"], state["_forgiven"] = None, {}, []
+        return state
+
     def _owns(self, fn: Any) -> bool:
         fn = getattr(fn, "hook", fn)  # load_state_dict hooks are kept inside a _WrappedHook
         fn = fn.func if isinstance(fn, partial) else fn

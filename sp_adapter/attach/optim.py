@@ -62,29 +62,32 @@ def backbone_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
 
 
 def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The ``torch.optim.Optimizer`` itself: ``optimizer``, or the one optimiser attribute of a
-    repo's wrapper object (DeepDeblur's ``Optimizer`` keeps it in ``.G``; Accelerate's and
-    Lightning's wrappers in ``.optimizer``)."""
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    found = {
-        name: value for name, value in vars(optimizer).items()
-        if isinstance(value, torch.optim.Optimizer)
-    } if hasattr(optimizer, "__dict__") else {}
-    if len(found) == 1:
-        return next(iter(found.values()))
-    kind = type(optimizer).__name__
-    if found:
-        names = ", ".join(f"optimizer.{name}" for name in found)
+    """The torch optimiser that holds the parameter groups: ``optimizer`` itself, or the one
+    optimiser attribute of a wrapper object, followed down (DeepDeblur's ``Optimizer`` keeps it
+    in ``.G``, Accelerate's ``AcceleratedOptimizer`` in ``.optimizer``, Lightning's
+    ``LightningOptimizer`` in ``._optimizer``)."""
+    start = optimizer
+    while True:
+        inner = {
+            name: value for name, value in getattr(optimizer, "__dict__", {}).items()
+            if isinstance(value, torch.optim.Optimizer) and value is not optimizer
+        }
+        if len(inner) == 1:
+            optimizer = next(iter(inner.values()))
+            continue
+        if len(inner) > 1:
+            names = ", ".join(f"optimizer.{name}" for name in inner)
+            raise WrapError(
+                f"the {type(optimizer).__name__} given as optimiser holds several torch "
+                f"optimisers ({names}): pass the one that trains the wrapped network"
+            )
+        if isinstance(optimizer, torch.optim.Optimizer):
+            return optimizer
         raise WrapError(
-            f"the {kind} given as optimiser holds several torch optimisers ({names}): pass "
-            "the one that trains the wrapped network"
+            "add_prior_to_optimizer needs a torch.optim.Optimizer (or an object holding one), "
+            f"got {type(start).__name__} with none among its attributes: pass the torch "
+            "optimiser that trains the wrapped network"
         )
-    raise WrapError(
-        f"add_prior_to_optimizer needs a torch.optim.Optimizer (or an object holding one), "
-        f"got {kind} with none among its attributes: pass the torch optimiser that trains "
-        "the wrapped network"
-    )
 
 
 def add_prior_to_optimizer(
