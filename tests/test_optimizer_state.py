@@ -284,3 +284,57 @@ def test_an_optimiser_built_after_wrap_gives_the_prior_its_own_group(teacher):
     assert len(optimizer.param_groups) == 2 and optimizer.param_groups[1] is not None
     with pytest.raises(WrapError, match="already has the prior's group"):
         sp.add_prior_to_optimizer(optimizer, net)
+
+
+class SchedulingAdam(torch.optim.Adam):
+    """A repo's optimiser class that builds its own scheduler and saves it with its state
+    (DeepDeblur's, kept at ``optimizer.G``)."""
+
+    def __init__(self, params) -> None:
+        super().__init__(params, lr=BASE_LR)
+        self.scheduler = MultiStepLR(self, milestones=[2, 4], gamma=0.5)
+
+    def state_dict(self):
+        state = super().state_dict()
+        state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state) -> None:
+        super().load_state_dict(state)
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+class OptimizerObject:
+    def __init__(self, params) -> None:
+        self.G = SchedulingAdam([p for p in params if p.requires_grad])
+
+
+def test_a_repo_optimiser_class_with_its_own_scheduler_resumes_a_run_from_before_wrap(
+    teacher,
+):
+    bare = _unet()
+    old = OptimizerObject(bare.parameters())
+    _train(bare, old.G, old.G.scheduler, _batches(3, 0), prior=False)
+    saved = _saved({"G": bare.state_dict(), "optim": old.G.state_dict()})
+    net = sp.wrap(_unet(), teacher=teacher)
+    with pytest.warns(UserWarning, match="none of the prior's"):
+        net.load_state_dict(saved["G"])
+    optimizer = OptimizerObject(net.parameters())  # built after wrap: the prior is inside
+    sp.add_prior_to_optimizer(optimizer, net)
+    optimizer.G.load_state_dict(saved["optim"])
+    assert len(optimizer.G.param_groups) == 2 and optimizer.G.scheduler.last_epoch == 3
+    before = {k: v.clone() for k, v in sp.prior_state_dict(net).items()}
+    _train(net, optimizer.G, optimizer.G.scheduler, _batches(2, 1))
+    after = sp.prior_state_dict(net)
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    assert [g["lr"] for g in optimizer.G.param_groups] == [BASE_LR * 0.25] * 2
+    # and the fine-tuned run's own state resumes with the same class, the prior's part included
+    again = sp.wrap(_unet(3), teacher=teacher)
+    again.load_state_dict(net.state_dict())
+    resumed = OptimizerObject(again.parameters())
+    sp.add_prior_to_optimizer(resumed, again)
+    resumed.G.load_state_dict(_saved(optimizer.G.state_dict()))
+    mine, yours = optimizer.G.state_dict(), resumed.G.state_dict()
+    assert mine["state"][STASH_KEY] == yours["state"][STASH_KEY]
+    assert all(torch.equal(mine["state"][k]["exp_avg_sq"], yours["state"][k]["exp_avg_sq"])
+               for k in mine["state"] if k != STASH_KEY)
