@@ -338,3 +338,14 @@ def test_a_repo_optimiser_class_with_its_own_scheduler_resumes_a_run_from_before
     assert mine["state"][STASH_KEY] == yours["state"][STASH_KEY]
     assert all(torch.equal(mine["state"][k]["exp_avg_sq"], yours["state"][k]["exp_avg_sq"])
                for k in mine["state"] if k != STASH_KEY)
+
+
+def test_an_optimiser_built_after_wrap_mid_warmup_keeps_the_prior_on_schedule(teacher):
+    net = sp.wrap(_unet(), teacher=teacher)
+    optimizer = torch.optim.Adam(net.parameters(), lr=BASE_LR)
+    scheduler = _warmup(optimizer)
+    optimizer.step()
+    scheduler.step()
+    group = sp.add_prior_to_optimizer(optimizer, net)  # the base of the group it came from
+    assert group["initial_lr"] == BASE_LR
+    assert group["lr"] == optimizer.param_groups[0]["lr"] == BASE_LR * 0.5

@@ -123,7 +123,8 @@ def add_prior_to_optimizer(
                         "was called for it before): nothing to add")
     source = _take_out(optimizer, set(prior_ids))
     options = {k: v for k, v in (source or optimizer.defaults).items() if k != "params"}
-    options.pop("initial_lr", None)
+    if "initial_lr" in options:  # a scheduler runs: the group's base, not its current lr
+        options["lr"] = options.pop("initial_lr")
     options.update(group_options)
     if lr is not None:
         options["lr"] = lr
