@@ -13,6 +13,7 @@ everything else is importable from its module (``docs/architecture.md`` maps the
 # -- attach and train ------------------------------------------------------------------
 from sp_adapter.attach.wrap import wrap, unwrap, prior_loss
 from sp_adapter.attach.summary import summary
+from sp_adapter.attach.ema import wrap_like
 from sp_adapter.prior.config import PriorConfig, TeacherSpec
 
 # -- save, load and the Hub ------------------------------------------------------------
@@ -35,6 +36,7 @@ from sp_adapter.attach.optimize import optimize_for_inference
 from sp_adapter.errors import SPAdapterError
 
 # -- advanced: kept importable here as well as from their modules (not in __all__) --------
+from sp_adapter.attach.ema import check_priors_match  # noqa: F401
 from sp_adapter.attach.hook import SPEHook  # noqa: F401
 from sp_adapter.attach.levels import Region  # noqa: F401
 from sp_adapter.attach.locate import known_backbones_in  # noqa: F401
@@ -56,7 +58,7 @@ from sp_adapter.version import __version__  # noqa: F401
 
 __all__ = [
     # attach and train
-    "wrap", "unwrap", "prior_loss", "summary", "PriorConfig", "TeacherSpec",
+    "wrap", "unwrap", "prior_loss", "summary", "wrap_like", "PriorConfig", "TeacherSpec",
     # save, load and the Hub
     "save_pretrained", "from_pretrained", "push_to_hub",
     # levels of a network no adapter knows

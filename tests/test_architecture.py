@@ -19,6 +19,7 @@ SOURCES = {"sp_adapter": ROOT / "sp_adapter", "sp_adapter.adapters": ROOT / "ada
 LAYERS: dict[str, int] = {
     "sp_adapter.errors": 0,
     "sp_adapter.version": 0,
+    "sp_adapter.warn": 0,
     "sp_adapter.extras": 0,
     "sp_adapter.photos": 0,
     "sp_adapter.inference": 0,

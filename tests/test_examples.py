@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 import sp_adapter as sp
 from sp_adapter.backbones.mimo_unet import MIMOUNetPlus
+from sp_adapter.backbones.unet import UNet
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -84,3 +86,28 @@ def test_finetune_mimo_unet_plus_from_an_official_format_checkpoint(tmp_path):
         torch.equal(a, b)
         for a, b in zip(fresh.state_dict().values(), published.state_dict().values(), strict=True)
     )
+
+
+def test_lightning_module_fits_checkpoints_reloads_and_resumes_with_the_prior(tmp_path):
+    pytest.importorskip("lightning")
+    result = _load("lightning_training").main(
+        ["--steps", "3", "--more", "2", "--crop", "16", "--out", str(tmp_path)])
+    assert result["prior_trained"] and result["same_output"]
+    assert result["global_step"] == 5  # fit(ckpt_path=...) went on from step 3
+    saved = torch.load(result["checkpoint"], map_location="cpu", weights_only=True)
+    assert any(k.startswith("net.sp_prior.") for k in saved["state_dict"])
+    # the checkpoint's optimiser state covers the prior's parameters too
+    held = sum(len(g["params"]) for g in saved["optimizer_states"][0]["param_groups"])
+    assert held == sum(1 for p in result["module"].parameters() if p.requires_grad)
+
+
+def test_accelerate_script_saves_loads_and_unwraps_with_the_prior(tmp_path):
+    pytest.importorskip("accelerate")
+    result = _load("accelerate_training").main(
+        ["--steps", "3", "--more", "2", "--crop", "16", "--out", str(tmp_path)])
+    assert result["restored"] and result["continued_alike"]
+    assert sp.is_wrapped(result["network"])
+    fresh = sp.from_pretrained(result["prior_dir"], model=UNet(width=8, blocks=1))
+    saved, trained = sp.prior_state_dict(fresh), sp.prior_state_dict(result["network"])
+    assert all(torch.equal(saved[k], trained[k]) for k in trained)
+

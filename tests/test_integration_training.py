@@ -157,7 +157,7 @@ def test_add_prior_to_optimizer_trains_the_prior_in_its_own_group(teacher, small
     assert not _watch_warnings(record)
     after = sp.prior_state_dict(net)
     assert any(not torch.equal(after[k], before[k]) for k in before)
-    with pytest.raises(WrapError, match="already holds every parameter"):
+    with pytest.raises(WrapError, match="already has the prior.s group"):
         sp.add_prior_to_optimizer(optimizer, net)
 
 

@@ -38,6 +38,7 @@ from sp_adapter.attach.state import PRIOR_ATTR
 from sp_adapter.errors import ForwardError, ImageInputError, ImageTypeError, LevelError
 from sp_adapter.prior.semantic_prior import SemanticPrior
 from sp_adapter.prior.teacher import Teacher
+from sp_adapter.warn import warn_user
 
 RANGE_SLACK = 0.1
 """How far outside [0, 1] an image may go (resampling overshoot, noise) before it is
@@ -209,6 +210,13 @@ class SPEHook:
         new._strict = True
         return new
 
+    def __getstate__(self) -> dict:
+        """For pickling (``torch.save(model)``, spawned DDP workers): no per-forward state and
+        no optimiser watch (it holds weak references; the copy's optimiser is built anew)."""
+        state = dict(self.__dict__)
+        state["watch"], state["_states"], state["_forgiven"] = None, {}, []
+        return state
+
     def _owns(self, fn: Any) -> bool:
         fn = getattr(fn, "hook", fn)  # load_state_dict hooks are kept inside a _WrappedHook
         fn = fn.func if isinstance(fn, partial) else fn
@@ -280,7 +288,7 @@ class SPEHook:
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, stacklevel=4)
+            warn_user(message)
 
     def _begin(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         prior: SemanticPrior = getattr(module, PRIOR_ATTR)
@@ -343,11 +351,10 @@ class SPEHook:
         ]
         if self._strict and (incompatible.missing_keys or incompatible.unexpected_keys):
             return  # the load fails on the backbone's own keys: say nothing of the prior
-        warnings.warn(
+        warn_user(
             f"{type(module).__name__}.load_state_dict: the state dict holds none of the "
             f"prior's {len(forgiven)} tensors ({PRIOR_ATTR}.*), as a checkpoint saved before "
-            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is",
-            stacklevel=3,
+            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is"
         )
 
     # -- level hooks ------------------------------------------------------------------
