@@ -74,6 +74,11 @@ class PriorFileError(SPAdapterError, ValueError):
     """A saved prior's files are unreadable, from a newer format, or do not fit together."""
 
 
+class PriorFolderError(SPAdapterError, FileExistsError):
+    """``save_pretrained`` would write over files it did not write (or into a non-empty
+    folder without ``overwrite=True``); the message names them."""
+
+
 class IncompatiblePriorError(SPAdapterError, ValueError):
     """A prior does not fit the network (or the teacher) it is attached to."""
 
