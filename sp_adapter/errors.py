@@ -35,6 +35,10 @@ class UnknownOptionError(WrapError, TypeError):
 
 
 # -- inputs of a wrapped model and of the prior loss -------------------------------------
+class PriorStrengthError(SPAdapterError, ValueError):
+    """A prior strength that is not a finite number in ``[0, MAX_STRENGTH]``."""
+
+
 class ImageInputError(SPAdapterError, ValueError):
     """An image given to a wrapped model or to ``prior_loss`` has the wrong size, precision
     or pixel range (the message says what was seen and what is expected)."""
@@ -106,6 +110,11 @@ class OptionalDependencyError(SPAdapterError, ImportError):
 class MissingExtraError(OptionalDependencyError):
     """A feature needs a package of the ``demo`` extra (the built-in photos, the blur
     synthesis, the demo): ``pip install "sp-adapter[demo]"``."""
+
+
+class MetricInputError(SPAdapterError, ValueError):
+    """Images given to a metric hold non-finite values, or values far outside the
+    ``[0, data_range]`` scale they claim (the message names the ``data_range`` that fits)."""
 
 
 class UnknownConventionError(SPAdapterError, ValueError):
