@@ -19,7 +19,6 @@ from sp_adapter.prior.learner import PriorLearner, build_prior_learner
 from sp_adapter.prior.region import LevelSpec
 from sp_adapter.prior.teacher import Teacher
 
-
 MAX_STRENGTH = 10.0
 """The largest prior strength accepted. The strength multiplies the change each SPE makes
 to its decoder level (Eq. 6), a change trained at 1; beyond a few times that the network
