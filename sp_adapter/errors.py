@@ -28,6 +28,11 @@ class WrapError(SPAdapterError, ValueError):
     """``wrap`` was given something it cannot attach the prior to (the message says what)."""
 
 
+class ProbeError(WrapError, TypeError):
+    """The probe given to ``find_levels`` is not one image tensor (the message says how to
+    search a network that takes more inputs)."""
+
+
 class UnknownOptionError(WrapError, TypeError):
     """An option or :class:`~sp_adapter.attach.levels.Level` field name that does not exist (the
     message lists the valid names, closest first). Also a ``TypeError``, as Python's own
@@ -53,6 +58,12 @@ class PriorLossError(SPAdapterError, RuntimeError):
 class CheckpointError(SPAdapterError, ValueError):
     """Base class of the errors raised while reading a checkpoint (the key/shape mismatch,
     ``sp_adapter.files.checkpoints.CheckpointMismatchError``, is one)."""
+
+
+class PartialPriorStateError(CheckpointError, RuntimeError):
+    """A state dict loaded strictly into a wrapped model holds only some of the prior's
+    tensors (the message names the parts of the prior missing). Also a ``RuntimeError``,
+    as torch's own error for missing keys is."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
