@@ -396,6 +396,19 @@ def test_existing_folder_is_not_overwritten_without_overwrite(trained, tmp_path)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("fields", [("levels",), ("levels", "channels")])
+def test_a_config_without_levels_names_the_file_and_the_missing_field(saved, tmp_path, fields):
+    folder = _copy(saved, tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    for name in fields:
+        del config[name]
+    (folder / "config.json").write_text(json.dumps(config))
+    listed = ", ".join(repr(name) for name in fields)
+    with pytest.raises(sp.PriorFileError, match=rf"edited/config\.json has no {listed} "
+                                                r"fields?, which every prior"):
+        sp.from_pretrained(folder)
+
+
 def test_overwrite_replaces_the_librarys_own_card_but_keeps_a_users_readme(trained, tmp_path):
     folder = tmp_path / "out"
     sp.save_pretrained(trained[0], folder)
