@@ -142,6 +142,17 @@ class ImageFileError(SPAdapterError, ValueError):
     format its name asks for."""
 
 
+class ImageTooLargeError(ImageFileError):
+    """An image file claims more pixels than the reading limit (a guard against
+    decompression bombs); the message names the file, its pixel count and how to raise
+    the limit."""
+
+
+class MultiFrameImageError(ImageFileError):
+    """An image file holds several frames (an animated GIF, a multi-page TIFF) and no frame
+    was chosen: deblurring one would silently drop the others."""
+
+
 class DiskFullError(SPAdapterError, OSError):
     """The disk filled up while a file was written (the file was left as it was)."""
 
