@@ -26,6 +26,7 @@ materialised (``to_empty``), so it never runs on uninitialised memory.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -351,7 +352,7 @@ class SPEHook:
         holding only some of them is refused here, naming the parts of the prior missing."""
         prior = module._modules.get(PRIOR_ATTR)
         start = prefix + PRIOR_ATTR + "."
-        self._strict = strict
+        self._strict = strict and _load_is_strict()
         self._forgiven = []
         if prior is None:
             return
@@ -361,16 +362,17 @@ class SPEHook:
             self._forgiven = [start + k for k in expected]
             return
         missing = [k for k in expected if start + k not in state_dict]
-        if missing and strict:
+        if missing and self._strict:
             examples = ", ".join(start + k for k in missing[:2])
             raise PartialPriorStateError(
                 f"{type(module).__name__}.load_state_dict: the state dict holds {len(present)} "
                 f"of the prior's {len(expected)} tensors ({PRIOR_ATTR}.*) and lacks "
                 f"{describe_prior_keys(missing, expected)} (e.g. {examples}): it was saved "
-                "from a prior with "
-                "other levels or options, or cut short. Load a state dict saved from a model "
-                "wrapped like this one, one without any prior tensors (the backbone alone: the "
-                "prior is kept), or the prior alone with sp_adapter.from_pretrained"
+                "from a prior with other levels or options, or cut short. Load a state dict "
+                "saved from a model wrapped like this one, one without any prior tensors (the "
+                "backbone alone: the prior is kept), or the prior alone with "
+                "sp_adapter.from_pretrained; load_state_dict(..., strict=False) loads the "
+                "tensors it holds"
             )
         self.initial_state = None  # the prior's weights come from the state dict
 
@@ -525,6 +527,19 @@ class SPEHook:
         if not args:
             raise TypeError(f"level {name!r}: {self.levels[name].site!r} was called without inputs")
         return (self._modulate(name, args[0]), *args[1:])
+
+
+def _load_is_strict() -> bool:
+    """Whether the ``nn.Module.load_state_dict`` call running now was asked to be strict
+    (torch passes its hooks ``strict=True`` whatever the caller asked, and checks
+    strictness only after loading)."""
+    code = nn.Module.load_state_dict.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", True))
+        frame = frame.f_back
+    return True
 
 
 def describe_prior_keys(keys: list[str], every: list[str]) -> str:

@@ -288,8 +288,8 @@ def _decode(path: Path, frame: int | None, max_pixels: int | None) -> ImageData:
         if (fmt == "PNG" and count == 1 and _png_header(path)[0] == 16
                 and _png_header(path)[1] != 0):
             pixels = _read_png16(path)
-        image.load()  # decode now, so a truncated file fails here, with its name
         if pixels is None:
+            image.load()  # decode now, so a truncated file fails here, with its name
             pixels = _pillow_pixels(image, path)
         exif = _pillow_exif(image)
         fmt = "JPEG" if fmt == "MPO" else fmt
