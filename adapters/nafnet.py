@@ -39,6 +39,7 @@ def backbone_map(model) -> BackboneMap:
         )
     return BackboneMap(
         name="NAFNet", levels=levels, default_levels=tuple(levels)[:3],
+        image_channels=model.intro.in_channels,
     )
 
 

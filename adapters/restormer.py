@@ -30,7 +30,8 @@ def backbone_map(model) -> BackboneMap:
         "level2": Level("reduce_chan_level2", 4 * d, on_input=True, prior_level=1, reduction=2),
         "level3": Level("reduce_chan_level3", 8 * d, on_input=True, prior_level=2, reduction=4),
     }
-    return BackboneMap("Restormer", levels, tuple(levels))
+    return BackboneMap("Restormer", levels, tuple(levels),
+                       image_channels=model.patch_embed.proj.in_channels)
 
 
 BACKBONES = (Backbone("restormer", (Restormer,), Restormer, backbone_map, SIZE_MULTIPLE),)

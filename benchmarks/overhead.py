@@ -1,8 +1,10 @@
 """Inference and training-step overhead of the semantic prior, wrapped vs unwrapped.
 
 Both variants are timed in the same process, interleaved (A, B, A, B, ...) so machine
-noise hits both alike; medians are reported. Writes a Markdown table and a JSON file
-under ``benchmarks/results/``.
+noise hits both alike; medians are reported. Writes a Markdown table and a JSON file to
+the ``--out`` stem: by default a scratch folder (``benchmarks/scratch.py``); ``--out
+benchmarks/results/overhead`` updates the committed record. ``--backbones`` takes this
+script's names or the CLI's (``mimo-unet``), in any case.
 
     python benchmarks/overhead.py                      # UNet at 256x256, CPU
     python benchmarks/overhead.py --backbones all --sizes 256 512 --device cuda
@@ -34,13 +36,12 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the CPU memory profiler's GPU 
 
 import torch  # noqa: E402
 import torch.nn.functional as F
+from scratch import OUT_HELP, scratch
 
 import sp_adapter as sp
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
 from sp_adapter.prior.embedding import reference_modulation
-
-RESULTS = Path(__file__).parent / "results"
 
 
 @dataclass
@@ -89,6 +90,39 @@ BACKBONES: dict[str, Backbone] = {
                                 dec_blk_nums=[1, 1, 1, 1]), _image, lambda out: out),
     "Restormer": Backbone(_twin("restormer", "Restormer"), _image, lambda out: out),
 }
+
+
+CLI_NAMES = {
+    "unet": "UNet", "deepdeblur": "DeepDeblur", "mprnet": "MPRNet",
+    "mprnet-stage1": "MPRNetStage1", "mimo-unet": "MIMO-UNet", "mimo-unet-plus": "MIMO-UNetPlus",
+    "mssnet": "MSSNet", "nafnet": "NAFNet-32", "nafnet-64": "NAFNet-64", "restormer": "Restormer",
+}
+"""The CLI's backbone names (``sp-adapter --backbone``) of the networks measured here."""
+
+
+def backbone_keys(names: list[str]) -> list[str]:
+    """The :data:`BACKBONES` keys of ``names``: this script's names or the CLI's, in any
+    case, or ``all``; an unknown name stops the script before anything is measured."""
+    from sp_adapter.adapters import backbone_named
+    from sp_adapter.errors import UnknownOptionError
+
+    if [name.lower() for name in names] == ["all"]:
+        return list(BACKBONES)
+    own = {key.lower(): key for key in BACKBONES}
+    keys = []
+    for name in names:
+        if name.lower() in own:
+            keys.append(own[name.lower()])
+            continue
+        try:
+            cli = backbone_named(name).name
+        except UnknownOptionError as err:
+            raise SystemExit(f"--backbones: {err}; or one of {list(BACKBONES)}") from None
+        if cli not in CLI_NAMES:
+            raise SystemExit(f"--backbones: {name!r} is not measured here; choose from "
+                             f"{list(BACKBONES)} or the CLI's {sorted(CLI_NAMES)}")
+        keys.append(CLI_NAMES[cli])
+    return keys
 
 
 class InlinedUNet(torch.nn.Module):
@@ -412,7 +446,9 @@ def _variants_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--backbones", nargs="+", default=["UNet"], help=f"names from {list(BACKBONES)} or 'all'"
+        "--backbones", nargs="+", default=["UNet"],
+        help=f"names from {list(BACKBONES)}, the CLI's ({', '.join(CLI_NAMES)}; any case), "
+             "or 'all'"
     )
     parser.add_argument("--sizes", nargs="+", type=int, default=[256])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -446,11 +482,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                              "this torch.compile backend (default inductor; CUDA graphs on "
                              "a GPU)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS / "overhead"))
+    parser.add_argument("--out", default=str(scratch("overhead")),
+                        help=OUT_HELP + "; a file stem: .md and .json are added")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    names = list(BACKBONES) if args.backbones == ["all"] else args.backbones
+    names = backbone_keys(args.backbones)
     device = torch.device(args.device)
     try:
         teacher_spec = teacher_at_levels(args.teacher_levels)

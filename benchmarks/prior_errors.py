@@ -21,7 +21,8 @@ still blurred).
         /tmp/diag/quality_unet_diag_seed1.json --variant 'Net0*' --bands 26 --tag X
 
 Images are grouped by Net0's PSNR (``--bands``, dB) and by test photo; every image's
-numbers are in the JSON. Writes ``benchmarks/results/prior_errors_<tag>.md`` and ``.json``.
+numbers are in the JSON. Writes ``prior_errors_<tag>.md`` and ``.json`` into ``--out``
+(default: a scratch folder; ``--out benchmarks/results`` for the record).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from gain_by_difficulty import psnr_bands
 from quality_merge import read_result
+from scratch import OUT_HELP, scratch
 from torch.utils.data import DataLoader
 
 from sp_adapter import is_wrapped, set_prior_strength
@@ -48,7 +50,6 @@ from sp_adapter.train.evaluate import deblur
 from sp_adapter.train.model_spec import load_trained
 from sp_adapter.train.report import grid, markdown_table, safe_name, save_png
 
-RESULTS = Path(__file__).parent / "results"
 BAND_NAMES = ("DC", "coarse", "mid", "fine")
 BORDER = 16  # px: the rim that padding inside the networks and the teacher reaches
 
@@ -276,7 +277,7 @@ def add_kept_run_args(parser: argparse.ArgumentParser) -> None:
                         help="where the arms are, if moved since the run (default: the "
                              "file's --run-root)")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(scratch()), help=OUT_HELP)
     parser.add_argument("--tag", default="latest")
 
 

@@ -19,7 +19,8 @@ it, the widened control (``Net0-wide``). For each seed it
 pairs the Net0 of one set of runs with the prior arm of another (same seeds and base).
 
 Gains are paired by seed (mean ± std of the per-seed differences of mean PSNR). Writes
-``benchmarks/results/prior_strength_<tag>.md`` and ``.json``.
+``prior_strength_<tag>.md`` and ``.json`` in ``--out`` (default: a scratch folder;
+``--out benchmarks/results`` for the record).
 """
 
 from __future__ import annotations

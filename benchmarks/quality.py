@@ -11,8 +11,9 @@ over seeds is the noise of the comparison. ``quality_report.py`` writes the tabl
         --teacher-levels 0 1 2 --options width=16 --test-crops-per-photo 8
     python benchmarks/quality.py --merge a.json b.json 'c.json#Net0' --tag merged
 
-Writes ``benchmarks/results/quality_<backbone>_<tag>.md`` and ``.json``, each opening with
-its exact command. The published results and their commands: ``benchmarks/RESULTS.md``.
+Writes ``quality_<backbone>_<tag>.md`` and ``.json`` into ``--out`` (default: a scratch
+folder, ``benchmarks/scratch.py``; ``--out benchmarks/results`` for the record), each opening
+with its exact command. The published results and their commands: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from quality_arms import (
 )
 from quality_merge import merge
 from quality_report import photo_means, report
+from scratch import OUT_HELP, scratch
 
 from sp_adapter.attach.wrap import wrap
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
@@ -52,7 +54,6 @@ from sp_adapter.prior.teacher import load_teacher
 from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
 from sp_adapter.train.evaluate import evaluate
 
-RESULTS = Path(__file__).parent / "results"
 PROBE_SEED = 999_983  # --train-probe's crops and kernels: no training seed draws them
 
 
@@ -158,7 +159,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="DataLoader workers per process (GPU runs: synthesising the "
                                 "blurred crops on the main thread starves the GPU)")
     run_group.add_argument("--threads", type=int, default=None)
-    run_group.add_argument("--out", default=str(RESULTS))
+    run_group.add_argument("--out", default=str(scratch()), help=OUT_HELP)
     run_group.add_argument("--tag", default=None, help="file name tag (default: a timestamp)")
     run_group.add_argument("--no-progress", action="store_true")
     run_group.add_argument("--merge", nargs="+", default=None, metavar="JSON",

@@ -21,14 +21,13 @@ import sys
 from pathlib import Path
 
 import torch
+from scratch import OUT_HELP, scratch
 
 import sp_adapter as sp
 from sp_adapter.backbones.unet import UNet
 from sp_adapter.data import SyntheticBlurDataset
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.train.student import pretrain_student
-
-RESULTS = Path(__file__).parent / "results"
 
 
 @torch.no_grad()
@@ -55,7 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--crop", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--test-crops-per-photo", type=int, default=8)
-    parser.add_argument("--out", default=str(RESULTS / "student_fit"))
+    parser.add_argument("--out", default=str(scratch("student_fit")),
+                        help=OUT_HELP + "; a file stem: .md and .json are added")
     args = parser.parse_args(argv)
     command = "python benchmarks/student_fit.py " + shlex.join(
         sys.argv[1:] if argv is None else argv

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from scratch import OUT_HELP, scratch
 from torch.utils.data import Dataset
 
 import sp_adapter
@@ -31,8 +32,6 @@ from sp_adapter.data import SyntheticBlurDataset
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.teacher import load_teacher
 from sp_adapter.train import TrainConfig, Trainer
-
-RESULTS = Path(__file__).parent / "results"
 
 
 class Fixed(Dataset):
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--student", default="teacher", choices=["teacher", "small"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=str(scratch()), help=OUT_HELP)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

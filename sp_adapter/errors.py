@@ -61,6 +61,11 @@ class ForwardError(SPAdapterError, RuntimeError):
     of levels than the learner has."""
 
 
+class ProbeError(WrapError, TypeError):
+    """The probe given to ``find_levels`` is not one image tensor (the message says how to
+    search a network that takes more inputs)."""
+
+
 class UnknownOptionError(WrapError, TypeError):
     """An option or :class:`~sp_adapter.attach.levels.Level` field name that does not exist (the
     message lists the valid names, closest first). Also a ``TypeError``, as Python's own
@@ -68,6 +73,10 @@ class UnknownOptionError(WrapError, TypeError):
 
 
 # -- inputs of a wrapped model and of the prior loss -------------------------------------
+class PriorStrengthError(SPAdapterError, ValueError):
+    """A prior strength that is not a finite number in ``[0, MAX_STRENGTH]``."""
+
+
 class ImageInputError(SPAdapterError, ValueError):
     """An image given to the library has the wrong shape, size, precision or pixel range:
     the input of a wrapped model, of a twin network, of ``prior_loss``, of a metric or of
@@ -88,6 +97,12 @@ class PriorLossError(SPAdapterError, RuntimeError):
 class CheckpointError(SPAdapterError, ValueError):
     """Base class of the errors raised while reading a checkpoint (the key/shape mismatch,
     ``sp_adapter.files.checkpoints.CheckpointMismatchError``, is one)."""
+
+
+class PartialPriorStateError(CheckpointError, RuntimeError):
+    """A state dict loaded strictly into a wrapped model holds only some of the prior's
+    tensors (the message names the parts of the prior missing). Also a ``RuntimeError``,
+    as torch's own error for missing keys is."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -112,6 +127,11 @@ class PriorNotFoundError(SPAdapterError, FileNotFoundError):
 class PriorFileError(SPAdapterError, ValueError):
     """A saved prior's files (or the strength saved beside a checkpoint) are unreadable,
     from a newer format, or do not fit together."""
+
+
+class PriorFolderError(SPAdapterError, FileExistsError):
+    """``save_pretrained`` would write over files it did not write (or into a non-empty
+    folder without ``overwrite=True``); the message names them."""
 
 
 class IncompatiblePriorError(SPAdapterError, ValueError):
@@ -146,6 +166,11 @@ class MissingExtraError(OptionalDependencyError):
     synthesis, the demo): ``pip install "sp-adapter[demo]"``."""
 
 
+class MetricInputError(SPAdapterError, ValueError):
+    """Images given to a metric hold non-finite values, or values far outside the
+    ``[0, data_range]`` scale they claim (the message names the ``data_range`` that fits)."""
+
+
 class UnknownConventionError(SPAdapterError, ValueError):
     """A metric convention name that does not exist (the message lists those that do)."""
 
@@ -161,14 +186,20 @@ class PathNotFoundError(SPAdapterError, FileNotFoundError):
     expected)."""
 
 
-class OverwriteError(SPAdapterError, FileExistsError):
-    """Saving would replace an existing file or a folder's files, and overwriting was not
-    asked for."""
-
-
 class ImageFileError(SPAdapterError, ValueError):
     """An image file cannot be read (not an image, truncated, corrupt) or written in the
     format its name asks for."""
+
+
+class ImageTooLargeError(ImageFileError):
+    """An image file claims more pixels than the reading limit (a guard against
+    decompression bombs); the message names the file, its pixel count and how to raise
+    the limit."""
+
+
+class MultiFrameImageError(ImageFileError):
+    """An image file holds several frames (an animated GIF, a multi-page TIFF) and no frame
+    was chosen: deblurring one would silently drop the others."""
 
 
 class DiskFullError(SPAdapterError, OSError):

@@ -23,6 +23,18 @@ equivariant for shifts by ``multiple``:
 
 Networks with larger receptive fields (any U-Net) only approximate the whole-image
 result near tile seams: take a larger overlap.
+
+These functions take any callable on ``(N, C, H, W)`` tensors, wrapped with the prior or
+not; ``docs/inference.md`` deblurs a folder of photos with them and
+:mod:`sp_adapter.files.image_io`.
+
+Example::
+
+    from sp_adapter.inference import run_padded, run_tiled
+
+    with torch.inference_mode():
+        y = run_padded(net, x, multiple=8)                         # any H, W
+        y = run_tiled(net, big, tile=512, overlap=64, multiple=8)  # bounded memory
 """
 
 from __future__ import annotations
@@ -66,6 +78,11 @@ def pad_to_multiple(
     Returns:
         The padded tensor (``x`` itself when no padding is needed) and the original
         ``(H, W)`` for :func:`crop_back`.
+
+    Example::
+
+        padded, size = pad_to_multiple(torch.rand(1, 3, 250, 333), 8)  # 1 x 3 x 256 x 336
+        y = crop_back(net(padded), size)                                # 1 x 3 x 250 x 333
     """
     _check_4d(x)
     if multiple < 1:
@@ -82,7 +99,12 @@ def pad_to_multiple(
 
 
 def crop_back(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Undo :func:`pad_to_multiple`: keep the top-left ``size = (H, W)`` of ``y``."""
+    """Undo :func:`pad_to_multiple`: keep the top-left ``size = (H, W)`` of ``y``.
+
+    Example::
+
+        crop_back(torch.zeros(1, 3, 256, 336), (250, 333)).shape  # (1, 3, 250, 333)
+    """
     h, w = size
     if y.dim() < 2 or y.shape[-2] < h or y.shape[-1] < w:
         raise ImageInputError(f"cannot crop a tensor of shape {tuple(y.shape)} back to {size}")
@@ -125,6 +147,11 @@ def run_padded(
 
     Returns:
         The selected output cropped to ``x``'s ``(H, W)``.
+
+    Example::
+
+        y = run_padded(unet, x, multiple=8)                 # a tensor output
+        y = run_padded(mimo_unet, x, multiple=8, select=-1) # outputs coarse to fine
     """
     padded, size = pad_to_multiple(x, multiple, mode)
     out = _select(fn(padded), select)
@@ -188,6 +215,11 @@ def run_tiled(
 
     Returns:
         ``(N, C_out, H, W)`` output, in the dtype and device of ``fn``'s output.
+
+    Example::
+
+        with torch.inference_mode():
+            y = run_tiled(net, torch.rand(1, 3, 3000, 4000), tile=512, overlap=64)
     """
     _check_4d(x)
     if multiple < 1 or tile < multiple or tile % multiple:

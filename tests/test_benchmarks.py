@@ -864,3 +864,87 @@ def test_prior_strength_calibrates_on_held_out_photos_and_scores_every_draw(tmp_
     assert script.prior_settings({"prior_options": ["kernel_size=3"], "student_lr_scale": 1,
                                   "backbone_lr_scale": 0.1}) == \
         "kernel_size=3 backbone_lr_scale=0.1"
+
+
+# -- where the scripts write by default -------------------------------------------------
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing, carrying the parser a script built."""
+
+    def __init__(self, parser) -> None:
+        super().__init__()
+        self.parser = parser
+
+
+def _parser_of(name: str, monkeypatch):
+    """The argparse parser a benchmark script builds, caught before it parses anything."""
+    import argparse
+
+    module = load(name)
+    entry = getattr(module, "parse_args", None) or getattr(module, "main", None)
+    if entry is None:
+        return None
+
+    def catch(self, *args, **kwargs):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", catch)
+    try:
+        entry([])
+    except _Parsed as parsed:
+        return parsed.parser
+    finally:
+        monkeypatch.undo()
+    return None
+
+
+def _tracked_folders() -> set[Path]:
+    import subprocess
+
+    root = BENCHMARKS.parent
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                            check=True).stdout.split()
+    return {(root / name).resolve().parent for name in listed}
+
+
+def test_no_benchmark_writes_into_a_tracked_folder_by_default(monkeypatch):
+    """Every --out (and other path) default lies outside the repository, so a trial run
+    never writes over the committed record (an overhead run once did)."""
+    root, tracked = BENCHMARKS.parent.resolve(), _tracked_folders()
+    checked = 0
+    for script in sorted(BENCHMARKS.glob("*.py")):
+        parser = _parser_of(script.stem, monkeypatch)
+        if parser is None:
+            continue
+        for action in parser._actions:
+            if action.dest not in ("out", "run_root", "base_store"):
+                continue
+            checked += action.dest == "out"
+            if action.default is None:
+                assert action.required or action.dest != "out", script.name
+                continue
+            path = Path(action.default).resolve()
+            assert path.parent not in tracked and path not in tracked, (script.name, path)
+            assert root not in (path, *path.parents), (script.name, path)
+    assert checked >= 7  # overhead, prior_errors, prior_strength, quality, student_fit, ...
+
+
+@pytest.mark.parametrize("given, expected", [
+    (["unet"], ["UNet"]), (["MIMO-UNET-PLUS"], ["MIMO-UNetPlus"]), (["nafnet"], ["NAFNet-32"]),
+    (["mprnet-stage1", "DeepDeblur"], ["MPRNetStage1", "DeepDeblur"]), (["ALL"], None),
+])
+def test_overhead_takes_the_clis_backbone_names_in_any_case(given, expected):
+    overhead = load("overhead")
+    assert overhead.backbone_keys(given) == (expected or list(overhead.BACKBONES))
+
+
+def test_overhead_refuses_an_unknown_backbone_before_writing_anything(tmp_path):
+    overhead = load("overhead")
+    with pytest.raises(SystemExit, match=r"--backbones: unknown backbone 'unetx'.*did you "
+                                         r"mean 'unet'"):
+        overhead.main(["--backbones", "unetx", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match=r"'mssnet-small' is not measured here"):
+        overhead.main(["--backbones", "mssnet-small", "--out", str(tmp_path / "o")])
+    assert not list(tmp_path.iterdir())

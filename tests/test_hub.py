@@ -396,6 +396,49 @@ def test_existing_folder_is_not_overwritten_without_overwrite(trained, tmp_path)
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("fields", [("levels",), ("levels", "channels")])
+def test_a_config_without_levels_names_the_file_and_the_missing_field(saved, tmp_path, fields):
+    folder = _copy(saved, tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    for name in fields:
+        del config[name]
+    (folder / "config.json").write_text(json.dumps(config))
+    listed = ", ".join(repr(name) for name in fields)
+    with pytest.raises(sp.PriorFileError, match=rf"edited/config\.json has no {listed} "
+                                                r"fields?, which every prior"):
+        sp.from_pretrained(folder)
+
+
+def test_overwrite_replaces_the_librarys_own_card_but_keeps_a_users_readme(trained, tmp_path):
+    folder = tmp_path / "out"
+    sp.save_pretrained(trained[0], folder)
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "\nsp_adapter_card: true\n" in card.split("---")[1]
+    (folder / "README.md").write_text(card.replace("# Semantic prior for", "# Stale card for"))
+    sp.save_pretrained(trained[0], folder, overwrite=True)  # its own card: replaced
+    assert (folder / "README.md").read_text() == card
+    mine = "---\nlicense: mit\n---\n# My prior\n\nNotes I wrote.\n"
+    (folder / "README.md").write_text(mine)
+    before = (folder / "model.safetensors").stat().st_mtime_ns
+    with pytest.warns(UserWarning, match=r"out/README\.md was not written by sp_adapter.*kept"):
+        sp.save_pretrained(trained[0], folder, overwrite=True)
+    assert (folder / "README.md").read_text() == mine
+    assert (folder / "model.safetensors").stat().st_mtime_ns >= before
+    assert sp.from_pretrained(folder) is not None
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_overwrite_refuses_a_config_or_weights_file_it_did_not_write(trained, tmp_path, name):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / name).write_bytes(b'{"model_type": "bert"}')
+    with pytest.raises(sp.SPAdapterError, match=rf"other/{re.escape(name)} was not written by "
+                                                r"sp_adapter.*even with overwrite=True"):
+        sp.save_pretrained(trained[0], folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == [name]
+    assert (folder / name).read_bytes() == b'{"model_type": "bert"}'
+
+
 def test_a_failed_write_leaves_the_previous_files_intact(saved, tmp_path, monkeypatch):
     folder = _copy(saved, tmp_path / "kept")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
@@ -681,22 +724,32 @@ def test_flipped_weight_bytes_in_a_folder_are_refused_naming_the_file(saved, tmp
         sp.from_pretrained(folder, model=_unet(), teacher=None)
 
 
-def test_a_folder_saved_without_a_digest_loads_with_one_warning(saved, tmp_path):
+def test_a_folder_saved_without_a_digest_is_refused_unless_the_caller_opts_in(saved, tmp_path):
     folder = _copy(saved, tmp_path / "old")
     config = json.loads((folder / "config.json").read_text())
     del config["sha256"]
     (folder / "config.json").write_text(json.dumps(config))
+    refused = (r"old/model\.safetensors cannot be checked.*records no SHA-256.*pass "
+               r"allow_unchecked=True to from_pretrained")
+    with pytest.raises(sp.PriorFileError, match=refused):
+        sp.from_pretrained(folder)
+    with pytest.raises(sp.PriorFileError, match=refused):
+        hub.load_prior(str(folder))
     with pytest.warns(UserWarning, match=r"old/model\.safetensors cannot be checked.*records "
                                          r"no SHA-256.*save the prior again") as caught:
-        loaded = sp.from_pretrained(folder)
+        loaded = sp.from_pretrained(folder, allow_unchecked=True)
     assert len(caught) == 1
     original = sp.from_pretrained(saved).state_dict()
     assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items())
+    # flipped bytes in such a folder no longer load with only a warning
+    _flip_data_bytes(folder / "model.safetensors")
+    with pytest.raises(sp.PriorFileError, match=refused):
+        sp.from_pretrained(folder, model=_unet(), teacher=None)
     config["sha256"] = {"model.safetensors": "abc"}
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(sp.PriorFileError, match=r"'sha256' entry must map 'model\.safetensors' "
                                                 r"to a SHA-256 of 64"):
-        sp.from_pretrained(folder)
+        sp.from_pretrained(folder, allow_unchecked=True)
 
 
 def test_flipped_bytes_in_the_hub_cache_are_refused_and_force_download_repairs(

@@ -291,9 +291,22 @@ def test_a_state_dict_with_only_some_prior_keys_is_still_an_error(teacher):
     dropped = [k for k in state if k.startswith("sp_prior.")][:2]
     for key in dropped:
         del state[key]
-    with pytest.raises(RuntimeError, match="Missing key") as info:
+    with pytest.raises(RuntimeError, match=r"UNet.load_state_dict: the state dict holds "
+                                           r"\d+ of the prior's \d+ tensors \(sp_prior\.\*\) "
+                                           r"and lacks the student F_S \(2 of \d+ tensors\)"):
         model.load_state_dict(state)
-    assert all(key in str(info.value) for key in dropped)
+    # half of the prior's keys: each missing part named, in the paper's words
+    state = model.state_dict()
+    prior_keys = [k for k in state if k.startswith("sp_prior.")]
+    for key in prior_keys[len(prior_keys) // 2:]:
+        del state[key]
+    with pytest.raises(sp.SPAdapterError, match=r"lacks .*the cross-level connection \(CLC, "
+                                                r"Eq\. 3\) \(all \d+ tensors\), level1's "
+                                                r"embedding \(MLA/SAT, Eq\. 5-6\).*Load a "
+                                                r"state dict saved from a model wrapped like"):
+        model.load_state_dict(state)
+    missing = model.load_state_dict(state, strict=False).missing_keys  # torch's way, as asked
+    assert missing == prior_keys[len(prior_keys) // 2:]
 
 
 def test_split_state_dict_strips_the_prefix_and_keeps_the_backbone(teacher):

@@ -117,6 +117,41 @@ def test_ssim_matches_skimage_on_real_photos_and_batches() -> None:
     assert all(r < 0.95 for r in reference)  # the blur is visible to SSIM
 
 
+def test_images_on_0_255_scored_with_the_default_data_range_are_refused() -> None:
+    """A 26 dB pair on [0, 255] with data_range=1 scored 17 dB before; now it is refused,
+    naming data_range=255, which gives the true score."""
+    from sp_adapter.errors import MetricInputError
+
+    g = torch.Generator().manual_seed(0)
+    sharp = torch.rand(1, 3, 32, 32, generator=g) * 200 + 28
+    noisy = (sharp + torch.randn(1, 3, 32, 32, generator=g) * 12.8).clamp(0, 255)
+    true = float(psnr(noisy, sharp, data_range=255))
+    assert 25.5 < true < 26.5
+    for metric in (psnr, ssim, ssim3d):
+        with pytest.raises(MetricInputError, match=r"values in \[.*, 255\], far outside "
+                                                   r"\[0, data_range=1\].*pass data_range=255"):
+            metric(noisy, sharp)
+        metric(noisy, sharp, data_range=255)  # the fitting range scores
+    # a float output that overshoots [0, 1] a little is still scored, as before
+    assert math.isfinite(float(psnr(sharp / 255 * 1.1 - 0.05, sharp / 255, quantize=False)))
+    with pytest.raises(MetricInputError, match=r"pass data_range=65535"):
+        psnr(sharp * 257, sharp * 257)
+
+
+def test_non_finite_images_are_refused_not_scored() -> None:
+    from sp_adapter.errors import MetricInputError
+
+    x = torch.rand(2, 3, 16, 16)
+    for bad in (float("nan"), float("inf")):
+        y = x.clone()
+        y[1, 0, 3, 3] = bad
+        with pytest.raises(MetricInputError, match=r"second image holds 1 NaN or infinite "
+                                                   r"value \(of 1536\)"):
+            psnr(x, y, reduction="none")
+        with pytest.raises(MetricInputError, match="first image holds 1 NaN"):
+            ssim(y, x)
+
+
 def test_metric_input_checks() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         psnr(torch.zeros(3, 8, 8), torch.zeros(3, 8, 9))

@@ -115,6 +115,18 @@ def test_realblur_convention_scores_a_batch() -> None:
     assert score(batch[0], targets[0], "realblur").ssim.shape == (1,)
 
 
+def test_one_unalignable_pair_is_named(monkeypatch) -> None:
+    sharp = _tensor(_sharp(small=True))
+    restored = torch.stack([sharp, torch.zeros_like(sharp)])  # the second: a blank output
+    targets = sharp[None].expand(2, -1, -1, -1)
+    with pytest.raises(AlignmentError, match=r"pair 'scene7/blur_2\.png' \(image 1 of the "
+                                             r"batch\) could not be aligned.*black restored "
+                                             r"image.*leave it out of the test set"):
+        score(restored, targets, "realblur", keys=["scene7/blur_1.png", "scene7/blur_2.png"])
+    with pytest.raises(AlignmentError, match=r"image 1 of the batch \(pass keys= to name it\)"):
+        score(restored, targets, "realblur")
+
+
 def test_clear_errors(monkeypatch) -> None:
     sharp = _sharp()
     with pytest.raises(AlignmentError, match="black restored image"):

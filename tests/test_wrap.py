@@ -407,11 +407,29 @@ def test_a_level_that_sees_another_batch_is_refused_naming_it(teacher, pair):
             net(blurry)
 
 
-def test_prior_strength_refuses_bad_values(teacher):
-    net = sp.wrap(_unet(), teacher=teacher)
-    for bad in (-0.1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="finite number >= 0"):
+def test_prior_strength_refuses_bad_values(teacher, pair):
+    from sp_adapter.errors import PriorStrengthError
+    from sp_adapter.prior.semantic_prior import MAX_STRENGTH
+
+    net = sp.wrap(_unet(), teacher=teacher).eval()
+    for bad in (-0.1, float("nan"), float("inf"), 1e30, MAX_STRENGTH * 1.001, "x"):
+        with pytest.raises(PriorStrengthError, match=r"finite number >= 0 and <= 10 .*overflow"):
             sp.set_prior_strength(net, bad)
+        with pytest.raises(PriorStrengthError), sp.prior_strength(net, bad):
+            pass
     assert sp.get_prior(net).strength == 1.0
+    # the largest accepted strength keeps a prior with non-zero changes finite
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for module in sp.get_prior(net).modules():
+            if isinstance(module, torch.nn.Conv2d):
+                module.weight.normal_(0, 0.2)
+    sp.set_prior_strength(net, MAX_STRENGTH)
+    with torch.no_grad():
+        out = net(pair[0])
+    assert torch.isfinite(out).all()
+    with torch.no_grad(), sp.prior_strength(net, 1.0):
+        plain = net(pair[0])
+    assert not torch.allclose(out, plain)  # the strength really scaled a non-zero change
     with pytest.raises(ValueError, match="not wrapped|no prior|wrap"):
         sp.set_prior_strength(_unet(), 0.5)

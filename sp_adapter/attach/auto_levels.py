@@ -42,7 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from sp_adapter.attach.levels import BackboneMap, Level
-from sp_adapter.errors import AutoLevelsError
+from sp_adapter.errors import AutoLevelsError, ProbeError
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +414,33 @@ def _no_levels(model: nn.Module, probe: torch.Tensor, candidates: list[Candidate
     return AutoLevelsError("\n".join(lines))
 
 
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"tensor {'x'.join(map(str, value.shape))}"
+    return type(value).__name__
+
+
+def _checked_probe(model: nn.Module, probe: Any) -> torch.Tensor:
+    """``probe`` if it is one ``N x C x H x W`` image tensor; else a :class:`ProbeError`
+    saying how to search a network that takes more than the image."""
+    if isinstance(probe, torch.Tensor) and probe.dim() == 4:
+        return probe
+    if isinstance(probe, (tuple, list)):
+        given = f"a {type(probe).__name__} of {len(probe)} ({', '.join(map(_describe, probe))})"
+    else:
+        given = _describe(probe)
+    name = type(model).__name__
+    raise ProbeError(
+        f"find_levels runs {name}(probe) on one N x 3 x H x W image tensor, but the probe is "
+        f"{given}. For a network that takes more than the image (e.g. forward(x, sigma)), "
+        "search a module that takes the image alone and fixes the rest, e.g. "
+        "`class ImageOnly(nn.Module): def __init__(self, net): super().__init__(); "
+        "self.net = net` with `def forward(self, x): return self.net(x, sigma)`, then "
+        "find_levels(ImageOnly(net), x) and wrap that module; or pass "
+        "levels=[sp_adapter.Level(...)] by hand"
+    )
+
+
 def find_levels(
     model: nn.Module, probe: torch.Tensor | None = None, *, size: int = PROBE_SIZE
 ) -> AutoLevels:
@@ -425,7 +452,7 @@ def find_levels(
             the message lists the joins seen, the feature modules, and a ``levels=[...]``
             to pass by hand.
     """
-    probe = _probe(model, size) if probe is None else probe
+    probe = _probe(model, size) if probe is None else _checked_probe(model, probe)
     try:
         candidates = trace_joins(model, probe)
     except Exception as err:

@@ -18,12 +18,15 @@ by default; see :func:`sp_adapter.attach.wrap.set_prior_strength`), drawn once p
 The hook also checks what crosses into the library: the blurry input's precision, size
 and (where the backbone map declares it) pixel range; and it lets the root's
 ``load_state_dict`` accept a checkpoint saved before ``wrap`` (none of the prior's keys:
-the prior is kept, with one warning), while a checkpoint with only some of them is still
-an error.
+the prior is kept, with one warning), while a checkpoint with only some of them is
+refused, naming the parts of the prior it lacks. A prior wrapped on the meta device keeps
+its initial weights aside (:attr:`SPEHook.initial_state`) and takes them once the model is
+materialised (``to_empty``), so it never runs on uninitialised memory.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +38,13 @@ from torch import nn
 
 from sp_adapter.attach.levels import ImageGetter, Level, find_module
 from sp_adapter.attach.state import PRIOR_ATTR
-from sp_adapter.errors import ForwardError, ImageInputError, ImageTypeError, LevelError
+from sp_adapter.errors import (
+    ForwardError,
+    ImageInputError,
+    ImageTypeError,
+    LevelError,
+    PartialPriorStateError,
+)
 from sp_adapter.prior.semantic_prior import SemanticPrior
 from sp_adapter.prior.teacher import Teacher
 from sp_adapter.warn import warn_user
@@ -177,6 +186,10 @@ class SPEHook:
         self._forgiven: list[str] = []
         self._strict = True
         self._warned: set[str] = set()
+        self._disabled_on: set[torch.device] = set()
+        self.initial_state: dict[str, torch.Tensor] | None = None
+        """The prior's initial weights (on the CPU) while the wrapped model is on the meta
+        device: loaded into the prior when the model is materialised (set by ``wrap``)."""
         modules = {}
         for name, level in self.levels.items():
             modules[name] = (
@@ -208,6 +221,8 @@ class SPEHook:
         new.watch = None
         new._states, new._forgiven, new._warned = {}, [], set(self._warned)
         new._strict = True
+        new._disabled_on = set()
+        new.initial_state = self.initial_state
         return new
 
     def __getstate__(self) -> dict:
@@ -252,6 +267,24 @@ class SPEHook:
     def state(self, device: torch.device) -> ForwardState | None:
         """The state of the last forward on ``device`` (``None`` if none ran)."""
         return self._states.get(device)
+
+    def ran_disabled(self, device: torch.device) -> bool:
+        """Whether the last forward on ``device`` ran with the prior disabled
+        (:func:`sp_adapter.attach.wrap.prior_disabled`), so it left no priors."""
+        return device in self._disabled_on
+
+    def materialise(self, prior: SemanticPrior) -> bool:
+        """Give a prior wrapped on the meta device its initial weights once the model left
+        the meta device (``to_empty`` leaves uninitialised memory); ``True`` if it did."""
+        if self.initial_state is None:
+            return False
+        if any(t.is_meta for t in prior.state_dict().values()):
+            return False
+        initial, self.initial_state = self.initial_state, None
+        with torch.no_grad():
+            for key, value in prior.state_dict().items():
+                value.copy_(initial[key])
+        return True
 
     # -- root hooks -------------------------------------------------------------------
     def check_input(self, image: torch.Tensor, prior: SemanticPrior) -> None:
@@ -301,7 +334,10 @@ class SPEHook:
             raise
         self._states.pop(image.device, None)
         if not self.enabled:
+            self._disabled_on.add(image.device)
             return
+        self._disabled_on.discard(image.device)
+        self.materialise(prior)
         if prior.needs_weights:
             self._warn_once(
                 "weights",
@@ -333,14 +369,33 @@ class SPEHook:
     def _before_load(self, module: nn.Module, state_dict: Mapping[str, Any], prefix: str,
                      local_metadata: Any, strict: bool, *_: Any) -> None:
         """Note the prior's keys when the state dict holds none of them (a checkpoint saved
-        before ``wrap``): :meth:`_after_load` then forgives them as missing."""
+        before ``wrap``): :meth:`_after_load` then forgives them as missing. A strict load
+        holding only some of them is refused here, naming the parts of the prior missing."""
         prior = module._modules.get(PRIOR_ATTR)
         start = prefix + PRIOR_ATTR + "."
-        self._strict = strict
-        if prior is None or any(k.startswith(start) for k in state_dict):
-            self._forgiven = []
+        self._strict = strict and _load_is_strict()
+        self._forgiven = []
+        if prior is None:
             return
-        self._forgiven = [start + k for k in prior.state_dict(keep_vars=True)]
+        expected = list(prior.state_dict(keep_vars=True))
+        present = [k for k in expected if start + k in state_dict]
+        if not present:
+            self._forgiven = [start + k for k in expected]
+            return
+        missing = [k for k in expected if start + k not in state_dict]
+        if missing and self._strict:
+            examples = ", ".join(start + k for k in missing[:2])
+            raise PartialPriorStateError(
+                f"{type(module).__name__}.load_state_dict: the state dict holds {len(present)} "
+                f"of the prior's {len(expected)} tensors ({PRIOR_ATTR}.*) and lacks "
+                f"{describe_prior_keys(missing, expected)} (e.g. {examples}): it was saved "
+                "from a prior with other levels or options, or cut short. Load a state dict "
+                "saved from a model wrapped like this one, one without any prior tensors (the "
+                "backbone alone: the prior is kept), or the prior alone with "
+                "sp_adapter.from_pretrained; load_state_dict(..., strict=False) loads the "
+                "tensors it holds"
+            )
+        self.initial_state = None  # the prior's weights come from the state dict
 
     def _after_load(self, module: nn.Module, incompatible: Any) -> None:
         forgiven, self._forgiven = set(self._forgiven), []
@@ -351,10 +406,16 @@ class SPEHook:
         ]
         if self._strict and (incompatible.missing_keys or incompatible.unexpected_keys):
             return  # the load fails on the backbone's own keys: say nothing of the prior
+        prior = module._modules.get(PRIOR_ATTR)
+        if prior is not None and self.materialise(prior):
+            kept = ("the prior, wrapped on the meta device, was given its initial weights "
+                    "(as a freshly wrapped model has)")
+        else:
+            kept = "the prior kept as it is"
         warn_user(
             f"{type(module).__name__}.load_state_dict: the state dict holds none of the "
             f"prior's {len(forgiven)} tensors ({PRIOR_ATTR}.*), as a checkpoint saved before "
-            "sp_adapter.wrap does: the backbone was loaded and the prior kept as it is"
+            f"sp_adapter.wrap does: the backbone was loaded and {kept}",
         )
 
     # -- level hooks ------------------------------------------------------------------
@@ -488,3 +549,42 @@ class SPEHook:
                 f"level {name!r}: {self.levels[name].site!r} was called without inputs"
             )
         return (self._modulate(name, args[0]), *args[1:])
+
+
+def _load_is_strict() -> bool:
+    """Whether the ``nn.Module.load_state_dict`` call running now was asked to be strict
+    (torch passes its hooks ``strict=True`` whatever the caller asked, and checks
+    strictness only after loading)."""
+    code = nn.Module.load_state_dict.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            return bool(frame.f_locals.get("strict", True))
+        frame = frame.f_back
+    return True
+
+
+def describe_prior_keys(keys: list[str], every: list[str]) -> str:
+    """The parts of a prior that ``keys`` (of its state dict, ``every`` being all its keys)
+    cover, in the paper's words: ``"the student F_S (all 206 tensors), level2's embedding
+    (MLA/SAT; 3 of 6 tensors)"``."""
+    def part(key: str) -> str:
+        head = key.split(".")
+        if head[:2] == ["learner", "student"]:
+            return "the student F_S"
+        if head[:2] == ["learner", "clc"]:
+            return "the cross-level connection (CLC, Eq. 3)"
+        if head[0] == "embeddings" and len(head) > 1:
+            return f"{head[1]}'s embedding (MLA/SAT, Eq. 5-6)"
+        return ".".join(head[:2])
+
+    counts: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for key in every:
+        totals[part(key)] = totals.get(part(key), 0) + 1
+    for key in keys:
+        counts[part(key)] = counts.get(part(key), 0) + 1
+    return ", ".join(
+        f"{name} ({'all ' + str(n) if n == totals[name] else f'{n} of {totals[name]}'} "
+        f"tensor{'s' if totals[name] > 1 else ''})"
+        for name, n in counts.items())

@@ -82,6 +82,9 @@ class BackboneMap:
             knows it (1 for most networks, ``rgb_range`` for DeepDeblur); the wrapped
             model's input is checked against it. ``None``: unknown, not checked.
         min_size: the smallest height and width the network accepts.
+        image_channels: the channels of the images the network is built for, where the
+            adapter can read them off the network (``wrap`` refuses other than 3: the
+            prior needs RGB). ``None``: unknown, checked at the first forward.
     """
 
     name: str
@@ -91,6 +94,7 @@ class BackboneMap:
     notes: str = field(default="", compare=False)
     input_range: float | None = field(default=None, compare=False)
     min_size: int = field(default=1, compare=False)
+    image_channels: int | None = field(default=None, compare=False)
 
     def select(self, names: Sequence[str | int] | None) -> dict[str, Level]:
         """The levels named (or indexed, finest first) in ``names``; defaults if None."""

@@ -269,6 +269,7 @@ def wrap(
         backbone, route = level_map_for(inner)
     else:
         route = "backbone= given"
+    _check_image_channels(backbone)
     image_getter = backbone.image if backbone is not None else first_tensor
     if prior is not None:
         prior, teacher_module = _trained_prior(
@@ -302,7 +303,19 @@ def wrap(
             needs_weights=teacher_module is None and config.student == "teacher",
         )
     log.info("wrap %s: levels %s from %s", type(inner).__name__, list(chosen), route)
+    if _on_meta(prior):
+        raise WrapError(
+            "the prior's weights are on the meta device (wrap was called inside `with "
+            "torch.device('meta')`, or the prior given was built there), so they hold no "
+            "values: call wrap outside that block. A network on the meta device may be "
+            "wrapped: its prior keeps its initial weights until the network is materialised "
+            "(to_empty, then load_state_dict)"
+        )
     device, dtype = _model_device_dtype(inner)
+    # on the meta device the prior's initial weights would be lost: they are kept aside and
+    # given to the prior when the model is materialised (to_empty, then load_state_dict)
+    initial = ({k: v.detach().to("cpu", copy=True) for k, v in prior.state_dict().items()}
+               if device.type == "meta" and not _on_meta(prior) else None)
     prior.to(device=device, dtype=dtype)
     prior.train(inner.training)
     hook = SPEHook(
@@ -310,10 +323,30 @@ def wrap(
         input_range=backbone.input_range if backbone is not None else None,
         min_size=backbone.min_size if backbone is not None else 1, route=route,
     )
+    hook.initial_state = initial
     attach(inner, prior, hook)
     if any(p.requires_grad for p in prior.parameters()):
         hook.watch = PriorUpdateWatch(inner)
     return model
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return any(t.is_meta for t in module.state_dict().values())
+
+
+def _check_image_channels(backbone: BackboneMap | None) -> None:
+    """Refuse, at wrap time, a known network built for other than 3-channel images: the
+    prior is computed from the blurry RGB image (the teacher is an RGB classifier)."""
+    channels = backbone.image_channels if backbone is not None else None
+    if channels is None or channels == 3:
+        return
+    raise WrapError(
+        f"this {backbone.name} takes {channels}-channel images (its first convolution has "
+        f"{channels} input channels), but the semantic prior is computed from the blurry "
+        "image by an RGB network and needs 3-channel RGB images: build the network for 3 "
+        "image channels (NAFNet(img_channel=3), Restormer(inp_channels=3, out_channels=3)), "
+        "or use it without the prior"
+    )
 
 
 def _levels_by_name(levels: Any) -> bool:
@@ -377,6 +410,13 @@ def prior_loss(
                       fix="the prior's teacher sees images in [0, 1]" + (
                           _input_units(hook) or ": divide images in [0, 255] by 255"))
     state = hook.state(sharp.device)
+    if state is None and hook.ran_disabled(sharp.device):
+        raise PriorLossError(
+            f"the last forward of the wrapped model on {sharp.device} ran inside "
+            "sp_adapter.prior_disabled(model), which runs the bare network and computes no "
+            "prior: call prior_loss after a forward outside that block (prior_disabled is "
+            "for comparing with the bare network, not for training the prior)"
+        )
     if state is None:
         raise PriorLossError(
             f"no forward of the wrapped model has run on {sharp.device} yet: call "
@@ -423,8 +463,24 @@ def prior_loss(
     if not config.hcl:
         return sharp.new_zeros((), dtype=torch.float32)
     if targets is None:
+        _check_sharp_dtype(sharp, hook.teacher)
         targets = hook.teacher(sharp)
     return hcl_loss(state.priors, targets, config.pool_sizes)
+
+
+def _check_sharp_dtype(sharp: torch.Tensor, teacher: nn.Module) -> None:
+    """Refuse a sharp batch in another precision than the teacher's weights (outside
+    autocast), which the teacher's first convolution would refuse in its own words."""
+    weight = next((p for p in teacher.parameters() if p.is_floating_point()), None)
+    if (weight is None or sharp.dtype == weight.dtype
+            or torch.is_autocast_enabled(sharp.device.type)):
+        return
+    raise ImageInputError(
+        f"the sharp batch given to prior_loss is {sharp.dtype}, but the teacher's weights are "
+        f"{weight.dtype}: pass prior_loss(model, sharp.to({weight.dtype})), or compute the "
+        "loss under torch.autocast (the teacher is frozen: its precision does not follow "
+        "model.half() / model.double())"
+    )
 
 
 def prior_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -18,11 +18,12 @@ table's convention. ``docs/metrics.md`` says which table uses which.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from sp_adapter.errors import ImageInputError, UnknownConventionError
+from sp_adapter.errors import AlignmentError, ImageInputError, UnknownConventionError
 from sp_adapter.metrics.core import psnr, ssim, ssim3d
 
 __all__ = ["CONVENTIONS", "DEFAULT_CONVENTION", "Convention", "PairScores", "get_convention",
@@ -99,22 +100,23 @@ class PairScores:
 
 def score(restored: torch.Tensor, sharp: torch.Tensor,
           convention: str | Convention = DEFAULT_CONVENTION,
-          data_range: float = 1.0) -> PairScores:
+          data_range: float = 1.0, keys: Sequence[str] | None = None) -> PairScores:
     """PSNR and SSIM of each image of a batch under ``convention``.
 
     Args:
         restored, sharp: ``(N, 3, H, W)`` or ``(3, H, W)`` images on ``[0, data_range]``.
         convention: a name in :data:`CONVENTIONS` or a :class:`Convention`.
+        keys: the pairs' names (file names), used in errors: a pair the RealBlur protocol
+            cannot align raises an :class:`~sp_adapter.errors.AlignmentError` naming it.
     """
     conv = get_convention(convention)
     if conv.align:
-        from sp_adapter.metrics.realblur import realblur_score
-
         if restored.shape != sharp.shape:
             raise ImageInputError(
                 f"images differ in shape: {tuple(restored.shape)} vs {tuple(sharp.shape)}")
         batch = (restored, sharp) if restored.dim() == 4 else (restored[None], sharp[None])
-        scores = [realblur_score(r, s, data_range) for r, s in zip(*batch, strict=True)]
+        scores = [_aligned_score(r, s, data_range, i, keys)
+                  for i, (r, s) in enumerate(zip(*batch, strict=True))]
         return PairScores(torch.tensor([s.psnr for s in scores], dtype=torch.float64),
                           torch.tensor([s.ssim for s in scores], dtype=torch.float64))
     ssim_fn = ssim3d if conv.ssim_window == "3d" else ssim
@@ -122,3 +124,22 @@ def score(restored: torch.Tensor, sharp: torch.Tensor,
         psnr(restored, sharp, data_range, quantize=conv.quantize, reduction="none"),
         ssim_fn(restored, sharp, data_range, quantize=conv.quantize, reduction="none"),
     )
+
+
+def _aligned_score(restored: torch.Tensor, sharp: torch.Tensor, data_range: float, index: int,
+                   keys: Sequence[str] | None):
+    """One pair's RealBlur score; an alignment failure names the pair."""
+    from sp_adapter.metrics.realblur import realblur_score
+
+    try:
+        return realblur_score(restored, sharp, data_range)
+    except AlignmentError as err:
+        where = f"image {index} of the batch"
+        name = (f"pair {keys[index]!r} ({where})" if keys is not None and index < len(keys)
+                else f"{where} (pass keys= to name it)")
+        raise AlignmentError(
+            f"{name} could not be aligned under the RealBlur protocol: {err}. A mean without "
+            "it would not be the published protocol, so the scoring stops here: check that "
+            "pair (do its restored and sharp images show the same scene? is the restored "
+            "image blank?), or leave it out of the test set and report that you did"
+        ) from err

@@ -10,6 +10,10 @@ Conventions shared by every function here:
 * Each image gets its own score; ``reduction="mean"`` averages the scores over the
   batch (not the MSEs), ``"none"`` returns one score per image.
 * Arithmetic is in float64; results are float64 tensors.
+* Images holding NaN or infinite values, or values far outside ``[0, data_range]`` (below
+  ``-0.5 * data_range`` or above ``1.5 * data_range``: [0, 255] tensors scored with the
+  default ``data_range=1``, say), raise :class:`~sp_adapter.errors.MetricInputError`
+  naming the ``data_range`` that fits, instead of returning a wrong score.
 
 :func:`ssim` is the Gaussian-weighted SSIM of Wang et al.: an 11x11 Gaussian window with
 sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, population (not sample) covariances, computed
@@ -37,7 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from sp_adapter.errors import ImageInputError, OptionError, PerceptualWeightsError
+from sp_adapter.errors import ImageInputError, MetricInputError, OptionError, PerceptualWeightsError
 
 __all__ = ["gaussian_window", "lpips_metric", "psnr", "ssim", "ssim3d"]
 
@@ -46,6 +50,36 @@ _LPIPS_BACKBONES = {
     "vgg": ("VGG16_Weights", "IMAGENET1K_V1"),
     "squeeze": ("SqueezeNet1_1_Weights", "IMAGENET1K_V1"),
 }
+
+
+_SLACK = 0.5
+"""How far (as a share of ``data_range``) values may lie outside ``[0, data_range]``: a
+network's raw float output overshoots a little, a tensor on another scale by far more."""
+
+
+def _fitting_range(high: float) -> str:
+    for candidate in (1.0, 255.0, 65535.0):
+        if high <= candidate * (1 + _SLACK):
+            return f"data_range={candidate:g}"
+    return f"the data_range of their scale (their maximum is {high:g})"
+
+
+def _check_values(t: torch.Tensor, name: str, data_range: float) -> None:
+    """Refuse non-finite values and values far outside ``[0, data_range]``."""
+    finite = torch.isfinite(t)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise MetricInputError(
+            f"{name} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} (of "
+            f"{t.numel()}): a score of it would be meaningless; check the network's output "
+            "(e.g. torch.isfinite(output).all()) before scoring")
+    low, high = float(t.min()), float(t.max())
+    if low < -_SLACK * data_range or high > (1 + _SLACK) * data_range:
+        raise MetricInputError(
+            f"{name} holds values in [{low:g}, {high:g}], far outside [0, data_range="
+            f"{data_range:g}]: scores on the wrong scale are wrong, not just off; pass "
+            f"{_fitting_range(max(high, -low))} for images on that scale, or scale them to "
+            f"[0, {data_range:g}]")
 
 
 def _prepare(
@@ -61,6 +95,8 @@ def _prepare(
         )
     if data_range <= 0:
         raise OptionError(f"data_range must be positive, got {data_range}")
+    _check_values(x, "the first image", data_range)
+    _check_values(y, "the second image", data_range)
     scale = 255.0 / data_range
     x, y = x.detach().double() * scale, y.detach().double() * scale
     if quantize:

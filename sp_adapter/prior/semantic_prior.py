@@ -12,20 +12,31 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from sp_adapter.errors import OptionError
+from sp_adapter.errors import OptionError, PriorStrengthError
 from sp_adapter.prior.config import PriorConfig
 from sp_adapter.prior.embedding import SemanticPriorEmbedding
 from sp_adapter.prior.learner import PriorLearner, build_prior_learner
 from sp_adapter.prior.region import LevelSpec
 from sp_adapter.prior.teacher import Teacher
 
+MAX_STRENGTH = 10.0
+"""The largest prior strength accepted. The strength multiplies the change each SPE makes
+to its decoder level (Eq. 6), a change trained at 1; beyond a few times that the network
+sees features it never saw, and huge strengths overflow to inf and NaN outputs (float16
+already past 65504), so nothing above this bound is meaningful."""
+
 
 def checked_strength(strength: float) -> float:
-    """``strength`` as a float, refused unless finite and >= 0."""
-    value = float(strength)
-    if not math.isfinite(value) or value < 0:
-        raise OptionError(f"the prior's strength must be a finite number >= 0 (1: Eq. 6 as "
-                          f"trained, 0: the bare network), got {strength!r}")
+    """``strength`` as a float, refused unless finite and in ``[0, MAX_STRENGTH]``."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_STRENGTH:
+        raise PriorStrengthError(
+            f"the prior's strength must be a finite number >= 0 and <= {MAX_STRENGTH:g} (1: "
+            f"Eq. 6 as trained, 0: the bare network; larger values scale the trained change "
+            f"beyond anything seen in training and overflow to NaN), got {strength!r}")
     return value
 
 

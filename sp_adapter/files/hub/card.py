@@ -7,11 +7,16 @@ from :data:`CARD_TEMPLATE`, filled from the prior's ``config.json`` content.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 LIBRARY_NAME = "sp-adapter"
 TAGS = ("sp_adapter", "image-deblurring", "semantic-prior")
+CARD_MARKER = "sp_adapter_card"
+"""A front-matter key (``sp_adapter_card: true``) that marks a card this library wrote, so
+``save_pretrained(..., overwrite=True)`` replaces only its own ``README.md``."""
+_FRONT_MATTER = re.compile(r"\A---\r?\n(.*?)\r?\n---\s*(\r?\n|\Z)", re.S)
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -113,7 +118,7 @@ def model_card(config: Mapping[str, Any], repo_id: str):
     from huggingface_hub import ModelCard, ModelCardData
 
     card_data = ModelCardData(library_name=LIBRARY_NAME, tags=list(TAGS),
-                              pipeline_tag="image-to-image")
+                              pipeline_tag="image-to-image", **{CARD_MARKER: True})
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE,
@@ -131,3 +136,13 @@ def model_card(config: Mapping[str, Any], repo_id: str):
 def model_card_text(config: Mapping[str, Any], repo_id: str) -> str:
     """The ``README.md`` text of a saved prior (see :func:`model_card`)."""
     return str(model_card(config, repo_id)).rstrip("\n") + "\n"
+
+
+def is_own_card(text: str) -> bool:
+    """Whether a ``README.md`` text is a card this library wrote: its YAML front matter
+    holds ``sp_adapter_card: true`` (see :data:`CARD_MARKER`)."""
+    found = _FRONT_MATTER.match(text)
+    if found is None:
+        return False
+    pattern = rf"^{CARD_MARKER}:\s*true\s*$"
+    return re.search(pattern, found.group(1), re.M | re.I) is not None

@@ -147,6 +147,15 @@ def prior_from_config(config: Mapping[str, Any], where: Path) -> SemanticPrior:
     pretrained weights are fetched); its weights come from ``model.safetensors``.
     """
     check_format(config, where)
+    required = ("config", "levels", "channels", "reductions", "backbone")
+    missing = [name for name in required if name not in config]
+    if missing:
+        fields = ", ".join(repr(name) for name in missing)
+        raise PriorFileError(
+            f"{where} has no {fields} field{'s' if len(missing) > 1 else ''}, which every "
+            "prior saved by sp_adapter.save_pretrained records (it was edited, or written by "
+            "hand): save the prior again, or restore the file from where it came from"
+        )
     try:
         prior_config = PriorConfig.from_dict(config["config"])
         levels = dict(level_from_dict(item) for item in config["levels"])

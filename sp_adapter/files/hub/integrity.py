@@ -32,14 +32,17 @@ def hub_sha256(cached_file: Path) -> str | None:
 
 def check_digest(
     data: bytes, path: Path, *, recorded: str | None, server: str | None, config_name: str,
-    remedy: str,
+    remedy: str, allow_unchecked: bool = False,
 ) -> None:
     """Refuse ``data`` (the bytes of ``path``) unless it matches the SHA-256 the Hub reports
-    (``server``) and the one ``config.json`` records (``recorded``); warn once if neither is
-    known (a prior saved before the library recorded one).
+    (``server``) and the one ``config.json`` records (``recorded``). Where neither is known (a
+    prior saved before the library recorded one), nothing proves the bytes are intact, so
+    the file is refused unless the caller opts in with ``allow_unchecked=True`` (then it
+    loads with one warning).
 
     Raises:
-        PriorFileError: naming the file, both digests and ``remedy``.
+        PriorFileError: naming the file, both digests and ``remedy``; or, for a file that
+            cannot be checked, naming it and ``allow_unchecked=True``.
     """
     actual = sha256_hex(data)
     if server is not None and actual != server:
@@ -51,6 +54,13 @@ def check_digest(
         raise PriorFileError(
             f"{path} is corrupted or truncated, or does not belong to its {config_name}: its "
             f"SHA-256 is {actual[:16]}..., but {config_name} records {recorded[:16]}...; {remedy}"
+        )
+    if recorded is None and server is None and not allow_unchecked:
+        raise PriorFileError(
+            f"{path} cannot be checked for corruption: its {config_name} records no SHA-256 "
+            "(saved by an older sp_adapter), so damaged weights would load unnoticed; if you "
+            "trust the file, pass allow_unchecked=True to from_pretrained / load_prior, then "
+            "save the prior again with save_pretrained to record one"
         )
     if recorded is None and server is None:
         warnings.warn(

@@ -74,9 +74,11 @@ def _load_state(prior: SemanticPrior, state: Mapping[str, torch.Tensor], where: 
     prior.load_state_dict(dict(state), strict=True)
 
 
-def _load(folder: Path, *, remedy: str, server_sha256: str | None = None) -> SemanticPrior:
-    """The prior in ``folder``; ``remedy`` ends the messages about corrupted files and
-    ``server_sha256`` is the Hub's digest of the weights, where known."""
+def _load(folder: Path, *, remedy: str, server_sha256: str | None = None,
+          allow_unchecked: bool = False) -> SemanticPrior:
+    """The prior in ``folder``; ``remedy`` ends the messages about corrupted files,
+    ``server_sha256`` is the Hub's digest of the weights, where known, and
+    ``allow_unchecked`` lets weights with no known digest load (with a warning)."""
     config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     for path in (config_path, weights_path):
         if not path.is_file():
@@ -88,17 +90,19 @@ def _load(folder: Path, *, remedy: str, server_sha256: str | None = None) -> Sem
     check_format(config, config_path)
     data = _read_bytes(weights_path)
     check_digest(data, weights_path, recorded=recorded_digest(config, WEIGHTS_NAME, config_path),
-                 server=server_sha256, config_name=CONFIG_NAME, remedy=remedy)
+                 server=server_sha256, config_name=CONFIG_NAME, remedy=remedy,
+                 allow_unchecked=allow_unchecked)
     state = _parse_weights(data, weights_path, remedy)
     prior = prior_from_config(config, config_path)
     _load_state(prior, state, weights_path)
     return prior.eval()
 
 
-def load_folder(folder: PathLike) -> SemanticPrior:
+def load_folder(folder: PathLike, *, allow_unchecked: bool = False) -> SemanticPrior:
     """The prior saved in a local ``folder`` (as written by :func:`save_pretrained`); the
-    weights must match the SHA-256 its ``config.json`` records."""
-    return _load(Path(folder), remedy=_LOCAL_REMEDY)
+    weights must match the SHA-256 its ``config.json`` records (one that records none is
+    refused unless ``allow_unchecked=True``)."""
+    return _load(Path(folder), remedy=_LOCAL_REMEDY, allow_unchecked=allow_unchecked)
 
 
 def _is_plain_path(text: str) -> bool:
@@ -107,7 +111,7 @@ def _is_plain_path(text: str) -> bool:
             or os.path.isabs(text))
 
 
-def _local_folder(folder: Path, revision: str | None) -> SemanticPrior:
+def _local_folder(folder: Path, revision: str | None, allow_unchecked: bool) -> SemanticPrior:
     if revision is not None:
         raise OptionError(
             f"revision={revision!r} applies to Hub repositories, but {folder} is a local folder"
@@ -117,7 +121,7 @@ def _local_folder(folder: Path, revision: str | None) -> SemanticPrior:
         )
     if not folder.is_dir():
         raise PriorNotFoundError(f"the prior folder {folder} does not exist")
-    return load_folder(folder)
+    return load_folder(folder, allow_unchecked=allow_unchecked)
 
 
 def from_pretrained(
@@ -131,6 +135,7 @@ def from_pretrained(
     endpoint: str | None = None,
     model: nn.Module | None = None,
     teacher: Any = None,
+    allow_unchecked: bool = False,
 ) -> Any:
     """A trained :class:`SemanticPrior` from a local folder or a Hub repository; with
     ``model``, that network wrapped with it.
@@ -145,6 +150,9 @@ def from_pretrained(
         model: the network the prior was trained for: it is wrapped with the prior
             (``sp_adapter.wrap(model, prior=prior, teacher=teacher)``) and returned.
         teacher: with ``model``, the teacher to train further (``None``: inference).
+        allow_unchecked: load weights that nothing can check (a ``config.json`` saved
+            before the library recorded a SHA-256, and no digest from the Hub). Off by
+            default: such files are refused, since flipped bytes would load unnoticed.
 
     Returns:
         The prior in eval mode, on the CPU (the teacher's pretrained weights are not
@@ -154,13 +162,15 @@ def from_pretrained(
         PriorNotFoundError: no such folder / repository / revision, or offline (or the Hub
             unreachable) with nothing cached; the message says what was tried.
         PriorFileError: unreadable or corrupted files (the weights' SHA-256 differs from the
-            one ``config.json`` records, or from the Hub's), a newer format, or weights that
-            do not fit the config (missing and unexpected keys are listed).
+            one ``config.json`` records, or from the Hub's), weights that cannot be checked
+            (no SHA-256 recorded nor reported) without ``allow_unchecked=True``, a newer
+            format, or weights that do not fit the config (missing and unexpected keys are
+            listed).
 
     Warns:
-        UserWarning: the weights cannot be checked (a ``config.json`` saved before the
-            library recorded a SHA-256, and no digest from the Hub); or a local folder of the
-            repository id's name holds no prior, so the Hub repository was loaded instead.
+        UserWarning: weights loaded unchecked (``allow_unchecked=True``); or a local folder
+            of the repository id's name holds no prior, so the Hub repository was loaded
+            instead.
 
     Example::
 
@@ -169,6 +179,7 @@ def from_pretrained(
     prior = load_prior(
         repo_id_or_folder, revision=revision, cache_dir=cache_dir, token=token,
         force_download=force_download, local_files_only=local_files_only, endpoint=endpoint,
+        allow_unchecked=allow_unchecked,
     )
     return prior if model is None else wrap(model, prior=prior, teacher=teacher)
 
@@ -182,22 +193,23 @@ def load_prior(
     force_download: bool = False,
     local_files_only: bool = False,
     endpoint: str | None = None,
+    allow_unchecked: bool = False,
 ) -> SemanticPrior:
     """The :class:`SemanticPrior` saved in a folder or a Hub repository (see
-    :func:`from_pretrained`, which also wraps a network with it)."""
+    :func:`from_pretrained`, which also wraps a network with it, for the arguments)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if isinstance(repo_id_or_folder, os.PathLike) or _is_plain_path(str(repo_id_or_folder)):
-        return _local_folder(Path(repo_id_or_folder).expanduser(), revision)
+        return _local_folder(Path(repo_id_or_folder).expanduser(), revision, allow_unchecked)
     text = str(repo_id_or_folder)
     folder = Path(text).expanduser()
     if (folder / CONFIG_NAME).is_file():
-        return _local_folder(folder, revision)
+        return _local_folder(folder, revision, allow_unchecked)
     try:
         validate_repo_id(text)
     except HFValidationError as err:
         if folder.is_dir():
-            return load_folder(folder)  # says it holds no config.json
+            return load_folder(folder, allow_unchecked=allow_unchecked)  # says: no config.json
         raise PriorNotFoundError(
             f"{text!r} is neither an existing folder nor a valid Hub repository id "
             f"('org/name'): {err}"
@@ -220,5 +232,6 @@ def load_prior(
               "force_download=True); if it still differs, the files of "
               f"{repo_name(text, revision)} do not belong together: push the prior again (or "
               "ask its owner to)")
-    return _load(snapshot, remedy=remedy, server_sha256=hub_sha256(snapshot / WEIGHTS_NAME))
+    return _load(snapshot, remedy=remedy, server_sha256=hub_sha256(snapshot / WEIGHTS_NAME),
+                 allow_unchecked=allow_unchecked)
 
