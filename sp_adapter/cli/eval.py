@@ -202,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
     table = "\n".join([TABLE_HEADER, *rows])
     print(f"\nTable 1 ({convention.name} convention, time on {device}):\n{table}")
     if args.json is not None:
-        report = {"command": "eval", "convention": convention.as_dict(),
+        report = {"command": "eval", "command_line": getattr(args, "command_line", None),
+                  "convention": convention.as_dict(),
                   "convention_source": why,
                   "data": {"dataset": args.dataset, "root": args.root, "split": args.split,
                            "label": data_label(args), "count": inputs.count},
