@@ -120,9 +120,18 @@ def test_resume_takes_the_runs_options_extends_steps_and_leaves_a_finished_run_a
     assert "finished at step 2" in out and "nothing to do" in out
     assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == files
     # --steps may grow: the schedule is stretched to the new total
-    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "3",
-                 "--no-progress"]) == 0
+    assert main(["train", "--run-dir", str(run), "--resume", "--steps", "3", "--log-every",
+                 "1", "--no-progress"]) == 0
     assert "trained 3 steps" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--run-dir", str(fresh), "--no-prior", "--steps", "3",
+                 "--log-every", "1", *TINY]) == 0
+
+    def last_lr(folder: Path) -> float:
+        lines = (folder / "log.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if '"lr"' in line][-1]["lr"]
+
+    assert last_lr(run) == pytest.approx(last_lr(fresh), rel=1e-12)  # the 3-step schedule's
     state = torch.load(run / "checkpoints" / "step_00000003.pt", weights_only=True)
     assert state["config"]["steps"] == 3
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

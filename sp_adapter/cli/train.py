@@ -152,9 +152,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     opt.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "off"],
                      help="mixed precision on CUDA (auto: bf16 where supported, else fp16; "
                           "always off on the CPU)")
-    opt.add_argument("--loss", default=None,
-                     help="reconstruction loss, e.g. l1, charbonnier, psnr (default: the "
-                          "backbone's own, as its paper trained it)")
+    opt.add_argument("--loss", default=None, choices=_losses(),
+                     help="reconstruction loss (default: the backbone's own, as its paper "
+                          "trained it)")
     opt.add_argument("--alpha", type=float, default=0.01,
                      help="weight of the perceptual loss (0: off)")
     opt.add_argument("--beta", type=float, default=0.1,
@@ -169,6 +169,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                           "--fixed-samples)")
     add_common(p)
     return p
+
+
+def _losses() -> list[str]:
+    from sp_adapter.train.losses import BACKBONE_LOSSES
+
+    return sorted(BACKBONE_LOSSES)
 
 
 def _backbone_help() -> str:
