@@ -381,3 +381,43 @@ def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(tmp_path, monkey
     one_error_line(capsys, ["train", "--run-dir", str(fresh), "--no-prior", "--steps", "2",
                             *TINY], r"interrupted at step 0, before the first checkpoint")
     assert not fresh.exists()
+
+
+# -- the one error path ------------------------------------------------------------------------
+def test_a_bug_keeps_its_traceback_and_debug_shows_every_one(runs, monkeypatch, capsys):
+    """Only family errors and named environment faults become one line; a ValueError from
+    inside a command is a bug and is raised; SP_ADAPTER_DEBUG=1 raises family errors too."""
+    import sp_adapter.cli.eval as eval_command
+    from sp_adapter.errors import CLIError
+
+    def broken(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(eval_command, "run", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["eval", "--run-dir", str(runs["a"])])
+    monkeypatch.undo()
+    monkeypatch.setenv("SP_ADAPTER_DEBUG", "1")
+    with pytest.raises(CLIError, match="--tile must be at least 1"):
+        main(["eval", "--run-dir", str(runs["a"]), "--tile", "0"])
+
+
+def test_environment_errors_are_named_in_the_clis_words():
+    from sp_adapter.cli.common import error_message
+
+    cases = {
+        OSError(errno.EROFS, "Read-only file system", "/x/a.png"):
+            "cannot write /x/a.png: read-only file system",
+        PermissionError(errno.EACCES, "Permission denied", "/x/a.png"):
+            "/x/a.png: permission denied",
+        OSError(errno.ENOSPC, "No space left on device", "/x/a.png"): "no space left to write",
+        IsADirectoryError(errno.EISDIR, "Is a directory", "/x/out"): "/x/out is a folder",
+        NotADirectoryError(errno.ENOTDIR, "Not a directory", "/x/f/a"): "is a file, not a folder",
+        FileNotFoundError(errno.ENOENT, "No such file", "/x/nope"): "no such file or folder",
+    }
+    for err, text in cases.items():
+        assert text in error_message(err), err
+    assert "interrupted" in error_message(KeyboardInterrupt())
+    for bug in (ValueError("x"), TypeError("x"), RuntimeError("x"), KeyError("x"),
+                OSError(errno.EIO, "I/O error")):
+        assert error_message(bug) is None, bug

@@ -143,8 +143,8 @@ def run(args: argparse.Namespace) -> int:
     check_backbone(args, spec, info)
     model.to(device)
     strength = apply_prior_strength(model, args.prior_strength, info)
-    if strength:
-        print(f"prior{strength}", file=sys.stderr)
+    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
+          f"{'with' if spec.prior else 'without'} prior{strength})", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(list(zip(files, targets, strict=True)), desc="deblur",
                disable=args.no_progress)

@@ -495,8 +495,7 @@ def run(args: argparse.Namespace) -> int:
               f"nothing to do: pass a larger --steps to train further")
         print(f"checkpoint: {latest_checkpoint(run_dir)}")
         return 0
-    device = resolve_device(args.device)
-    args.device = str(device) if args.device != "auto" else "auto"
+    resolve_device(args.device)  # no CUDA where --device cuda asks for it: said now
     info = init_distributed()
     spec, model_spec, config, train, val = _build(args)
     _check_data(train, val, args)
