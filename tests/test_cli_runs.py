@@ -295,20 +295,26 @@ def _read_only(monkeypatch, folder: Path) -> None:
 
 
 def test_a_read_only_output_is_refused_before_the_work(runs, tmp_path, monkeypatch, capsys):
-    import sp_adapter.cli.common as common
+    import sp_adapter.cli.deblur as deblur_command
+    import sp_adapter.cli.eval as eval_command
 
     locked = tmp_path / "locked"
     locked.mkdir()
     _read_only(monkeypatch, locked)
     loaded = []
-    real_load = common.load_model
-    monkeypatch.setattr(common, "load_model", lambda *a: loaded.append(a) or real_load(*a))
+    for module in (deblur_command, eval_command):
+        monkeypatch.setattr(module, "load_model", lambda *a: loaded.append(a))
     for argv in (["deblur", str(runs["image"]), "--run-dir", str(runs["a"]), "--out",
                   str(locked / "out")],
                  ["eval", "--run-dir", str(runs["a"]), "--json", str(locked / "s.json")],
                  ["train", "--run-dir", str(locked / "run"), "--no-prior", *TINY]):
         one_error_line(capsys, argv, r"cannot write in .*locked \(read-only file system\)")
     assert not loaded and not any(locked.iterdir())
+    # the check itself: a folder that can be written passes it and the model is loaded
+    with pytest.raises(TypeError):  # the stand-in loader returns nothing to unpack
+        main(["deblur", str(runs["image"]), "--run-dir", str(runs["a"]), "--out",
+              str(tmp_path / "open")])
+    assert len(loaded) == 1
     # calibrate --save writes beside the checkpoint: refused before calibrating
     run = tmp_path / "sp"
     assert main(["train", "--run-dir", str(run), "--student", "small", "--steps", "1",
@@ -351,6 +357,11 @@ def test_the_program_names_environment_faults_in_one_line(runs, tmp_path):
     done = run_cli("deblur", str(bomb), "--run-dir", str(runs["a"]), "--out",
                    str(tmp_path / "out"), "--no-progress")
     assert_program_error(done, "--max-pixels")
+    assert f"{bomb}: Image size (400000000 pixels) exceeds limit" in done.stderr
+    # the limit raised, the header passes and the (bogus) pixels are what is refused
+    done = run_cli("deblur", str(bomb), "--run-dir", str(runs["a"]), "--out",
+                   str(tmp_path / "out"), "--no-progress", "--max-pixels", "500000000")
+    assert_program_error(done, f"cannot read the image {bomb}")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

@@ -337,9 +337,13 @@ def apply_max_pixels(value: int | None) -> None:
     if value is None:
         return
     require_positive(value, "--max-pixels", "the largest image in pixels")
+    import warnings
+
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = value // 2
+    # the user chose the limit: Pillow's warning at half of it would only repeat it
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 # -- the one error path ------------------------------------------------------------------

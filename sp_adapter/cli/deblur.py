@@ -89,6 +89,22 @@ def image_files(inputs: Sequence[str]) -> list[Path]:
     return files
 
 
+def check_sizes(files: Sequence[Path]) -> None:
+    """Read each image's header now (not its pixels), so one whose size passes Pillow's
+    decompression-bomb limit is named before the network is loaded."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path):
+                pass
+        except Image.DecompressionBombError as err:
+            raise CLIError(f"{path}: {err.args[0].rstrip('.')}; if you trust the image, raise "
+                           "the limit with --max-pixels") from None
+        except (OSError, SyntaxError, ValueError):
+            pass  # not an image Pillow knows: read_image names the file with its reason
+
+
 def deblur_targets(files: Sequence[Path], out_dir: Path, overwrite: bool) -> list[Path]:
     """Where each input is written: ``out_dir`` / its own name. Refused before any work:
     an --out that cannot be written, two inputs of one name (or names differing only in
@@ -138,13 +154,14 @@ def run(args: argparse.Namespace) -> int:
     files = image_files(args.inputs)
     out_dir = Path(args.out)
     targets = deblur_targets(files, out_dir, args.overwrite)
+    check_sizes(files)
     device = resolve_device(args.device)
     model, spec, info = load_model(args, args.run_dir or args.checkpoint)
     check_backbone(args, spec, info)
     model.to(device)
     strength = apply_prior_strength(model, args.prior_strength, info)
-    print(f"model: {info['path']} (step {info.get('step')}, {spec.backbone}, "
-          f"{'with' if spec.prior else 'without'} prior{strength})", file=sys.stderr)
+    if strength:
+        print(f"prior{strength}", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(list(zip(files, targets, strict=True)), desc="deblur",
                disable=args.no_progress)
