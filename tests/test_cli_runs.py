@@ -432,3 +432,28 @@ def test_environment_errors_are_named_in_the_clis_words():
     for bug in (ValueError("x"), TypeError("x"), RuntimeError("x"), KeyError("x"),
                 OSError(errno.EIO, "I/O error")):
         assert error_message(bug) is None, bug
+
+
+def test_calibrate_takes_the_runs_blur_and_crop_and_refuses_a_folder_datasets_run(tmp_path,
+                                                                                    capsys):
+    run = tmp_path / "mild"
+    assert main(["train", "--run-dir", str(run), "--student", "small", "--steps", "1",
+                 "--blur", "mild", *TINY]) == 0
+    common = ["calibrate", "--run-dir", str(run), "--crops", "1", "--strengths", "1",
+              "--no-progress"]
+    capsys.readouterr()
+    assert main(common) == 0
+    out = capsys.readouterr().out
+    assert "from the run: --blur mild, --crop 32" in out and "crops of 32 px" in out
+    assert "(mild blur" in out
+    one_error_line(capsys, [*common, "--blur", "severe"],
+                   r"--blur severe \(trained on mild\).*--other-data")
+    assert main([*common, "--blur", "severe", "--other-data"]) == 0
+    assert "(severe blur" in capsys.readouterr().out
+    data = _gopro(tmp_path / "data")
+    gopro = tmp_path / "gopro"
+    assert main(["train", "--run-dir", str(gopro), "--dataset", "gopro", "--root", str(data),
+                 "--student", "small", "--steps", "1", *TINY]) == 0
+    one_error_line(capsys, ["calibrate", "--run-dir", str(gopro), "--crops", "1"],
+                   r"trained on --dataset gopro.*add --other-data")
+    assert not list(gopro.rglob("*.strength.json"))
