@@ -264,6 +264,8 @@ def test_every_option_has_help_and_shows_its_default(capsys):
             shown = command._get_formatter()._get_help_string(action) or ""
             if action.default not in (None, False, True):
                 assert "%(default)" in shown, (name, action.option_strings)
+            elif action.default is None:  # says what leaving it out means, or is required
+                assert re.search(r"default|required", action.help), (name, action.help)
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0

@@ -32,8 +32,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         # a flag (store_true) defaults to off; "(default: False)" says nothing more
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             return action.help
-        if action.default is None and action.help and "default" in action.help:
-            return action.help  # the help already says what None means
+        if action.default is None:
+            return action.help  # the help says what leaving it out means (or it is required)
         return super()._get_help_string(action)
 
 
@@ -213,13 +213,15 @@ def add_model_source(p: argparse.ArgumentParser, many: bool = False) -> Any:
     nargs = {"nargs": "+"} if many else {}
     src.add_argument("--run-dir", "--run", dest="run_dir", metavar="RUN", **nargs,
                      help="training run folder" + ("s" if many else "")
-                     + " (the latest checkpoint is used)")
+                     + " (the latest checkpoint is used); this or --checkpoint is required")
     src.add_argument("--checkpoint", metavar="FILE", **nargs,
                      help="checkpoint file" + ("s" if many else "")
-                     + " (checkpoints/step_*.pt, or a state dict saved from Python)")
+                     + " (checkpoints/step_*.pt, or a state dict saved from Python); this "
+                     "or --run-dir is required")
     group.add_argument("--prior-folder", metavar="FOLDER", default=None,
                        help="a prior saved by sp_adapter.save_pretrained, attached to the "
-                            "network of a Python --checkpoint (needs --backbone)")
+                            "network of a Python --checkpoint (needs --backbone; default: "
+                            "none, the bare network)")
     group.add_argument("--backbone", default=None,
                        help="the network of a Python checkpoint or save_pretrained folder "
                             "(default: read from a training checkpoint)")
@@ -232,7 +234,8 @@ def add_dataset(p: Any, default_crop: int) -> None:
     p.add_argument("--dataset", default="synthetic",
                    choices=["synthetic", "gopro", "hide", "realblur"],
                    help="built-in synthetic blur on built-in photos (offline), or a folder")
-    p.add_argument("--root", help="dataset folder (GOPRO_Large, HIDE, RealBlur root)")
+    p.add_argument("--root", help="dataset folder (GOPRO_Large, HIDE, RealBlur root); required "
+                   "by the folder datasets, not by synthetic (no default)")
     p.add_argument("--blur", default="severe", choices=["severe", "mild"],
                    help="synthetic blur strength")
     p.add_argument("--crop", type=int, default=default_crop, help="crop side in pixels")

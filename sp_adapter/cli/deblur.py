@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True,
                      help="output folder: each image is written under its own name, in its "
-                          "own format, mode and bit depth (created if missing)")
+                          "own format, mode and bit depth (created if missing; required)")
     out.add_argument("--overwrite", action="store_true",
                      help="replace files of the same names in --out")
     add_common(p)

@@ -81,7 +81,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                          help="images per batch (default: 8 for synthetic crops, else 1)")
     out = p.add_argument_group("output")
     out.add_argument("--json", default=None, metavar="FILE",
-                     help="also write the scores (per image too) and the convention to FILE")
+                     help="also write the scores (per image too), the convention and the "
+                          "command to FILE (default: no file)")
     out.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     add_common(p)
     return p

@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     DESCRIPTION, EXAMPLES)
     out = p.add_argument_group("output (the run folder)")
     out.add_argument("--run-dir", "--run", dest="run_dir", default=None,
-                     help="run folder (log, run.json, checkpoints); required; write "
+                     help="run folder (log, run.json, checkpoints; required); write "
                           "--run-dir in full under torchrun")
     start = out.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
