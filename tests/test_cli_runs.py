@@ -274,6 +274,17 @@ def test_every_option_has_help_and_shows_its_default(capsys):
     assert capsys.readouterr().out.strip() == f"sp-adapter {__version__}"
 
 
+def test_a_mistyped_option_is_one_line_naming_the_help(capsys):
+    for argv, text in ((["train", "--stepz", "3"], "unrecognized arguments: --stepz 3"),
+                       (["eval", "--run-dir", "r", "--convention", "x"], "invalid choice: 'x'"),
+                       (["train", "--lr", "fast"], "argument --lr: invalid float value")):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: ") and text in err and "--help`)" in err, err
+
+
 def test_levels_list_prints_each_backbones_levels_and_defaults(capsys):
     assert main(["train", "--backbone", "nafnet", "--width", "8", "--levels", "list"]) == 0
     out = capsys.readouterr().out

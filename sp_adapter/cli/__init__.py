@@ -31,7 +31,7 @@ COMMANDS: tuple[ModuleType, ...] = (demo, train, eval, deblur, calibrate)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = common.Parser(
         prog="sp-adapter", formatter_class=common.HelpFormatter,
         description="Semantic prior for deblurring networks: train, evaluate, deblur, "
         "calibrate, and an offline demo. `sp-adapter COMMAND --help` shows a command's "
