@@ -470,3 +470,31 @@ def test_calibrate_takes_the_runs_blur_and_crop_and_refuses_a_folder_datasets_ru
     one_error_line(capsys, ["calibrate", "--run-dir", str(gopro), "--crops", "1"],
                    r"trained on --dataset gopro.*add --other-data")
     assert not list(gopro.rglob("*.strength.json"))
+
+
+def test_ctrl_c_sent_to_the_program_is_one_line(tmp_path):
+    """SIGINT to a training process once it has logged: exit 2, one line, no traceback, and
+    a checkpoint to resume from."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("SP_ADAPTER_DEBUG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sp_adapter.cli", "train", "--run-dir", str(run), "--no-prior",
+         "--steps", "100000", "--log-every", "1", "--checkpoint-every", "1", *TINY],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints").is_dir() or not any((run / "checkpoints").iterdir()):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 2, err
+    assert err.startswith("error: interrupted at step ") and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "--resume" in err, err
+    assert list((run / "checkpoints").glob("step_*.pt"))
