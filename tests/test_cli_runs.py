@@ -498,3 +498,15 @@ def test_ctrl_c_sent_to_the_program_is_one_line(tmp_path):
     assert err.startswith("error: interrupted at step ") and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and "--resume" in err, err
     assert list((run / "checkpoints").glob("step_*.pt"))
+
+
+def test_a_tile_smaller_than_the_network_takes_is_said_in_the_flags_words(runs, tmp_path,
+                                                                          capsys):
+    for command in (["deblur", str(runs["image"]), "--out", str(tmp_path / "out")],
+                    ["eval", "--limit", "1", "--crop", "32"]):
+        one_error_line(capsys, [*command, "--run-dir", str(runs["a"]), "--tile", "1",
+                                "--no-progress"],
+                       r"--tile 1: this unet needs tiles of at least \d+ pixels.*--tile \d+ or "
+                       "more")
+    assert main(["deblur", str(runs["image"]), "--out", str(tmp_path / "out"), "--run-dir",
+                 str(runs["a"]), "--tile", "16", "--overlap", "4", "--no-progress"]) == 0

@@ -85,6 +85,28 @@ def check_tile(tile: int | None, overlap: int | None = None) -> None:
         raise CLIError(f"--overlap must be 0 or more pixels, got {overlap}")
 
 
+def check_tile_fits(tile: int | None, model: torch.nn.Module, backbone: str) -> None:
+    """Refuse a ``--tile`` smaller than the network's smallest input, in the flag's words
+    (a tile is rounded down to the backbone's side multiple)."""
+    if tile is None:
+        return
+    from sp_adapter.attach.state import get_hook, is_wrapped
+    from sp_adapter.attach.wrap import backbone_map_for
+    from sp_adapter.train import backbone_spec
+
+    multiple = max(1, backbone_spec(backbone).size_multiple)
+    smallest = multiple
+    if is_wrapped(model):
+        smallest = max(smallest, get_hook(model).min_size)
+    found = backbone_map_for(model)
+    if found is not None:
+        smallest = max(smallest, found.min_size)
+    if tile // multiple * multiple < smallest:
+        raise CLIError(f"--tile {tile}: this {backbone} needs tiles of at least {smallest} "
+                       f"pixels (tiles are rounded down to a multiple of {multiple}); give "
+                       f"--tile {smallest} or more, e.g. 256, or leave it out")
+
+
 def check_teacher_levels(levels: Sequence[int] | None, arch: str) -> None:
     """Refuse ``--teacher-levels`` the teacher does not have, before anything is built."""
     if not levels:

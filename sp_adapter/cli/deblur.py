@@ -20,6 +20,7 @@ from sp_adapter.cli.common import (
     apply_prior_strength,
     check_backbone,
     check_tile,
+    check_tile_fits,
     check_writable_folder,
     load_model,
     resolve_device,
@@ -158,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, spec, info = load_model(args, args.run_dir or args.checkpoint)
     check_backbone(args, spec, info)
+    check_tile_fits(args.tile, model, spec.backbone)
     model.to(device)
     strength = apply_prior_strength(model, args.prior_strength, info)
     if strength:

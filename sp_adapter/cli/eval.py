@@ -21,6 +21,7 @@ from sp_adapter.cli.common import (
     check_backbone,
     check_output_file,
     check_tile,
+    check_tile_fits,
     load_model,
     make_dataset,
     require_positive,
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     for source in sources:
         model, spec, info = load_model(args, source)
         check_backbone(args, spec, info)
+        check_tile_fits(args.tile, model, spec.backbone)
         model.to(device)
         strength = apply_prior_strength(model, args.prior_strength, info)
         lpips_values: list[float] = []
