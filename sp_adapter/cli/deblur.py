@@ -79,13 +79,13 @@ def image_files(inputs: Sequence[str]) -> list[Path]:
         elif path.is_file():
             found = [path]
         else:
-            raise FileNotFoundError(f"no such image or folder: {path}")
+            raise CLIError(f"no such image or folder: {path}")
         for file in found:
             if file.resolve() not in seen:
                 seen.add(file.resolve())
                 files.append(file)
     if not files:
-        raise FileNotFoundError("no images found in the inputs (looked for "
+        raise CLIError("no images found in the inputs (looked for "
                                 f"{', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
 
