@@ -33,11 +33,11 @@ COMMANDS: tuple[ModuleType, ...] = (demo, train, eval, deblur, calibrate)
 def build_parser() -> argparse.ArgumentParser:
     parser = common.Parser(
         prog="sp-adapter", formatter_class=common.HelpFormatter,
-        description="Semantic prior for deblurring networks: train, evaluate, deblur, "
-        "calibrate, and an offline demo. `sp-adapter COMMAND --help` shows a command's "
+        description="Semantic prior for deblurring networks: train, evaluate, deblur,\n"
+        "calibrate, and an offline demo. `sp-adapter COMMAND --help` shows a command's\n"
         "options with their defaults and examples.",
-        epilog="An error you can fix (a bad option, a missing or unreadable file, a folder "
-        "you cannot write, no CUDA) is one `error:` line and exit status 2; set "
+        epilog="An error you can fix (a bad option, a missing or unreadable file, a folder\n"
+        "you cannot write, no CUDA) is one `error:` line and exit status 2; set\n"
         f"{common.DEBUG_VARIABLE}=1 to see its traceback.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
