@@ -151,7 +151,7 @@ def test_demo_refuses_a_non_empty_folder(report, capsys):
 def test_demo_refuses_wrong_teacher_levels_before_any_work(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["demo", "--out", str(out), "--teacher-levels", "2", "1", *TINY_DEMO]) == 2
-    assert "out_indices must be distinct feature levels" in capsys.readouterr().err
+    assert "--teacher-levels 2 1: give distinct feature levels" in capsys.readouterr().err
     assert not out.exists()
     with pytest.raises(ValueError, match="no offline weights for the teacher 'resnet18'"):
         DemoConfig(teacher="resnet18")
@@ -196,11 +196,11 @@ def test_train_resume_and_eval(tmp_path, capsys):
     last = run / "checkpoints" / "step_00000004.pt"
     last.unlink()  # as if the run had been killed after its step-2 checkpoint
     # a resume on other training data is refused, naming what differs
-    for other, named in ((["--blur", "mild"], "blur='severe' (now 'mild')"),
-                         (["--photos", "astronaut"], "photos=None (now ['astronaut'])")):
+    for other, named in ((["--blur", "mild"], "--blur mild (the run: severe)"),
+                         (["--photos", "astronaut"], "--photos astronaut (the run: not set)")):
         assert main([*common, "--steps", "4", "--resume", *other]) == 2
         err = capsys.readouterr().err
-        assert "trained on other data" in err and named in err, err
+        assert "trained with other options" in err and named in err, err
     assert not last.exists()
     assert saved["data_options"] == {"dataset": "synthetic", "crop": 32, "blur": "severe",
                                      "length": 8, "augment": False, "photos": None}
@@ -266,7 +266,7 @@ def test_train_resume_and_eval(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--run", str(tmp_path / "wrong"), "--teacher-levels", "2", "1",
                  "--no-progress"]) == 2
-    assert "out_indices must be distinct feature levels" in capsys.readouterr().err
+    assert "--teacher-levels 2 1: give distinct feature levels" in capsys.readouterr().err
     assert main(["train", "--run", str(tmp_path / "wrong"), "--prior-kernel-size", "2",
                  "--no-progress"]) == 2
     assert "kernel_size must be a positive odd number" in capsys.readouterr().err
@@ -279,7 +279,7 @@ def test_train_resume_and_eval(tmp_path, capsys):
 def test_train_on_named_photos_with_augmented_crops(tmp_path, capsys):
     """train --photos/--augment: the built-in set of those photos, rescaled and turned;
     a test photo, or the options with a folder dataset, are refused before training."""
-    from sp_adapter.cli import _dataset
+    from sp_adapter.cli.common import make_dataset as _dataset
 
     data = _dataset("synthetic", None, "train", 32, "mild", 0, length=4, training=True,
                     augment=True, photos=["camera", "moon"])

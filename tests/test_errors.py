@@ -32,10 +32,7 @@ BUILTIN_ERRORS = {
     name for name, value in vars(builtins).items()
     if isinstance(value, type) and issubclass(value, BaseException)
 }
-# TODO(issue 44): the CLI still raises 2 bare FileNotFoundError ("no such image or folder",
-# "no images found in the inputs"); it is being split into sp_adapter/cli/, where they become
-# family errors. Then drop this exclusion so the CLI is scanned too.
-EXCLUDED = ("sp_adapter/cli.py", "sp_adapter/cli/")
+EXCLUDED: tuple[str, ...] = ()
 
 
 def _sources() -> list[Path]:

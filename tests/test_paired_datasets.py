@@ -286,7 +286,7 @@ def test_eval_and_train_read_the_gopro_blur_folder_asked_for(tmp_path: Path, cap
             capsys.readouterr()
             assert main(["eval", "--run-dir", str(run), "--dataset", "gopro", "--root",
                          str(tmp_path), "--gopro-blur", folder, "--json", str(out_file),
-                         "--no-progress"]) == 0
+                         "--other-data", "--no-progress"]) == 0  # blur: not the run's
             assert f"data: gopro ({folder}) test, 2 images" in capsys.readouterr().out
             report = json.loads(out_file.read_text())
             keys = [row["key"] for row in report["models"][0]["per_image"]]

@@ -173,7 +173,7 @@ def test_eval_on_realblur_uses_the_protocol(tmp_path, capsys) -> None:
                  "--perceptual", "none", "--val-limit", "1", "--no-progress"]) == 0
     capsys.readouterr()
     common = ["eval", "--run-dir", str(run), "--dataset", "realblur", "--root", str(root),
-              "--no-progress"]
+              "--other-data", "--no-progress"]  # the run trained on synthetic blur
     assert main([*common, "--json", str(tmp_path / "realblur.json")]) == 0
     out = capsys.readouterr().out
     assert "data: realblur (RealBlur-J) test, 2 images" in out

@@ -62,15 +62,16 @@ from sp_adapter.train.distributed import (
 from sp_adapter.train.evaluate import EvalResult, evaluate
 from sp_adapter.train.losses import LossTerms, TotalLoss, build_perceptual, full
 from sp_adapter.train.model_spec import ModelSpec
-from sp_adapter.train.schedule import STUDENT_PREFIX, build_optimizer
+from sp_adapter.train.schedule import STUDENT_PREFIX, WarmupCosine, build_optimizer
 
 LOG_NAME = "log.jsonl"
 RUN_NAME = "run.json"
 CHECKPOINT_FORMAT = "sp_adapter.train"
 
 # Options that may change when a run is resumed; any other difference is an error.
+# ``steps`` may grow: the cosine schedule is stretched to the new total (see ``resume``).
 _RESUMABLE_CHANGES = {"progress", "val_every", "log_every", "checkpoint_every",
-                      "keep_checkpoints", "num_workers", "device", "val_batch_size"}
+                      "keep_checkpoints", "num_workers", "device", "val_batch_size", "steps"}
 
 Callback = Callable[["Trainer", dict[str, float]], None]
 
@@ -557,9 +558,22 @@ class Trainer:
                                 f"{self.data_options.get(k)!r})" for k in differ)
                     + "; resume with the same data options or start a new run folder"
                 )
-        self.module.load_state_dict(state["model"], strict=True)
+        try:
+            self.module.load_state_dict(state["model"], strict=True)
+        except RuntimeError as err:  # torch lists every key; say what differs instead
+            ours, theirs = set(self.module.state_dict()), set(state["model"])
+            raise RunFolderError(
+                f"the checkpoint holds another network ({len(theirs - ours)} of its tensors "
+                f"are not in this model, {len(ours - theirs)} of this model's are not in it"
+                f"{'; shapes differ' if ours == theirs else ''}): resume with the backbone, "
+                "prior and levels it was trained with, or start a new run folder") from err
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.config.steps < int(state["step"]):
+            raise RunFolderError(
+                f"the checkpoint is at step {state['step']}, beyond steps={self.config.steps} "
+                f"(CLI: --steps): give steps of {state['step']} or more to resume it")
         self.scheduler.load_state_dict(state["scheduler"])
+        self._extend_schedule()
         self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.elapsed = float(state["elapsed"])
@@ -574,6 +588,19 @@ class Trainer:
                 stacklevel=2,
             )
             seed_everything(self.config.seed * 1000 + self.step + self.info.rank)
+
+    def _extend_schedule(self) -> None:
+        """Give the loaded schedule this run's total steps: a resume with more steps
+        stretches the cosine over the new total (the loaded state holds the old one)."""
+        for factor in self.scheduler.lr_lambdas:
+            if isinstance(factor, WarmupCosine):
+                factor.total = int(self.config.steps)
+        # the learning rates of the resumed step under the stretched schedule
+        step = self.scheduler.last_epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * factor(step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def resume(self) -> int | None:
         """Load the newest checkpoint of ``run_dir`` that can be read (a damaged one is
