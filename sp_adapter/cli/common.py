@@ -91,14 +91,14 @@ def check_tile_fits(tile: int | None, model: torch.nn.Module, backbone: str) -> 
     if tile is None:
         return
     from sp_adapter.attach.state import get_hook, is_wrapped
-    from sp_adapter.attach.wrap import backbone_map_for
+    from sp_adapter.attach.wrap import level_map_for
     from sp_adapter.train import backbone_spec
 
     multiple = max(1, backbone_spec(backbone).size_multiple)
     smallest = multiple
     if is_wrapped(model):
         smallest = max(smallest, get_hook(model).min_size)
-    found = backbone_map_for(model)
+    found, _ = level_map_for(model)
     if found is not None:
         smallest = max(smallest, found.min_size)
     if tile // multiple * multiple < smallest:

@@ -445,14 +445,11 @@ def data_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_levels(args: argparse.Namespace) -> int:
-    from sp_adapter.attach.wrap import backbone_map_for
     from sp_adapter.train import backbone_spec
 
     spec = backbone_spec(args.backbone)
     options = {"width": args.width} if args.width is not None else {}
-    found = backbone_map_for(spec.build(**options))
-    if found is None:
-        raise CLIError(f"--backbone {spec.name} has no level map; wrap it with levels='auto'")
+    found = spec.level_map(spec.build(**options))
     defaults = set(found.default_levels)
     print(f"levels of --backbone {spec.name}, finest first (* : wrapped by default, "
           f"{len(defaults)} of {len(found.levels)}):")
