@@ -72,7 +72,7 @@ class DemoConfig:
 
     out: str = "report"
     overwrite: bool = False
-    steps: int = 600
+    steps: int = 400
     protocol: Literal["finetune", "scratch"] = "finetune"
     arm_fraction: float = 0.5
     batch_size: int = 4
