@@ -103,7 +103,7 @@ def gains_line(cfg: DemoConfig, arms: Mapping[str, ArmResult]) -> str:
         if name in arms:
             other = arms[name].evaluation
             assert other is not None
-            parts.append(f"{sp.evaluation.psnr - other.psnr:+.2f} dB over {what} (better on "
+            parts.append(f"{sp.evaluation.psnr - other.psnr:+.3f} dB over {what} (better on "
                          f"{_better(sp, arms[name])} of {count} crops)")
     line = "+SP, this run: " + ", ".join(parts) + "."
     differs = BENCHMARK.covers(cfg)
@@ -112,8 +112,8 @@ def gains_line(cfg: DemoConfig, arms: Mapping[str, ArmResult]) -> str:
                 f"differ from the defaults that `{BENCHMARK.file}` measured).")
     (mb, sb), (mw, sw) = BENCHMARK.over_base, BENCHMARK.over_wide
     return (line + f" Over seeds {', '.join(map(str, BENCHMARK.seeds))} "
-            f"(`{BENCHMARK.file}`): {mb:+.2f} ± {sb:.2f} dB over the base, {mw:+.2f} ± "
-            f"{sw:.2f} dB over the widened base (mean ± std of the per-seed gains).")
+            f"(`{BENCHMARK.file}`): {mb:+.3f} ± {sb:.3f} dB over the base, {mw:+.3f} ± "
+            f"{sw:.3f} dB over the widened base (mean ± std of the per-seed gains).")
 
 
 def level_table(sp: ArmResult, cfg: DemoConfig) -> list[str]:
