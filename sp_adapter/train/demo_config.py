@@ -26,8 +26,8 @@ class DemoConfig:
     demo against the benchmark on a tiny budget). Where they differ from ``sp-adapter
     train``'s defaults, and why:
 
-    * the budget (``steps``, ``batch_size``, ``crop``, ``lr``): what 2 CPU cores train in
-      about 4 minutes, chosen by the benchmark among a few settings;
+    * the budget (``steps``, ``batch_size``, ``crop``, ``lr``): minutes on a CPU, not
+      hours; the benchmark shows the prior beating both controls at it;
     * ``blur="mild"``: at this budget the bare UNet gains little on severe blur, so the
       table would compare noise;
     * no perceptual term (Eq. 8's VGG16 weights need a download; the demo is offline);
