@@ -36,7 +36,6 @@ from quality_arms import (
     PRIOR_TRAIN_OPTIONS,
     VARIANTS,
     build_arms,
-    matched_width,
     parse_options,
     parse_prior_options,
     teacher_spec,
@@ -52,6 +51,7 @@ from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import WHEEL_TEACHERS, TeacherSpec
 from sp_adapter.prior.teacher import load_teacher
 from sp_adapter.train import Arm, TrainConfig, backbone_spec, count_parameters, run_arms
+from sp_adapter.train.control import matched_width
 from sp_adapter.train.evaluate import evaluate
 
 PROBE_SEED = 999_983  # --train-probe's crops and kernels: no training seed draws them

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from sp_adapter.prior.config import PriorConfig, TeacherSpec, teacher_at_levels
-from sp_adapter.train import Arm, count_parameters
+from sp_adapter.train import Arm
 
 VARIANTS: dict[str, PriorConfig | None] = {
     "Net0": None,
@@ -114,23 +114,6 @@ def variant_config(
     if prior is None:
         return None
     return replace(prior, **(prior_options or {}), **({"teacher": teacher} if teacher else {}))
-
-
-def matched_width(target: int, blocks: int) -> tuple[int, int]:
-    """The UNet width whose parameter count is closest to ``target``."""
-    from sp_adapter.backbones.unet import UNet
-
-    def params(width: int) -> int:
-        return count_parameters(UNet(width, blocks))
-
-    low, high = 1, 8
-    while params(high) < target:  # the count grows with the width: bracket, then bisect
-        low, high = high, high * 2
-    while high - low > 1:
-        mid = (low + high) // 2
-        low, high = (mid, high) if params(mid) < target else (low, mid)
-    best = min((low, high), key=lambda w: abs(params(w) - target))
-    return best, params(best)
 
 
 def build_arms(

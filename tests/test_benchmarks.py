@@ -492,32 +492,58 @@ def test_the_demo_is_seed_0_of_the_quality_benchmark(tmp_path, joint_seed0):
     assert demo["arms"]["sp"]["psnr"] != demo["arms"]["base"]["psnr"]  # the arms differ
 
 
-def test_the_demo_at_its_defaults_is_the_benchmarks_net0_star(tmp_path):
+def test_the_demo_at_its_defaults_is_the_benchmarks_net6_and_its_widened_control(tmp_path):
     """At its default options (only the budget and sizes made tiny) the demo trains the
-    short mild-blur benchmark's Net0 and Net0* at teacher levels 0-2 with 3x3 prior
-    convolutions (no student pre-training), and its report says so."""
+    benchmark's Net0, Net0-wide and Net6 at teacher levels 0-2 with 1x1 prior
+    convolutions, and its report says so."""
     from sp_adapter.cli import main as cli
 
     tiny = ["--batch", "2", "--crop", "32", "--length", "8", "--test-crop", "32",
-            "--test-crops-per-photo", "1", "--no-progress"]
+            "--test-crops-per-photo", "1", "--student-steps", "1", "--no-progress"]
     bench = load("quality").main([
-        *tiny, "--variants", "Net0", "Net0*", "--steps", "2", "--pretrain-steps", "2",
-        "--student-steps", "3", "--blur", "mild", "--lr", "1e-3",
-        "--teacher-levels", "0", "1", "2", "--prior-options", "kernel_size=3",
-        "--options", "width=8", "--seeds", "0", "--out", str(tmp_path), "--tag", "star"])
+        *tiny, "--variants", "Net0", "Net0-wide", "Net6", "--steps", "2",
+        "--pretrain-steps", "2", "--blur", "mild", "--lr", "1e-3",
+        "--teacher-levels", "0", "1", "2", "--options", "width=8", "--seeds", "0",
+        "--out", str(tmp_path), "--tag", "net6"])
     out = tmp_path / "report"
     assert cli(["demo", "--out", str(out), "--steps", "4", "--width", "8", "--grids", "0",
                 *tiny]) == 0
     demo = json.loads((out / "results.json").read_text())
-    assert demo["arms"]["base"]["psnr"] == bench["runs"]["Net0"][0]["psnr"]
-    assert demo["arms"]["sp"]["psnr"] == bench["runs"]["Net0*"][0]["psnr"]
-    assert demo["arms"]["sp"]["student_steps"] == 0
-    assert demo["arms"]["sp"]["params"] == bench["runs"]["Net0*"][0]["params"]
+    for arm, variant in (("base", "Net0"), ("wide", "Net0-wide"), ("sp", "Net6")):
+        assert demo["arms"][arm]["psnr"] == bench["runs"][variant][0]["psnr"], arm
+        assert demo["arms"][arm]["params"] == bench["runs"][variant][0]["params"], arm
+    assert demo["arms"]["sp"]["student_steps"] == 1
     readme = (out / "README.md").read_text()
-    assert ("teacher tf_efficientnet_lite0 at levels [0, 1, 2], CLC + MLA + SAT without the "
-            "HCL distillation") in readme
-    assert "3x3 convolutions in CLC, MLA and SAT" in readme
+    assert ("teacher tf_efficientnet_lite0 at levels [0, 1, 2], HCL + CLC + MLA + SAT "
+            "(Table 4, Net6)") in readme
+    assert "1x1 convolutions in CLC, MLA and SAT" in readme
     assert "synthetic mild camera-shake blur" in readme
+
+
+def test_the_demos_defaults_are_the_committed_benchmarks_setting():
+    """The committed benchmark behind the demo's default budget ran the demo's default
+    options, and the gains the report quotes are that file's."""
+    from sp_adapter.train.demo import BENCHMARK, DemoConfig
+
+    root = BENCHMARKS.parent
+    payload = json.loads((root / BENCHMARK.file).with_suffix(".json").read_text())
+    options, d = payload["options"], DemoConfig()
+    shared, own = d.split()
+    expected = {
+        "pretrain_steps": shared, "steps": own, "batch": d.batch_size, "crop": d.crop,
+        "lr": d.lr, "beta": d.beta, "length": d.train_length, "blur": d.blur,
+        "test_crop": d.test_crop, "test_crops_per_photo": d.test_crops_per_photo,
+        "student_steps": d.student_steps, "teacher_levels": list(d.teacher_levels),
+        "teacher": d.teacher, "protocol": d.protocol, "embedding_lr_scale": 1.0,
+        "options": [f"width={d.width}"], "test_seed": 0,
+    }
+    assert {k: options[k] for k in expected} == expected
+    assert options["prior_options"] in ([], [f"kernel_size={d.prior_kernel_size}"])
+    assert d.hcl and d.student == "teacher" and sorted(options["seeds"]) == [0, 1, 2]
+    net6 = payload["summary"]["Net6"]
+    assert BENCHMARK.over_base == (round(net6["gain_mean"], 3), round(net6["gain_std"], 3))
+    assert BENCHMARK.over_wide == (round(net6["gain_vs_control_mean"], 3),
+                                   round(net6["gain_vs_control_std"], 3))
 
 
 def test_quality_augment_trains_on_other_crops_and_merges_only_with_its_kind(

@@ -14,8 +14,8 @@ from sp_adapter.cli import main
 from sp_adapter.train.demo import DemoConfig, ReportFolderError, prepare_folder
 
 TINY_DEMO = ["--steps", "2", "--crop", "32", "--batch", "2", "--length", "8",
-             "--test-crop", "32", "--test-crops-per-photo", "1", "--student", "small",
-             "--embedding-lr-scale", "0.25", "--no-progress"]
+             "--test-crop", "32", "--student", "small", "--student-steps", "1",
+             "--embedding-lr-scale", "0.25", "--grids", "2", "--no-progress"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -39,33 +39,85 @@ def assert_cli_error(capsys, argv: list[str], pattern: str) -> None:
 def test_demo_writes_its_report(report, capsys):
     readme = (report / "README.md").read_text()
     number = r"\d+\.\d+"
-    for row in ("blurry input", r"base \(UNet\)", r"\+SP \(UNet \+ semantic prior\)"):
+    for row in ("blurry input", r"base \(UNet width 16\)", r"widened base \(UNet width \d+\)",
+                r"\+SP: UNet \+ the paper's prior \(Table 4 Net6\)"):
         assert re.search(rf"\| {row} \| {number} \| {number} \|", readme), row
     assert "## Compute" in readme
     results = json.loads((report / "results.json").read_text())
-    assert set(results["arms"]) == {"base", "sp"}
+    assert list(results["arms"]) == ["base", "wide", "sp"]
     for arm in results["arms"].values():
         assert arm["steps"] + arm["shared_steps"] == 2 and arm["seconds"] > 0
         assert np.isfinite(arm["psnr"]) and 0 < arm["ssim"] <= 1
-    count = results["test_count"]
-    assert len(results["per_image"]) == count and len(results["pictures"]) == count
-    for folder, panels in (("images", 6), ("priors", 4)):
+    # the widened control is the bare UNet nearest the wrapped one's parameter count
+    arms = results["arms"]
+    assert arms["wide"]["spec"]["prior"] is None and arms["wide"]["spec"]["options"]["width"] > 16
+    assert abs(arms["wide"]["params"] - arms["sp"]["params"]) < \
+        arms["sp"]["params"] - arms["base"]["params"]
+    assert results["test_count"] == 64  # the test set `sp-adapter eval` scores
+    assert len(results["per_image"]) == 64 and len(results["pictures"]) == 2
+    margin = 8  # prior_margin: two pixels of the coarsest level, at most a quarter of 32
+    for folder, widths in (("images", [7 * 32 + 8 * 4, 5 * 32 + 6 * 4]),
+                           ("priors", [4 * (32 - 2 * margin) + 5 * 4])):
         files = sorted((report / folder).glob("*.png"))
-        assert len(files) == count
+        assert len(files) == 2
         with Image.open(files[0]) as image:
             image.verify()
         with Image.open(files[0]) as image:
-            assert image.mode == "RGB" and image.width == panels * 32 + (panels + 1) * 4
+            assert image.mode == "RGB" and image.width == max(widths)
     assert (report / "runs" / "sp" / "log.jsonl").is_file()
     # the MLA/SAT factor reaches the +SP arm only
     assert "MLA/SAT learning rate x0.25" in readme
-    for arm, factor in (("sp", 0.25), ("base", 1.0)):
+    for arm, factor in (("sp", 0.25), ("base", 1.0), ("wide", 1.0)):
         run = json.loads((report / "runs" / arm / "run.json").read_text())
         assert run["config"]["embedding_lr_scale"] == factor
     # the chosen teacher reaches the +SP arm (and `deblur` below rebuilds it from the run)
     assert "teacher tf_efficientnet_lite1 at levels [0, 1, 2]" in readme
     run = json.loads((report / "runs" / "sp" / "run.json").read_text())
     assert run["model_spec"]["prior"]["teacher"]["arch"] == "tf_efficientnet_lite1"
+
+
+def test_demo_report_names_each_arms_loss(report):
+    """The loss line of every arm is its own: the prior term only where the prior is
+    distilled (HCL); the variant without HCL names its loss as L1 alone."""
+    from sp_adapter.train.demo import arm_loss
+
+    readme = (report / "README.md").read_text()
+    losses = readme.split("## Losses")[1].split("##")[0]
+    lines = [line for line in losses.splitlines() if line.startswith("- ")]
+    results = json.loads((report / "results.json").read_text())
+    wide = results["arms"]["wide"]["spec"]["options"]["width"]
+    assert lines == [
+        "- base (UNet width 16): L1 (Eq. 7 with the perceptual and prior terms off)",
+        f"- widened base (UNet width {wide}): L1 (Eq. 7 with the perceptual and prior "
+        "terms off)",
+        "- +SP: UNet + the paper's prior (Table 4 Net6): L1 + 0.1 × L_prior (HCL, Eq. 4), "
+        "after 1 student steps on L_prior alone",
+    ]
+    star = DemoConfig(hcl=False, beta=0.1)
+    assert "L_prior" not in arm_loss("sp", star).split(":")[0]
+    assert arm_loss("sp", star).startswith("L1 only")
+    assert [results["arms"][n]["loss"] for n in ("base", "sp")] == [
+        arm_loss("base", DemoConfig()), lines[2].split("): ", 1)[1]]
+
+
+def test_demo_report_eval_command_reproduces_its_table(report, tmp_path, capsys):
+    """The first `sp-adapter eval` command in the report, run as written, scores every
+    arm's run folder on the same test crops with the same convention: the same PSNR as the
+    report's table to 0.01 dB (the blurry row too)."""
+    readme = (report / "README.md").read_text()
+    command = next(line for line in readme.splitlines() if line.startswith("sp-adapter eval"))
+    scores = tmp_path / "scores.json"
+    assert main([*shlex.split(command)[1:], "--json", str(scores), "--no-progress"]) == 0
+    models = json.loads(scores.read_text())["models"]
+    results = json.loads((report / "results.json").read_text())
+    assert [m["path"].split("/runs/")[1].split("/")[0] for m in models] == ["base", "wide", "sp"]
+    table = readme.split("## Quality on the test set")[1].split("\n\n")[1]
+    printed = [float(row.split("|")[2]) for row in table.splitlines()[2:]]
+    assert printed[0] == round(results["blurry"]["psnr"], 2)
+    assert f"{models[0]['blurry_psnr']:.2f}" == f"{printed[0]:.2f}"
+    for model, shown in zip(models, printed[1:], strict=True):
+        assert f"{model['psnr']:.2f}" == f"{shown:.2f}"
+        assert model["count"] == results["test_count"]
 
 
 def test_demo_report_says_what_its_budget_shows_and_ends_with_a_real_dataset(report):
@@ -107,15 +159,43 @@ def test_demo_pictures_show_where_the_prior_changed_the_restoration(report):
     assert tuple(nearer[0, 1]) == (247, 247, 247)  # equal: white
     red, blue = nearer[0, 0].astype(int), nearer[1, 1].astype(int)
     assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50
-    # the report's grids: the two maps follow the four images, the same size
+    # the report's grids: the two maps follow the five images, the same size
     results = json.loads((report / "results.json").read_text())
     with Image.open(report / "images" / results["pictures"][0]) as image:
         grid = np.asarray(image)
     side, gap = 32, 4
     panels = [grid[14 + gap: 14 + gap + side, gap + i * (side + gap): gap + i * (side + gap) + side]
-              for i in range(6)]
-    assert not np.array_equal(panels[1], panels[2])  # base and +SP differ ...
-    assert (panels[4] != np.array([68, 1, 84], np.uint8)).any()  # ... and the map shows where
+              for i in range(7)]  # blurry, base, widened, +SP, sharp, the two maps
+    assert not np.array_equal(panels[1], panels[3])  # base and +SP differ ...
+    assert (panels[5] != np.array([68, 1, 84], np.uint8)).any()  # ... and the map shows where
+
+
+def test_demo_pictures_enlarge_where_the_arms_differ_most_and_crop_the_prior_padding():
+    """The zoom window is where |+SP - base| is largest, framed in the full panels and
+    enlarged below them; the prior maps leave out a border margin and are normalised over
+    the rest, so a bright frame of padding does not set their colour scale."""
+    import torch
+
+    from sp_adapter.train.report import most_changed_window, outline, prior_map_images, zoom
+
+    base = torch.zeros(3, 32, 32)
+    sp = base.clone()
+    sp[:, 20:26, 3:9] = 0.5  # the arms differ in one 6x6 patch
+    y, x = most_changed_window(sp, base, 8)
+    assert 18 <= y <= 20 and 1 <= x <= 3  # the 8x8 window holds the patch
+    picture = np.zeros((32, 32, 3), np.uint8)
+    framed = outline(picture, y, x, 8)
+    assert (framed[y, x:x + 8] == (255, 0, 255)).all() and (framed[y + 1, x + 1] == 0).all()
+    assert zoom(framed, y, x, 8, 4).shape == (32, 32, 3)
+    prior = torch.zeros(1, 16, 16)
+    prior[:, 4:12, 4:12] = torch.linspace(0, 1, 8)  # a ramp inside ...
+    prior[:, :2] = prior[:, -2:] = 50.0  # ... and a bright frame at the border
+    (full,) = prior_map_images([prior], (32, 32), [2])
+    (valid,) = prior_map_images([prior], (32, 32), [2], margin=4)
+    assert valid.shape == (24, 24, 3)
+    bright = np.array([253, 231, 37], np.uint8)  # the colour scale's top
+    assert (valid[8, 4:20] == bright).all(axis=-1).any()  # the ramp reaches it ...
+    assert not (full[12, 8:24] == bright).all(axis=-1).any()  # ... unless the frame sets it
 
 
 def test_deblur_keeps_the_input_size(report, tmp_path, capsys):

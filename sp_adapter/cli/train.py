@@ -37,9 +37,9 @@ Train a backbone with the semantic prior (or without it, --no-prior) and write i
 run.json and checkpoints to --run-dir.
 
 Defaults follow the paper's training (severe synthetic blur, 256 px crops, lr 2e-4, HCL
-distillation, teacher levels 1 2 3). `sp-adapter demo` differs on purpose: it is a
-minutes-long CPU comparison, so it trains a small UNet on mild blur with 96 px crops,
-lr 1e-3, prior kernel 3, teacher levels 0 1 2 and no HCL; see `sp-adapter demo --help`.
+distillation, 1x1 prior convolutions, teacher levels 1 2 3). `sp-adapter demo` differs on
+purpose: it is a minutes-long CPU comparison, so it trains a small UNet on mild blur with
+96 px crops, lr 1e-3 and teacher levels 0 1 2; see `sp-adapter demo --help`.
 
 --resume continues the run in --run-dir exactly where its newest readable checkpoint
 stopped: options you leave out are taken from the run (it prints which), an option that
@@ -126,7 +126,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "small one")
     model.add_argument("--teacher-levels", nargs="+", type=int, default=None, metavar="INDEX",
                        help="the teacher's feature levels, finest first (timm out_indices; "
-                            "the built-in teacher's 0-4 are reductions 2-32; default: 1 2 3)")
+                            "the built-in teacher's 0-4 are reductions 2-32; default: 1 2 3; "
+                            "the demo uses 0 1 2: see `sp-adapter demo --help`)")
     add_teacher(model, TeacherSpec().arch)
 
     opt = p.add_argument_group("optimisation")

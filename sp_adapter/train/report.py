@@ -84,14 +84,17 @@ def normalise(map2d: np.ndarray) -> np.ndarray:
 
 
 def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int],
-                     reductions: Sequence[int] | None = None) -> list[np.ndarray]:
+                     reductions: Sequence[int] | None = None,
+                     margin: int = 0) -> list[np.ndarray]:
     """Fig. 6-style pictures of one image's priors: the mean over channels of each level
     ``f_pri^i`` (``C x h x w``), min-max normalised, colour-mapped, enlarged to ``size``
     (nearest neighbour, so the prior's own resolution stays visible).
 
     With ``reductions`` (image pixels per prior pixel of each level), each level is
     enlarged by its reduction and cropped to ``size``: the prior learner pads images
-    that are no multiple of its reductions, and its last pixels cover that padding."""
+    that are no multiple of its reductions, and its last pixels cover that padding.
+    ``margin`` (image pixels) leaves out each border, where the student's convolutions
+    read zero padding: the maps show (and are normalised over) the valid region only."""
     out = []
     for i, level in enumerate(priors):
         mean = level.detach().float().mean(0, keepdim=True)[None]
@@ -101,8 +104,53 @@ def prior_map_images(priors: Sequence[torch.Tensor], size: tuple[int, int],
             r = int(reductions[i])
             big = torch.nn.functional.interpolate(mean, scale_factor=r, mode="nearest")[0, 0]
             big = big[: size[0], : size[1]]
+        big = inner(big, margin)
         out.append(colormap(normalise(big.cpu().numpy())))
     return out
+
+
+def inner(image, margin: int):
+    """``image`` (``H x W [x C]`` array or tensor) less ``margin`` pixels at each border."""
+    if margin <= 0:
+        return image
+    if margin * 2 >= min(image.shape[0], image.shape[1]):
+        raise OptionError(f"a margin of {margin} px leaves nothing of a "
+                         f"{image.shape[0]}x{image.shape[1]} image")
+    return image[margin:-margin, margin:-margin]
+
+
+def most_changed_window(a: torch.Tensor, b: torch.Tensor, side: int) -> tuple[int, int]:
+    """Top-left ``(y, x)`` of the ``side`` x ``side`` window where two restorations
+    (``3 x H x W``) differ most (largest mean ``|a - b|``)."""
+    diff = (a.detach().float() - b.detach().float()).abs().mean(0)[None, None]
+    pooled = torch.nn.functional.avg_pool2d(diff, side, stride=1)[0, 0]
+    index = int(torch.argmax(pooled))
+    return index // pooled.shape[1], index % pooled.shape[1]
+
+
+def zoom(panel: np.ndarray, y: int, x: int, side: int, factor: int) -> np.ndarray:
+    """The ``side`` x ``side`` window at ``(y, x)`` of an ``H x W x 3`` picture, enlarged
+    ``factor`` times (nearest neighbour: the pixels stay visible)."""
+    window = panel[y : y + side, x : x + side]
+    return np.ascontiguousarray(window.repeat(factor, axis=0).repeat(factor, axis=1))
+
+
+def outline(panel: np.ndarray, y: int, x: int, side: int,
+            colour: tuple[int, int, int] = (255, 0, 255)) -> np.ndarray:
+    """A copy of ``panel`` with a one-pixel frame around the window at ``(y, x)``."""
+    out = panel.copy()
+    bottom, right = min(y + side, out.shape[0]) - 1, min(x + side, out.shape[1]) - 1
+    out[y, x : right + 1] = out[bottom, x : right + 1] = colour
+    out[y : bottom + 1, x] = out[y : bottom + 1, right] = colour
+    return out
+
+
+def stack(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Pictures (``H x W x 3`` uint8) one below the other, left-aligned, on white."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255)
+              for r in rows]
+    return np.concatenate(padded, axis=0)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
