@@ -45,6 +45,10 @@ from sp_adapter.errors import ImageInputError, PriorLossError, UnknownOptionErro
 from sp_adapter.files.checkpoints import load_backbone_checkpoint
 from sp_adapter.files.state_dict import split_state_dict
 
+# isort: split
+# -- the prior at zero inference cost: distilled back into the bare network -------------
+from sp_adapter.train.distill import DistillConfig, distill_to_backbone, save_backbone_checkpoint
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -90,4 +94,8 @@ __all__ = [
     "known_backbones_in",
     "load_backbone_checkpoint",
     "split_state_dict",
+    # the prior at zero inference cost
+    "DistillConfig",
+    "distill_to_backbone",
+    "save_backbone_checkpoint",
 ]

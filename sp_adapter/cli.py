@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from sp_adapter import cli_distill
 from sp_adapter.errors import CLIError, SPAdapterError
 from sp_adapter.prior.config import WHEEL_TEACHERS, PriorConfig, TeacherSpec
 
@@ -754,6 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_parser(sub)
     _deblur_parser(sub)
     _calibrate_parser(sub)
+    cli_distill.add_parser(sub)
     return parser
 
 
@@ -763,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     handlers = {"train": cmd_train, "eval": cmd_eval, "deblur": cmd_deblur,
-                "calibrate": cmd_calibrate}
+                "calibrate": cmd_calibrate, "distill": cli_distill.run}
     try:
         if args.command == "demo":
             return cmd_demo(args, _command_line(argv))

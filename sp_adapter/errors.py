@@ -136,3 +136,8 @@ class ReportFolderError(SPAdapterError, RuntimeError):
 
 class CLIError(SPAdapterError):
     """A command-line mistake, said in terms of the command's flags."""
+
+
+class DistillError(SPAdapterError, ValueError):
+    """Distilling a wrapped network into its bare backbone cannot go on as asked (no data,
+    a state file from another distillation, an output file that exists)."""

@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "sp_adapter.metrics": 4,
     "sp_adapter.train": 4,
     "sp_adapter.cli": 4,
+    "sp_adapter.cli_distill": 4,
 }
 """Module or package prefix -> layer. The package's ``__init__`` (the public API) sits above
 all of them and nothing inside imports it."""
