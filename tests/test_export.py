@@ -136,3 +136,22 @@ def test_torch_export_of_wrapped_network_keeps_dynamic_size(one_thread):
     with torch.no_grad():
         program = torch.export.export(model, (x,), dynamic_shapes=_dynamic_shapes())
         _assert_close(_outputs(program.module()(y)), model(y))
+
+
+# -- a distilled network exports as the bare one does ----------------------------------
+def _distilled(name: str) -> nn.Module:
+    x, _ = _inputs()
+    return sp.distill_to_backbone(_wrapped(name), [x], steps=1, progress=False)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_distilled_network_traces_and_exports_to_legacy_onnx(name, one_thread):
+    model = _distilled(name)
+    assert not sp.is_wrapped(model)
+    _check_trace(model)
+    _check_legacy_onnx(model)
+
+
+@pytest.mark.slow
+def test_distilled_network_exports_with_the_dynamo_exporter(one_thread, tmp_path):
+    _check_dynamo_onnx(_distilled("UNet"), tmp_path)
