@@ -231,7 +231,21 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="results/<out>.md and .json")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="merge the seeds of earlier runs' .json files (one seed per process "
+                        "on a shared machine) into --out")
     args = p.parse_args()
+    if args.merge:
+        parts = [json.loads(Path(f).read_text()) for f in args.merge]
+        merged = dict(parts[0])
+        merged["seeds"] = [s for part in parts for s in part["seeds"]]
+        merged["command"] = "python benchmarks/distill.py " + " ".join(sys.argv[1:])
+        merged["merged_from"] = [part["command"] for part in parts]
+        args.backbone = merged["protocol"]["backbone"]
+        args.threads = merged["environment"]["threads"]
+        print(table(merged))
+        write(args, merged)
+        return
     results = run(args, after_seed=lambda r: write(args, r) if args.out else None)
     print(table(results))
     if args.out:
@@ -247,6 +261,8 @@ def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
           f"{results['environment']['torch']}, {args.threads} thread(s); "
           f"{results['environment']['note']}.\n\n"
           f"Seeds done: {[s['seed'] for s in results['seeds']]}\n\n"
+          + "".join(f"- part: `{c}`\n" for c in results.get("merged_from", []))
+          + "\n"
           f"Protocol: {json.dumps(results['protocol'])}\n\n"
           f"Recipes: {json.dumps(results['recipes'])}\n\n{text}\n")
     write_atomic(RESULTS / f"{args.out}.md", md.encode())

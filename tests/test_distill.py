@@ -229,3 +229,25 @@ def test_cli_bad_run_dir_is_one_line_without_traceback(tmp_path):
     done = _cli("--run-dir", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "missing" in done.stderr
+
+
+def test_cli_distills_on_a_folder_of_blurry_photos(tmp_path, one_thread):
+    """``--images``: the user's own blurry photos (no sharp images) are enough."""
+    import numpy as np
+    from PIL import Image
+
+    from sp_adapter.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+            photos / f"p{i}.png")
+    run, out = _run_folder(tmp_path), tmp_path / "out"
+    assert main(["distill", "--run-dir", str(run), "--out", str(out), "--images", str(photos),
+                 "--steps", "2", "--batch", "2", "--crop", "32", "--no-progress"]) == 0
+    state = torch.load(out / "model.pt", weights_only=True)
+    UNet(width=8).load_state_dict(state, strict=True)
+    assert main(["distill", "--run-dir", str(run), "--out", str(tmp_path / "o2"),
+                 "--images", str(photos), "--crop", "64"]) == 2  # larger than the photos
