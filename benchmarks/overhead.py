@@ -43,6 +43,12 @@ from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
 from sp_adapter.prior.embedding import reference_modulation
 
+CONFIGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
+    "library": (sp.PriorConfig.kernel_size, None),
+    "demo": (3, (0, 1, 2)),
+}
+"""Prior configurations by name: (kernel size, teacher levels; ``None``: the default)."""
+
 
 @dataclass
 class Backbone:
@@ -481,6 +487,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="add the variant 'optimized': the prior's path compiled with "
                              "this torch.compile backend (default inductor; CUDA graphs on "
                              "a GPU)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
+                        help="named prior configurations, each a row per backbone (overrides "
+                             "--kernel-size and --teacher-levels): library (PriorConfig's "
+                             "defaults) and demo (sp-adapter demo's: 3x3, teacher levels 0-2)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(scratch("overhead")),
                         help=OUT_HELP + "; a file stem: .md and .json are added")
@@ -494,12 +504,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
     except ValueError as error:
         raise SystemExit(f"--teacher-levels: {error}") from None
     teacher = sp.load_teacher(teacher_spec)
+    # (kernel size, teacher spec, teacher) per prior configuration measured
+    setups = [(k, teacher_spec, teacher) for k in args.kernel_size]
+    if args.configs:
+        setups = []
+        for label in args.configs:
+            kernel, levels = CONFIGS[label]
+            spec = teacher_at_levels(levels)
+            setups.append((kernel, spec, teacher if spec == teacher_spec
+                           else sp.load_teacher(spec)))
     meta = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "machine": platform.machine(),
         "processor": platform.processor(),
-        "teacher_levels": list(teacher_spec.out_indices),
+        "teacher_levels": (list(teacher_spec.out_indices) if not args.configs else
+                           "per configuration: " + ", ".join(
+                               f"{c} k={CONFIGS[c][0]} levels "
+                               f"{list(teacher_at_levels(CONFIGS[c][1]).out_indices)}"
+                               for c in args.configs)),
         "command": "python benchmarks/overhead.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
     }
@@ -557,10 +580,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         save()
     for name in names:
         for size in args.sizes:
-            for kernel_size in args.kernel_size:
+            for kernel_size, setup_spec, setup_teacher in setups:
                 row = measure(name, size, device, args.repeats, args.batch, not args.no_train,
-                              teacher, args.levels, kernel_size, not args.no_memory,
-                              args.warmup, args.train_repeats, teacher_spec, args.reference,
+                              setup_teacher, args.levels, kernel_size, not args.no_memory,
+                              args.warmup, args.train_repeats, setup_spec, args.reference,
                               args.recompute_skips, args.amp, args.compile_prior)
                 rows.append(row)
                 print(_table([row]).splitlines()[-1], flush=True)

@@ -28,9 +28,10 @@ from sp_adapter.files.checkpoints import load_backbone_checkpoint
 from sp_adapter.files.state_dict import split_state_dict
 from sp_adapter.attach.optim import add_prior_to_optimizer
 
-# -- inference ---------------------------------------------------------------------------
+# -- inference and deployment -----------------------------------------------------------
 from sp_adapter.attach.wrap import prior_disabled, set_prior_strength
 from sp_adapter.attach.optimize import optimize_for_inference
+from sp_adapter.train.distill import distill_to_backbone
 
 # -- the error base ----------------------------------------------------------------------
 from sp_adapter.errors import SPAdapterError
@@ -53,6 +54,7 @@ from sp_adapter.prior.hcl import hcl_loss  # noqa: F401
 from sp_adapter.prior.learner import PriorLearner  # noqa: F401
 from sp_adapter.prior.semantic_prior import SemanticPrior  # noqa: F401
 from sp_adapter.prior.teacher import Teacher, load_teacher  # noqa: F401
+from sp_adapter.train.distill import DistillConfig, save_backbone_checkpoint  # noqa: F401
 from sp_adapter.version import __version__  # noqa: F401
 # isort: on
 
@@ -66,7 +68,7 @@ __all__ = [
     # checkpoints and optimisers either side of wrap
     "load_backbone_checkpoint", "split_state_dict", "add_prior_to_optimizer",
     # inference
-    "prior_disabled", "set_prior_strength", "optimize_for_inference",
+    "prior_disabled", "set_prior_strength", "optimize_for_inference", "distill_to_backbone",
     # the error base
     "SPAdapterError",
 ]

@@ -250,3 +250,8 @@ class ReportFolderError(SPAdapterError, RuntimeError):
 class CLIError(SPAdapterError, ValueError):
     """A command-line mistake, said in terms of the command's flags (a ``ValueError``: a
     value given on the command line that cannot be used)."""
+
+
+class DistillError(SPAdapterError, ValueError):
+    """Distilling a wrapped network into its bare backbone cannot go on as asked (no data,
+    a state file from another distillation, an output file that exists)."""

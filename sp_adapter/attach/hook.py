@@ -111,8 +111,9 @@ def check_pixel_range(
 ) -> None:
     """Refuse ``image`` (meant to be in [0, 1]) when it lies clearly outside [0, 1]; the
     message gives the values seen in the caller's units (``image * scale``). Skipped while
-    ``torch.compile`` traces (reading the values would break the graph)."""
-    if torch.compiler.is_compiling() or image.numel() == 0:
+    ``torch.compile`` or ``torch.jit.trace`` traces (reading the values would break the
+    graph, or freeze them into the trace)."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or image.numel() == 0:
         return
     low, high = (v * scale for v in torch.aminmax(image.detach().float()))
     low, high = float(low), float(high)

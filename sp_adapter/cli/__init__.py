@@ -21,12 +21,12 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from sp_adapter.cli import calibrate, common, deblur, demo, eval, train
+from sp_adapter.cli import calibrate, common, deblur, demo, distill, eval, train
 from sp_adapter.version import __version__
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS: tuple[ModuleType, ...] = (demo, train, eval, deblur, calibrate)
+COMMANDS: tuple[ModuleType, ...] = (demo, train, eval, deblur, calibrate, distill)
 """The command modules, in the order ``--help`` lists them."""
 
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = common.Parser(
         prog="sp-adapter", formatter_class=common.HelpFormatter,
         description="Semantic prior for deblurring networks: train, evaluate, deblur,\n"
-        "calibrate, and an offline demo. `sp-adapter COMMAND --help` shows a command's\n"
+        "calibrate, distil, and an offline demo. `sp-adapter COMMAND --help` shows a command's\n"
         "options with their defaults and examples.",
         epilog="An error you can fix (a bad option, a missing or unreadable file, a folder\n"
         "you cannot write, no CUDA) is one `error:` line and exit status 2; set\n"

@@ -12,8 +12,8 @@ wrapped network is bit-exact with the original.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -122,14 +122,58 @@ class ConcatFusion(nn.Module):
 def _map_size(map_side: int, reduction: int, image_side: int, site_side: int) -> int:
     """Side the maps take at the site's resolution: the map covers ``map_side *
     reduction`` image pixels (the padded image), the site one pixel per ``s`` image pixels,
-    ``s`` the power of two nearest ``image_side / site_side`` (a network that pads its
-    input internally has a site a little larger than the image over ``s``). A site whose
-    reduction is no power of two gets the maps stretched over it, as without alignment."""
-    ratio = image_side / site_side
-    s = 2.0 ** round(math.log2(ratio))
-    if abs(ratio / s - 1) > 0.25:
+    ``s`` the power of two within 25% of ``image_side / site_side`` (a network that pads
+    its input internally has a site a little larger than the image over ``s``). A site
+    whose reduction is no power of two gets the maps stretched over it, as without
+    alignment.
+
+    Sizes may be ints, ``torch.export``'s symbolic ints or ``torch.jit.trace``'s 0-dim
+    tensors: only integer products, comparisons and floor divisions touch them, so an
+    exported graph keeps its height and width dynamic."""
+    s = _site_reduction(image_side, site_side)
+    if s is None:
         return site_side
-    return max(1, round(map_side * reduction / s))
+    covered = map_side * reduction * s.denominator  # over s.numerator: the side at the site
+    if s.numerator == 1:
+        return covered
+    if isinstance(covered, int):
+        return max(1, round(covered / s.numerator))
+    # halves round up here (ties need a site coarser than the padded image's multiple)
+    return _at_least_one((2 * covered + s.numerator) // (2 * s.numerator))
+
+
+_POWERS = [Fraction(2) ** k for k in range(-8, 12)]
+
+
+def _site_reduction(image_side: int, site_side: int) -> Fraction | None:
+    """The power of two ``s`` with ``0.75 s <= image_side / site_side <= 1.25 s`` (at most
+    one exists), or ``None``; compared in integers, never divided."""
+    if isinstance(image_side, torch.Tensor) or isinstance(site_side, torch.Tensor):
+        # torch.jit.trace: s is the site's reduction, fixed for the network
+        image_side, site_side = int(image_side), int(site_side)
+    for p in _POWERS:
+        scaled_image = 4 * image_side * p.denominator
+        if 3 * p.numerator * site_side <= scaled_image <= 5 * p.numerator * site_side:
+            return p
+    return None
+
+
+def _at_least_one(x: int | torch.Tensor) -> int | torch.Tensor:
+    return x.clamp(min=1) if isinstance(x, torch.Tensor) else max(1, x)
+
+
+def _round(x: float | torch.Tensor) -> int | torch.Tensor:
+    """``round(x)`` (halves to even), also for a size that ``torch.jit.trace`` records as a
+    0-dim tensor (kept a tensor so the trace follows the input's size)."""
+    if isinstance(x, torch.Tensor):
+        return torch.round(x).to(torch.int64)
+    return round(x)
+
+
+def _min(a: int | torch.Tensor, b: int | torch.Tensor) -> int | torch.Tensor:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return torch.minimum(torch.as_tensor(a), torch.as_tensor(b))
+    return min(a, b)
 
 
 def crop_to_site(
@@ -151,20 +195,22 @@ def crop_to_site(
     With a ``region`` the site sees only that box of the image (a module run on patches):
     the maps are resized to the whole-image size the site would have, then cropped.
     """
-    h, w = int(size[0]), int(size[1])
+    # plain ints, except under torch.jit.trace: there sizes are 0-dim tensors, kept so
+    # that a trace (and a legacy ONNX export) follows the input's height and width
+    h, w = size[0], size[1]
     if region is None:
         full_h, full_w, top, left = h, w, 0, 0
     else:
-        full_h, full_w = round(h / region.height), round(w / region.width)
-        top = min(round(region.top * full_h), full_h - h)
-        left = min(round(region.left * full_w), full_w - w)
+        full_h, full_w = _round(h / region.height), _round(w / region.width)
+        top = _min(_round(region.top * full_h), full_h - h)
+        left = _min(_round(region.left * full_w), full_w - w)
     # one interpolation call for all maps (they share the prior's resolution)
     sizes = [m.shape[1] for m in maps]
     joined = torch.cat(list(maps), 1) if len(maps) > 1 else maps[0]
     target = (full_h, full_w)
     if image_size is not None and reduction is not None:
-        target = (_map_size(joined.shape[-2], reduction, int(image_size[0]), full_h),
-                  _map_size(joined.shape[-1], reduction, int(image_size[1]), full_w))
+        target = (_map_size(joined.shape[-2], reduction, image_size[0], full_h),
+                  _map_size(joined.shape[-1], reduction, image_size[1], full_w))
     joined = resize(joined, target)
     short_h, short_w = max(0, full_h - target[0]), max(0, full_w - target[1])
     if short_h or short_w:
@@ -296,11 +342,13 @@ def lean_applies(fusion: nn.Module, h: torch.Tensor, skip: torch.Tensor | None,
                  maps: Sequence[torch.Tensor], strength: float | torch.Tensor) -> bool:
     """Whether :func:`lean_modulation` computes this modulation: SAT or add, nothing that
     needs a gradient (autograd would keep the full maps anyway), not while
-    ``torch.compile`` traces (the compiler fuses the reference itself), and every
+    ``torch.compile`` traces (the compiler fuses the reference itself) nor under
+    ``torch.jit.trace`` (the legacy ONNX exporter mistranslates writes into slices of
+    one output tensor), and every
     operand already in ``h``'s dtype (so no type promotion is skipped)."""
     if not _lean or not isinstance(fusion, (SemanticAttentionTransform, AddFusion)):
         return False
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
         return False
     tensors = [h, *maps] + ([skip] if skip is not None else [])
     if isinstance(strength, torch.Tensor):

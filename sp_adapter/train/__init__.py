@@ -7,6 +7,7 @@
 * :func:`calibrate_strength`: the prior's strength for inference, chosen on held-out
   images (:func:`held_out_set`).
 * :func:`pretrain_student`: student-only distillation before joint training.
+* :func:`distill_to_backbone`: a trained wrapped network distilled into its bare backbone.
 * :class:`ModelSpec` / :func:`load_trained`: rebuild a trained network from its checkpoint.
 """
 
@@ -21,6 +22,7 @@ from sp_adapter.train.checkpoint import (
 )
 from sp_adapter.train.config import TrainConfig
 from sp_adapter.train.data import BatchStream, SampleMemo
+from sp_adapter.train.distill import DistillConfig, distill_to_backbone
 from sp_adapter.train.distributed import DistInfo, dist_info, init_distributed
 from sp_adapter.train.evaluate import EvalResult, deblur, evaluate
 from sp_adapter.train.model_spec import ModelSpec, load_trained, resolve_checkpoint
@@ -42,6 +44,7 @@ __all__ = [
     "BatchStream",
     "CacheMismatchError",
     "DistInfo",
+    "DistillConfig",
     "EvalResult",
     "ModelSpec",
     "SampleMemo",
@@ -59,6 +62,7 @@ __all__ = [
     "count_parameters",
     "deblur",
     "dist_info",
+    "distill_to_backbone",
     "evaluate",
     "freeze_backbone",
     "freeze_student",
