@@ -16,8 +16,9 @@ trained on (the extra photos); the share of the +SP gain kept, ``(distilled - ba
 (+SP - base)``, and beyond the control, ``(distilled - (base + N)) / (+SP - base)``;
 inference time per 256 px image (one thread, medians of interleaved runs).
 
-    OMP_NUM_THREADS=1 python benchmarks/distill.py --seeds 0 1 2 --out distill
-    OMP_NUM_THREADS=1 python benchmarks/distill.py --backbone nafnet --seeds 0 --out distill_nafnet
+    OMP_NUM_THREADS=1 python benchmarks/distill.py --seeds 0 1 2 --out benchmarks/results/distill
+    OMP_NUM_THREADS=1 python benchmarks/distill.py --backbone nafnet --seeds 0 \
+        --out benchmarks/results/distill_nafnet
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from scratch import OUT_HELP, scratch
 
 import sp_adapter as sp
 from sp_adapter.data import SyntheticBlurDataset, blur_preset
@@ -45,7 +47,6 @@ from sp_adapter.train.backbones import backbone_spec
 from sp_adapter.train.demo import DemoConfig
 from sp_adapter.train.distill import DistillConfig
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BACKBONE_OPTIONS = {
     "unet": {"width": 16},  # the demo's
     "nafnet": {"width": 8, "enc_blk_nums": [1, 1, 1, 1], "dec_blk_nums": [1, 1, 1, 1],
@@ -217,7 +218,7 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="unet", choices=list(BACKBONE_OPTIONS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -230,11 +231,12 @@ def main() -> None:
     p.add_argument("--unseen", type=int, default=24, help="crops of the unseen photos")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=None, help="results/<out>.md and .json")
+    p.add_argument("--out", default=str(scratch("distill")),
+                   help="<out>.md and <out>.json; " + OUT_HELP)
     p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                    help="merge the seeds of earlier runs' .json files (one seed per process "
                         "on a shared machine) into --out")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(f).read_text()) for f in args.merge]
         merged = dict(parts[0])
@@ -246,14 +248,13 @@ def main() -> None:
         print(table(merged))
         write(args, merged)
         return
-    results = run(args, after_seed=lambda r: write(args, r) if args.out else None)
+    results = run(args, after_seed=lambda r: write(args, r))
     print(table(results))
-    if args.out:
-        write(args, results)
+    write(args, results)
 
 
 def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """``results/<out>.md`` and ``.json`` (rewritten after every seed)."""
+    """``<out>.md`` and ``<out>.json`` (rewritten after every seed)."""
     text = table(results)
     md = (f"# Distillation into the bare network ({args.backbone})\n\n"
           f"Command: `{results['command']}`\n\n"
@@ -265,8 +266,11 @@ def write(args: argparse.Namespace, results: dict[str, Any]) -> None:
           + "\n"
           f"Protocol: {json.dumps(results['protocol'])}\n\n"
           f"Recipes: {json.dumps(results['recipes'])}\n\n{text}\n")
-    write_atomic(RESULTS / f"{args.out}.md", md.encode())
-    write_atomic(RESULTS / f"{args.out}.json", (json.dumps(results, indent=2) + "\n").encode())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out.with_name(out.name + ".md"), md.encode())
+    write_atomic(out.with_name(out.name + ".json"),
+                 (json.dumps(results, indent=2) + "\n").encode())
 
 if __name__ == "__main__":
     main()

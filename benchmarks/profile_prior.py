@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
+from scratch import OUT_HELP, scratch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import sp_adapter as sp
@@ -19,18 +20,18 @@ from sp_adapter.backbones.unet import UNet
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CONFIGS = {"library": (sp.PriorConfig.kernel_size, None), "demo": (3, (0, 1, 2))}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--config", choices=list(CONFIGS), default="library")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--top", type=int, default=12)
-    p.add_argument("--out", default=None)
-    args = p.parse_args()
+    p.add_argument("--out", default=str(scratch("profile_prior")),
+                   help="<out>.md; " + OUT_HELP)
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     kernel, levels = CONFIGS[args.config]
     torch.manual_seed(0)
@@ -67,8 +68,9 @@ def main() -> None:
             f"{' '.join(sys.argv[1:])}`\n\n## wrapped\n\n{tables['wrapped']}\n\n"
             f"## bare\n\n{tables['bare']}\n")
     print(text)
-    if args.out:
-        write_atomic(RESULTS / f"{args.out}.md", text.encode())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out.with_name(out.name + ".md"), text.encode())
 
 
 if __name__ == "__main__":
