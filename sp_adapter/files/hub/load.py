@@ -127,60 +127,26 @@ def _local_folder(folder: Path, revision: str | None, allow_unchecked: bool) -> 
 def from_pretrained(
     repo_id_or_folder: PathLike,
     *,
-    revision: str | None = None,
-    cache_dir: PathLike | None = None,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    local_files_only: bool = False,
-    endpoint: str | None = None,
     model: nn.Module | None = None,
     teacher: Any = None,
-    allow_unchecked: bool = False,
+    **load_options: Any,
 ) -> Any:
-    """A trained :class:`SemanticPrior` from a local folder or a Hub repository; with
-    ``model``, that network wrapped with it.
+    """A trained :class:`SemanticPrior` from a local folder or a Hub repository
+    (:func:`load_prior`); with ``model``, that network wrapped with it.
 
     Args:
-        repo_id_or_folder: a folder written by :func:`save_pretrained` (a ``Path`` is always
-            a folder; a string is one if it holds ``config.json`` or reads as a path), or a
-            Hub repository id ``"org/name"``.
-        revision: branch, tag or commit hash on the Hub (pins the download).
-        cache_dir, token, force_download, local_files_only, endpoint: passed to
-            ``huggingface_hub``; ``HF_HUB_OFFLINE=1`` is respected (cache only).
+        repo_id_or_folder, load_options: what :func:`load_prior` takes (``revision``,
+            ``cache_dir``, ``token``, ``force_download``, ``local_files_only``,
+            ``endpoint``, ``allow_unchecked``).
         model: the network the prior was trained for: it is wrapped with the prior
             (``sp_adapter.wrap(model, prior=prior, teacher=teacher)``) and returned.
         teacher: with ``model``, the teacher to train further (``None``: inference).
-        allow_unchecked: load weights that nothing can check (a ``config.json`` saved
-            before the library recorded a SHA-256, and no digest from the Hub). Off by
-            default: such files are refused, since flipped bytes would load unnoticed.
-
-    Returns:
-        The prior in eval mode, on the CPU (the teacher's pretrained weights are not
-        needed); with ``model``, ``model`` wrapped with it.
-
-    Raises:
-        PriorNotFoundError: no such folder / repository / revision, or offline (or the Hub
-            unreachable) with nothing cached; the message says what was tried.
-        PriorFileError: unreadable or corrupted files (the weights' SHA-256 differs from the
-            one ``config.json`` records, or from the Hub's), weights that cannot be checked
-            (no SHA-256 recorded nor reported) without ``allow_unchecked=True``, a newer
-            format, or weights that do not fit the config (missing and unexpected keys are
-            listed).
-
-    Warns:
-        UserWarning: weights loaded unchecked (``allow_unchecked=True``); or a local folder
-            of the repository id's name holds no prior, so the Hub repository was loaded
-            instead.
 
     Example::
 
         model = sp_adapter.from_pretrained("org/unet-prior", revision="v1", model=UNet())
     """
-    prior = load_prior(
-        repo_id_or_folder, revision=revision, cache_dir=cache_dir, token=token,
-        force_download=force_download, local_files_only=local_files_only, endpoint=endpoint,
-        allow_unchecked=allow_unchecked,
-    )
+    prior = load_prior(repo_id_or_folder, **load_options)
     return prior if model is None else wrap(model, prior=prior, teacher=teacher)
 
 
@@ -195,8 +161,37 @@ def load_prior(
     endpoint: str | None = None,
     allow_unchecked: bool = False,
 ) -> SemanticPrior:
-    """The :class:`SemanticPrior` saved in a folder or a Hub repository (see
-    :func:`from_pretrained`, which also wraps a network with it, for the arguments)."""
+    """The :class:`SemanticPrior` saved in a folder or a Hub repository.
+
+    Args:
+        repo_id_or_folder: a folder written by :func:`save_pretrained` (a ``Path`` is always
+            a folder; a string is one if it holds ``config.json`` or reads as a path), or a
+            Hub repository id ``"org/name"``.
+        revision: branch, tag or commit hash on the Hub (pins the download).
+        cache_dir, token, force_download, local_files_only, endpoint: passed to
+            ``huggingface_hub``; ``HF_HUB_OFFLINE=1`` is respected (cache only).
+        allow_unchecked: load weights that nothing can check (a ``config.json`` saved
+            before the library recorded a SHA-256, and no digest from the Hub). Off by
+            default: such files are refused, since flipped bytes would load unnoticed.
+
+    Returns:
+        The prior in eval mode, on the CPU (the teacher's pretrained weights are not
+        needed).
+
+    Raises:
+        PriorNotFoundError: no such folder / repository / revision, or offline (or the Hub
+            unreachable) with nothing cached; the message says what was tried.
+        PriorFileError: unreadable or corrupted files (the weights' SHA-256 differs from the
+            one ``config.json`` records, or from the Hub's), weights that cannot be checked
+            (no SHA-256 recorded nor reported) without ``allow_unchecked=True``, a newer
+            format, or weights that do not fit the config (missing and unexpected keys are
+            listed).
+
+    Warns:
+        UserWarning: weights loaded unchecked (``allow_unchecked=True``); or a local folder
+            of the repository id's name holds no prior, so the Hub repository was loaded
+            instead.
+    """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     if isinstance(repo_id_or_folder, os.PathLike) or _is_plain_path(str(repo_id_or_folder)):
