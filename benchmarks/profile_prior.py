@@ -1,76 +1,154 @@
-"""Where a wrapped network's extra inference time goes: torch.profiler's top operators of
-the wrapped and the bare forward (CPU, one image), and the share of the prior's modules.
+"""Where a wrapped network's extra inference time goes (CPU, one image, one thread).
 
-    OMP_NUM_THREADS=1 python benchmarks/profile_prior.py --size 256 --config library
+For each backbone: the bare and the wrapped forward, the prior learner alone (student F_S +
+CLC) and the SPEs' maps alone (MLA + SAT convolutions at the prior's resolution), timed
+interleaved; the rest of the extra time is the modulation at the decoder's resolution
+(resizing the maps to each level, Eq. 6's element-wise product and sum) and the hooks.
+Then torch.profiler's view of one wrapped forward: the time under each part's label and
+the top operators with their input shapes.
+
+    python benchmarks/profile_prior.py --backbones UNet MSSNet --config demo --size 256
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair
 from scratch import OUT_HELP, scratch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import sp_adapter as sp
-from sp_adapter.backbones.unet import UNet
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
+from sp_adapter.prior.teacher import load_teacher
 
-CONFIGS = {"library": (sp.PriorConfig.kernel_size, None), "demo": (3, (0, 1, 2))}
+
+def _labelled(obj: object, method: str, label: str) -> None:
+    """Run ``obj.method`` under a profiler label."""
+    inner = getattr(obj, method)
+
+    def call(*args, **kwargs):
+        with record_function(label):
+            return inner(*args, **kwargs)
+
+    setattr(obj, method, call)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def profile_backbone(name: str, config: str, size: int, repeats: int, top: int,
+                     teacher) -> tuple[dict, str]:
+    """The row of ``name`` (milliseconds per forward) and its profiler tables."""
+    kernel, levels = CONFIGS[config]
+    spec = teacher_at_levels(levels) if levels else sp.TeacherSpec()
+    base, wrapped = build_pair(name, teacher, None, kernel, spec)
+    base.eval()
+    wrapped.eval()
+    prior = sp.get_prior(wrapped)
+    x = torch.rand(1, 3, size, size)
+    inputs = BACKBONES[name].inputs(x)
+    with torch.inference_mode():
+        priors = prior(x)
+
+        def maps() -> None:
+            for embedding in prior.embeddings.values():
+                embedding.maps(priors)
+
+        t = _medians({"bare": lambda: base(*inputs), "wrapped": lambda: wrapped(*inputs),
+                      "learner": lambda: prior(x), "maps": maps}, repeats)
+        _labelled(prior.learner, "forward", "prior: learner (F_S + CLC)")
+        for level, embedding in prior.embeddings.items():
+            _labelled(embedding, "maps", f"prior: maps {level}")
+            _labelled(embedding, "modulate", f"prior: modulation {level}")
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(repeats):
+                wrapped(*inputs)
+    events = prof.key_averages()
+    labels = {e.key: e.cpu_time_total / repeats / 1e3 for e in events
+              if e.key.startswith("prior: ")}
+    total = sum(e.self_cpu_time_total for e in events) / repeats / 1e3
+    extra = t["wrapped"] - t["bare"]
+    row = {
+        "backbone": name, "config": config, "size": size,
+        "bare_ms": 1e3 * t["bare"], "wrapped_ms": 1e3 * t["wrapped"],
+        "ratio": t["wrapped"] / t["bare"], "learner_ms": 1e3 * t["learner"],
+        "maps_ms": 1e3 * t["maps"],
+        "rest_ms": 1e3 * (extra - t["learner"] - t["maps"]),
+        "profiled_ms": total,
+        "modulation_profiled_ms": sum(v for k, v in labels.items() if "modulation" in k),
+    }
+    table = prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=32,
+        max_shapes_column_width=64)
+    parts = "\n".join(f"| {k} | {v:.1f} | {100 * v / total:.1f}% |"
+                      for k, v in sorted(labels.items()))
+    text = (f"### {name}, {config} configuration\n\n"
+            f"Profiled wrapped forward {total:.1f} ms (the profiler's own cost included).\n\n"
+            "| label | ms per forward | share |\n|---|---|---|\n" + parts +
+            f"\n\nTop operators of the wrapped forward:\n\n```\n{table}\n```\n")
+    return row, text
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--backbones", nargs="+", default=["UNet"],
+                   help="names as in overhead.py (or the CLI's), or 'all'")
     p.add_argument("--config", choices=list(CONFIGS), default="library")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--top", type=int, default=12)
     p.add_argument("--out", default=str(scratch("profile_prior")),
                    help="<out>.md; " + OUT_HELP)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     kernel, levels = CONFIGS[args.config]
-    torch.manual_seed(0)
-    bare = UNet().eval()
-    config = sp.PriorConfig(kernel_size=kernel, teacher=teacher_at_levels(levels))
-    wrapped = sp.wrap(copy.deepcopy(bare), teacher=None, config=config).eval()
-    prior = sp.get_prior(wrapped)
-    x = torch.rand(1, 3, args.size, args.size)
-    with torch.inference_mode():
-        wrapped(x), bare(x)
-        # the prior's parts timed inside the wrapped forward
-        learner_forward = prior.learner.forward
-
-        def timed_learner(*a, **k):
-            with record_function("prior: student + CLC"):
-                return learner_forward(*a, **k)
-
-        prior.learner.forward = timed_learner
-        tables = {}
-        for name, model in (("wrapped", wrapped), ("bare", bare)):
-            with profile(activities=[ProfilerActivity.CPU]) as prof:
-                for _ in range(args.repeats):
-                    model(x)
-            tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total",
-                                                     row_limit=args.top)
-            total = sum(e.self_cpu_time_total for e in prof.key_averages()) / args.repeats
-            student = next((e.cpu_time_total / args.repeats for e in prof.key_averages()
-                            if e.key == "prior: student + CLC"), 0.0)
-            tables[name] = (f"total {total / 1e3:.1f} ms per forward"
-                            + (f"; student + CLC {student / 1e3:.1f} ms" if student else "")
-                            + "\n\n```\n" + tables[name] + "\n```")
-    text = (f"# Where the prior's inference time goes (UNet, {args.size} px, {args.config} "
-            f"configuration, CPU, 1 thread)\n\n`python benchmarks/profile_prior.py "
-            f"{' '.join(sys.argv[1:])}`\n\n## wrapped\n\n{tables['wrapped']}\n\n"
-            f"## bare\n\n{tables['bare']}\n")
+    teacher = load_teacher(teacher_at_levels(levels) if levels else sp.TeacherSpec())
+    rows, sections = [], []
+    for name in backbone_keys(args.backbones):
+        row, text = profile_backbone(name, args.config, args.size, args.repeats, args.top,
+                                     teacher)
+        rows.append(row)
+        sections.append(text)
+        print(f"{name}: ratio {row['ratio']:.3f}, learner {row['learner_ms']:.1f} ms, maps "
+              f"{row['maps_ms']:.1f} ms, rest {row['rest_ms']:.1f} ms", flush=True)
+    header = ("| backbone | bare ms | +SP ms | ratio | learner (F_S + CLC) ms | maps (MLA + SAT "
+              "convs) ms | modulation + hooks ms | learner share of the extra |\n"
+              "|---|---|---|---|---|---|---|---|\n")
+    lines = [f"| {r['backbone']} | {r['bare_ms']:.1f} | {r['wrapped_ms']:.1f} | "
+             f"{r['ratio']:.3f} | {r['learner_ms']:.1f} | {r['maps_ms']:.1f} | "
+             f"{r['rest_ms']:.1f} | "
+             f"{r['learner_ms'] / max(1e-9, r['wrapped_ms'] - r['bare_ms']):.0%} |"
+             for r in rows]
+    command = " ".join(sys.argv[1:] if argv is None else argv)
+    text = (f"# Where the prior's inference time goes ({args.config} configuration, "
+            f"{args.size} px, CPU, 1 thread)\n\n"
+            f"`python benchmarks/profile_prior.py {command}`"
+            f"\n\ntorch {torch.__version__}; medians of {args.repeats} interleaved runs. "
+            "The learner and the maps are timed alone; the modulation + hooks column is the "
+            "rest of the extra time (resizing the maps to each decoder level, the element-wise "
+            "Eq. 6, the hooks).\n\n" + header + "\n".join(lines) + "\n\n" + "\n".join(sections))
     print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out.with_name(out.name + ".md"), text.encode())
+    target = Path(args.out if args.out.endswith(".md") else args.out + ".md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text.encode())
+    return rows
 
 
 if __name__ == "__main__":

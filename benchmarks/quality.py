@@ -202,9 +202,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                            config=variant_config("Net6", prior_options,
                                                                  spec_of_teacher)))
             width, params = matched_width(target, options.get("blocks", 2))
-            control = Arm(CONTROL, options={"width": width})
+            # fine-tuning: widened from the shared base, starting (as Net6 does) from its
+            # exact output
+            control = Arm(CONTROL, options={"width": width},
+                          widen_base=args.protocol == "finetune" and args.pretrain_steps > 0)
             control_note = (f"{CONTROL}: UNet width {width} ({params:,} parameters) against "
-                            f"{target:,} for Net6")
+                            f"{target:,} for Net6" + (", widened from the shared base (its "
+                                                      "exact output at the start)"
+                                                      if control.widen_base else ""))
 
     eval_batch = 8 if args.test_crop else 1  # whole photos differ in size
     config = TrainConfig(

@@ -540,6 +540,8 @@ def test_the_demos_defaults_are_the_committed_benchmarks_setting():
     assert {k: options[k] for k in expected} == expected
     assert options["prior_options"] in ([], [f"kernel_size={d.prior_kernel_size}"])
     assert d.hcl and d.student == "teacher" and sorted(options["seeds"]) == [0, 1, 2]
+    assert payload["control"].endswith("widened from the shared base (its exact output at "
+                                       "the start)")  # as the demo's control starts
     net6 = payload["summary"]["Net6"]
     assert BENCHMARK.over_base == (round(net6["gain_mean"], 3), round(net6["gain_std"], 3))
     assert BENCHMARK.over_wide == (round(net6["gain_vs_control_mean"], 3),
@@ -974,3 +976,18 @@ def test_overhead_refuses_an_unknown_backbone_before_writing_anything(tmp_path):
     with pytest.raises(SystemExit, match=r"'mssnet-small' is not measured here"):
         overhead.main(["--backbones", "mssnet-small", "--out", str(tmp_path / "o")])
     assert not list(tmp_path.iterdir())
+
+
+def test_profile_prior_splits_the_extra_time_into_the_priors_parts(tmp_path):
+    profile = load("profile_prior")
+    (row,) = profile.main(["--backbones", "unet", "--size", "32", "--repeats", "1",
+                           "--out", str(tmp_path / "profile")])
+    assert row["backbone"] == "UNet" and row["ratio"] == pytest.approx(
+        row["wrapped_ms"] / row["bare_ms"])
+    assert row["learner_ms"] > 0 and row["maps_ms"] > 0
+    assert row["learner_ms"] + row["maps_ms"] + row["rest_ms"] == pytest.approx(
+        row["wrapped_ms"] - row["bare_ms"])
+    text = (tmp_path / "profile.md").read_text()
+    for label in ("prior: learner (F_S + CLC)", "prior: maps level1",
+                  "prior: modulation level1", "prior: modulation level3"):
+        assert f"| {label} |" in text

@@ -53,6 +53,12 @@ def test_demo_writes_its_report(report, capsys):
     assert arms["wide"]["spec"]["prior"] is None and arms["wide"]["spec"]["options"]["width"] > 16
     assert abs(arms["wide"]["params"] - arms["sp"]["params"]) < \
         arms["sp"]["params"] - arms["base"]["params"]
+    # ... started, as +SP is, from the shared base (widened): the report says so
+    assert arms["wide"]["widened_base"] and "widened_base" not in arms["sp"]
+    assert arms["wide"]["shared_seconds"] == arms["base"]["shared_seconds"]
+    compute = readme.split("## Compute")[1]
+    assert re.search(r"\| widened base \(UNet width \d+\) \| [\d,]+ \| 1 \| the base's, widened \|",
+                     compute)
     assert results["test_count"] == 64  # the test set `sp-adapter eval` scores
     assert len(results["per_image"]) == 64 and len(results["pictures"]) == 2
     margin = 8  # prior_margin: two pixels of the coarsest level, at most a quarter of 32

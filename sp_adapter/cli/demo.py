@@ -20,19 +20,25 @@ from sp_adapter.cli.common import (
 )
 from sp_adapter.errors import CLIError, SPAdapterError
 
-DESCRIPTION = """\
+
+def description() -> str:
+    """The command's help: what it does, and its budget and benchmark as they are now."""
+    from sp_adapter.train.demo_config import BENCHMARK, DemoConfig
+
+    shared, own = DemoConfig().split()
+    return f"""\
 Offline, in minutes on a CPU: train a small UNet three ways on the built-in photos (bare,
-widened to the wrapped network's parameter count, and with the paper's prior: HCL + CLC +
-MLA + SAT, Table 4 Net6), score them on held-out crops and write a report (README.md with
-each arm's loss, parameters and seconds and the `sp-adapter eval` command that reproduces
-its table, scores, pictures) to --out.
+widened to the wrapped network's parameter count from the base's weights, and with the
+paper's prior: HCL + CLC + MLA + SAT, Table 4 Net6), score them on held-out crops and
+write a report (README.md with each arm's loss, parameters and seconds and the
+`sp-adapter eval` command that reproduces its table, scores, pictures) to --out.
 
 Its defaults differ from `sp-adapter train` where the demo must run offline in minutes on a
-CPU: 200 + 200 steps, batch 4, 96 px crops, lr 1e-3, mild blur, a 16-channel UNet, no
+CPU: {shared} + {own} steps, batch 4, 96 px crops, lr 1e-3, mild blur, a 16-channel UNet, no
 perceptual term (its VGG16 weights need a download), teacher levels 0 1 2 (a prior of 73 k
 parameters instead of 763 k, so the widened control stays small). HCL and 1x1 prior
 convolutions are train's defaults too. The 3-seed benchmark behind this budget:
-benchmarks/results/quality_unet_demo_default.md."""
+{BENCHMARK.file}."""
 
 EXAMPLES = [
     "sp-adapter demo",
@@ -46,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     d = DemoConfig()
     p = add_command(subparsers, "demo", "offline: the paper's prior (Table 4 Net6) against the "
-                    "bare UNet and the UNet widened to its size; writes a report", DESCRIPTION,
+                    "bare UNet and the UNet widened to its size; writes a report", description(),
                     EXAMPLES)
     out = p.add_argument_group("output")
     out.add_argument("--out", default=d.out, help="report folder")

@@ -114,7 +114,8 @@ def run_demo(cfg: DemoConfig, command: str = "sp-adapter demo") -> dict[str, Any
     arms = [Arm("base")]
     if cfg.widened:
         width, _, _ = widened_width(cfg, teacher)
-        arms.append(Arm("wide", options={"width": width}))
+        arms.append(Arm("wide", options={"width": width},
+                        widen_base=cfg.protocol == "finetune" and shared > 0))
     arms.append(Arm("sp", prior=prior, student_steps=cfg.student_steps_run(),
                     train={"embedding_lr_scale": cfg.embedding_lr_scale}))
     results_list = run_arms(

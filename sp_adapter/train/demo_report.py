@@ -144,7 +144,8 @@ def level_table(sp: ArmResult, cfg: DemoConfig) -> list[str]:
 def _compute_table(arms: Mapping[str, ArmResult], cfg: DemoConfig) -> str:
     rows = []
     for name, arm in arms.items():
-        shared = ("shared with +SP" if name == "base" else
+        shared = ("shared" if name == "base" else
+                  "the base's, widened" if arm.widened_base else
                   "the base's" if name == "sp" and arm.shared_steps else
                   "its own" if arm.shared_steps else "-")
         rows.append([arm_label(name, cfg, arm), f"{arm.params:,}", arm.shared_steps, shared,
@@ -180,8 +181,9 @@ def readme(cfg: DemoConfig, command: str, arms: Mapping[str, ArmResult], picture
         reproduce = ["The same numbers from the run folders (the same test crops, the same "
                      "convention):", "", "```bash", command_eval, "```"]
     if cfg.protocol == "finetune":
-        wide = (f"; the widened base trains its own {shared} pre-training steps on the same "
-                "batches" if "wide" in arms else "")
+        wide = ("; the widened base is those weights in the leading channels of the wider "
+                "UNet, its new channels unread by the old ones (so it too starts from the "
+                "base's exact output)" if "wide" in arms else "")
         protocol = (f"fine-tuning: the bare UNet trains {shared} steps; from those weights "
                     f"each arm trains {own} more steps on the same batches with the same "
                     "seeds, the base as is, +SP wrapped with the prior (zero-initialised, so "

@@ -5,8 +5,10 @@ Two protocols:
 * ``"finetune"`` (default): the bare backbone trains ``pretrain_steps`` once; every arm
   starts from those weights (wrapped or not) and trains ``arm_steps`` more on the SAME
   batches (the data stream continues at ``pretrain_steps`` for every arm) with the same
-  seeds. Arms differ only in what they add. An arm whose backbone options differ (the
-  widened control) gets its own pre-training on the same batches.
+  seeds. Arms differ only in what they add. An arm whose backbone options differ gets its
+  own pre-training on the same batches, or, with ``widen_base`` (the widened control),
+  starts from the shared base widened to its options (:func:`~sp_adapter.train.widen.widen_into`:
+  at its first step it computes exactly the base, as a freshly wrapped network does).
 * ``"scratch"``: every arm trains ``arm_steps`` from a fresh initialisation (the same
   backbone weights for arms with the same options) on the same batches.
 
@@ -39,6 +41,7 @@ from sp_adapter.train.evaluate import EvalResult, evaluate, score_inputs, with_i
 from sp_adapter.train.model_spec import ModelSpec
 from sp_adapter.train.student import pretrain_student
 from sp_adapter.train.trainer import Trainer, resolve_device, seed_everything
+from sp_adapter.train.widen import widen_into
 
 ProtocolKind = Literal["finetune", "scratch"]
 
@@ -66,6 +69,8 @@ class Arm:
         train: ``TrainConfig`` fields overriding the shared ones for this arm's own
             steps (e.g. ``{"embedding_lr_scale": 0.1}``); the shared pre-training keeps
             the shared config.
+        widen_base: (fine-tuning) start from the shared base widened to ``options``
+            instead of pre-training a base of its own.
     """
 
     name: str
@@ -73,13 +78,15 @@ class Arm:
     options: dict[str, Any] = field(default_factory=dict)
     student_steps: int = 0
     train: dict[str, Any] = field(default_factory=dict)
+    widen_base: bool = False
 
 
 @dataclass
 class ArmResult:
     """An arm's model, its score and its compute: ``seconds`` in its own training steps,
     ``shared_seconds`` in the shared pre-training (``shared_from``: the stored base it was
-    read from, whose training took those seconds in an earlier run), ``student_seconds``
+    read from, whose training took those seconds in an earlier run; ``widened_base``: it
+    started from that base widened), ``student_seconds``
     in student pre-training, ``data_seconds`` waiting for its batches (not compute)."""
 
     name: str
@@ -91,6 +98,7 @@ class ArmResult:
     shared_steps: int = 0
     shared_seconds: float = 0.0
     shared_from: str | None = None
+    widened_base: bool = False
     student_steps: int = 0
     student_seconds: float = 0.0
     data_seconds: float = 0.0
@@ -105,6 +113,7 @@ class ArmResult:
             "seconds": round(self.seconds, 3), "shared_steps": self.shared_steps,
             "shared_seconds": round(self.shared_seconds, 3),
             **({"shared_from": self.shared_from} if self.shared_from else {}),
+            **({"widened_base": True} if self.widened_base else {}),
             "student_steps": self.student_steps,
             "student_seconds": round(self.student_seconds, 3),
             "data_seconds": round(self.data_seconds, 3),
@@ -191,22 +200,26 @@ def run_arms(
     results = []
     for arm in arms:
         arm_options = {**shared, **arm.options}
+        base_options = shared if arm.widen_base else arm_options
         shared_seconds, shared_from = 0.0, None
+        if arm.widen_base and not (protocol == "finetune" and pretrain_steps > 0):
+            raise OptionError(f"arm {arm.name!r}: widen_base needs the fine-tuning protocol "
+                              "with pre-training steps (a shared base to widen)")
         if protocol == "finetune" and pretrain_steps > 0:
-            key = _options_key(arm_options)
+            key = _options_key(base_options)
             base_config = replace(config, steps=pretrain_steps, data_start=0)
-            store_key = base_store.key(spec.name, arm_options, base_config) if base_store else {}
+            store_key = base_store.key(spec.name, base_options, base_config) if base_store else {}
             stored = base_store.load(store_key) if base_store and key not in pretrained else None
             if stored is not None:
                 pretrained[key] = (stored.state, stored.seconds, str(stored.path))
             if key not in pretrained:
                 seed_everything(config.seed)
-                base = spec.build(**arm_options)
-                tag = "pretrain" if not arm.options else f"pretrain_{arm.name}"
+                base = spec.build(**base_options)
+                tag = "pretrain" if base_options == shared else f"pretrain_{arm.name}"
                 trainer = Trainer(
                     base, train_data, base_config,
                     run_dir=root / tag if root else None, backbone=spec,
-                    model_spec=ModelSpec(spec.name, arm_options), name=tag,
+                    model_spec=ModelSpec(spec.name, base_options), name=tag,
                 )
                 result = trainer.fit()
                 state = {k: v.detach().clone() for k, v in trainer.module.state_dict().items()}
@@ -216,7 +229,11 @@ def run_arms(
             state, shared_seconds, shared_from = pretrained[key]
         seed_everything(config.seed)
         model = spec.build(**arm_options)
-        if protocol == "finetune" and pretrain_steps > 0:
+        if arm.widen_base:
+            base = spec.build(**base_options)
+            base.load_state_dict(state, strict=True)
+            widen_into(base, model)
+        elif protocol == "finetune" and pretrain_steps > 0:
             model.load_state_dict(state, strict=True)
         seed_everything(config.seed + 1)
         if arm.prior is not None:
@@ -262,8 +279,8 @@ def run_arms(
             name=arm.name, model=trainer.module, spec=model_spec,
             params=count_parameters(trainer.module), steps=arm_steps, seconds=result.seconds,
             shared_steps=pretrain_steps, shared_seconds=shared_seconds, shared_from=shared_from,
-            student_steps=arm.student_steps, student_seconds=student_seconds,
-            data_seconds=result.data_seconds,
+            widened_base=arm.widen_base, student_steps=arm.student_steps,
+            student_seconds=student_seconds, data_seconds=result.data_seconds,
             evaluation=evaluation, history=result.history, outputs=outputs,
         ))
     return results
