@@ -42,12 +42,14 @@ import sp_adapter as sp
 from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
 from sp_adapter.prior.embedding import reference_modulation
+from sp_adapter.train.demo_config import DemoConfig
 
 CONFIGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
     "library": (sp.PriorConfig.kernel_size, None),
-    "demo": (3, (0, 1, 2)),
+    "demo": (DemoConfig.prior_kernel_size, DemoConfig.teacher_levels),
 }
-"""Prior configurations by name: (kernel size, teacher levels; ``None``: the default)."""
+"""Prior configurations by name: (kernel size, teacher levels; ``None``: the default):
+the library's defaults and the demo's (``sp-adapter demo``)."""
 
 
 @dataclass

@@ -92,8 +92,9 @@ def profile_backbone(name: str, config: str, size: int, repeats: int, top: int,
         "maps_ms": 1e3 * t["maps"],
         "rest_ms": 1e3 * (extra - t["learner"] - t["maps"]),
         "profiled_ms": total,
-        "modulation_profiled_ms": sum(v for k, v in labels.items() if "modulation" in k),
     }
+    for part in ("learner", "maps", "modulation"):
+        row[f"{part}_share"] = sum(v for k, v in labels.items() if part in k) / total
     table = prof.key_averages(group_by_input_shape=True).table(
         sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=32,
         max_shapes_column_width=64)
@@ -127,23 +128,25 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(row)
         sections.append(text)
         print(f"{name}: ratio {row['ratio']:.3f}, learner {row['learner_ms']:.1f} ms, maps "
-              f"{row['maps_ms']:.1f} ms, rest {row['rest_ms']:.1f} ms", flush=True)
-    header = ("| backbone | bare ms | +SP ms | ratio | learner (F_S + CLC) ms | maps (MLA + SAT "
-              "convs) ms | modulation + hooks ms | learner share of the extra |\n"
-              "|---|---|---|---|---|---|---|---|\n")
+              f"{row['maps_ms']:.1f} ms", flush=True)
+    header = ("| backbone | bare ms | +SP ms | ratio | F_S + CLC alone ms | MLA + SAT maps alone "
+              "ms | profiled +SP forward ms | its learner | its maps | its modulation |\n"
+              "|---|---|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {r['backbone']} | {r['bare_ms']:.1f} | {r['wrapped_ms']:.1f} | "
              f"{r['ratio']:.3f} | {r['learner_ms']:.1f} | {r['maps_ms']:.1f} | "
-             f"{r['rest_ms']:.1f} | "
-             f"{r['learner_ms'] / max(1e-9, r['wrapped_ms'] - r['bare_ms']):.0%} |"
-             for r in rows]
+             f"{r['profiled_ms']:.1f} | {r['learner_share']:.1%} | {r['maps_share']:.1%} | "
+             f"{r['modulation_share']:.1%} |" for r in rows]
     command = " ".join(sys.argv[1:] if argv is None else argv)
     text = (f"# Where the prior's inference time goes ({args.config} configuration, "
             f"{args.size} px, CPU, 1 thread)\n\n"
             f"`python benchmarks/profile_prior.py {command}`"
-            f"\n\ntorch {torch.__version__}; medians of {args.repeats} interleaved runs. "
-            "The learner and the maps are timed alone; the modulation + hooks column is the "
-            "rest of the extra time (resizing the maps to each decoder level, the element-wise "
-            "Eq. 6, the hooks).\n\n" + header + "\n".join(lines) + "\n\n" + "\n".join(sections))
+            f"\n\ntorch {torch.__version__}; prior convolutions {kernel}x{kernel}, teacher "
+            f"levels {list(levels or sp.TeacherSpec().out_indices)}; medians of {args.repeats} "
+            "interleaved runs. "
+            "The learner and the maps are also timed alone; the shares are of the profiled "
+            "wrapped forward, under the labels of the prior's parts (the modulation: resizing "
+            "the maps to each decoder level and the element-wise Eq. 6).\n\n"
+            + header + "\n".join(lines) + "\n\n" + "\n".join(sections))
     print(text)
     target = Path(args.out if args.out.endswith(".md") else args.out + ".md")
     target.parent.mkdir(parents=True, exist_ok=True)

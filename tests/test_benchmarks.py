@@ -987,7 +987,28 @@ def test_profile_prior_splits_the_extra_time_into_the_priors_parts(tmp_path):
     assert row["learner_ms"] > 0 and row["maps_ms"] > 0
     assert row["learner_ms"] + row["maps_ms"] + row["rest_ms"] == pytest.approx(
         row["wrapped_ms"] - row["bare_ms"])
+    shares = [row[f"{part}_share"] for part in ("learner", "maps", "modulation")]
+    assert all(share > 0 for share in shares) and sum(shares) < 1  # the backbone has the rest
     text = (tmp_path / "profile.md").read_text()
     for label in ("prior: learner (F_S + CLC)", "prior: maps level1",
                   "prior: modulation level1", "prior: modulation level3"):
         assert f"| {label} |" in text
+
+
+def test_the_overhead_scripts_demo_configuration_is_the_demos():
+    from sp_adapter.train.demo_config import DemoConfig
+
+    d = DemoConfig()
+    assert load("overhead").CONFIGS["demo"] == (d.prior_kernel_size, d.teacher_levels)
+
+
+def test_prior_speedups_times_the_channels_last_resize_against_the_library(tmp_path):
+    speedups = load("prior_speedups")
+    (row,) = speedups.main(["--backbones", "unet", "--configs", "demo", "--size", "32",
+                            "--repeats", "1", "--out", str(tmp_path / "speedups")])
+    assert row["library_s"] > 0 and row["channels-last resize_s"] > 0
+    assert row["channels-last resize_diff"] < 1e-5  # the same output up to rounding
+    assert "| UNet | demo |" in (tmp_path / "speedups.md").read_text()
+    from sp_adapter.prior import embedding, learner
+
+    assert embedding.resize is learner.resize  # the library's own again after the run

@@ -204,16 +204,13 @@ def crop_to_site(
         full_h, full_w = _round(h / region.height), _round(w / region.width)
         top = _min(_round(region.top * full_h), full_h - h)
         left = _min(_round(region.left * full_w), full_w - w)
-    target = (full_h, full_w)
-    map_h, map_w = maps[0].shape[-2], maps[0].shape[-1]
-    if image_size is not None and reduction is not None:
-        target = (_map_size(map_h, reduction, image_size[0], full_h),
-                  _map_size(map_w, reduction, image_size[1], full_w))
-    if not torch.jit.is_tracing() and (map_h, map_w) == target == (h, w):
-        return list(maps)  # already the site's pixels: no copy
     # one interpolation call for all maps (they share the prior's resolution)
     sizes = [m.shape[1] for m in maps]
     joined = torch.cat(list(maps), 1) if len(maps) > 1 else maps[0]
+    target = (full_h, full_w)
+    if image_size is not None and reduction is not None:
+        target = (_map_size(joined.shape[-2], reduction, image_size[0], full_h),
+                  _map_size(joined.shape[-1], reduction, image_size[1], full_w))
     joined = resize(joined, target)
     short_h, short_w = max(0, full_h - target[0]), max(0, full_w - target[1])
     if short_h or short_w:
