@@ -17,15 +17,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair
-from scratch import OUT_HELP, scratch
+from scratch import OUT_HELP, scratch, write_markdown
 
 import sp_adapter as sp
-from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior import embedding
 from sp_adapter.prior.config import teacher_at_levels
 from sp_adapter.prior.teacher import load_teacher
@@ -115,9 +113,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "| backbone | config | bare ms | library | channels-last resize | max diff |\n"
             "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
     print(text)
-    target = Path(args.out if args.out.endswith(".md") else args.out + ".md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, text.encode())
+    write_markdown(args.out, text)
     return rows
 
 

@@ -17,15 +17,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair
-from scratch import OUT_HELP, scratch
+from scratch import OUT_HELP, scratch, write_markdown
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import sp_adapter as sp
-from sp_adapter.files.atomic import write_atomic
 from sp_adapter.prior.config import teacher_at_levels
 from sp_adapter.prior.teacher import load_teacher
 
@@ -148,9 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "the maps to each decoder level and the element-wise Eq. 6).\n\n"
             + header + "\n".join(lines) + "\n\n" + "\n".join(sections))
     print(text)
-    target = Path(args.out if args.out.endswith(".md") else args.out + ".md")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, text.encode())
+    write_markdown(args.out, text)
     return rows
 
 

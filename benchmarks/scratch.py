@@ -21,3 +21,14 @@ OUT_HELP = ("where to write (default: a scratch folder in the system's temporary
 def scratch(*parts: str) -> Path:
     """A path under the scratch folder, ``<tmp>/sp_adapter_benchmarks/<parts>``."""
     return Path(tempfile.gettempdir(), "sp_adapter_benchmarks", *parts)
+
+
+def write_markdown(out: str, text: str) -> Path:
+    """Write a report atomically to ``<out>.md`` (``out`` may already end in ``.md``),
+    creating its folder; returns the file."""
+    from sp_adapter.files.atomic import write_atomic
+
+    target = Path(out if out.endswith(".md") else out + ".md")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, text.encode())
+    return target

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import TINY, one_error_line
 from PIL import Image
 
 from sp_adapter.cli import main
@@ -19,19 +20,6 @@ from sp_adapter.cli import main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--crop", "32", "--batch", "2", "--length", "4", "--width", "8", "--alpha", "0",
-        "--perceptual", "none", "--val-limit", "1", "--no-progress"]
-
-
-def assert_cli_error(capsys, argv: list[str], pattern: str) -> str:
-    """The command exits 2 with one ``error:`` line matching ``pattern``, no traceback."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert err.startswith("error: ") and len(lines) == 1, err
-    assert re.search(pattern, err) and "Traceback" not in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +45,7 @@ def test_a_truncated_checkpoint_is_named_by_eval_deblur_and_calibrate(files, tmp
                  ["deblur", str(files["image"]), "--checkpoint", bad, "--out",
                   str(tmp_path / "out"), "--no-progress"],
                  ["calibrate", "--checkpoint", bad, "--crops", "1", "--no-progress"]):
-        err = assert_cli_error(capsys, argv, rf"{re.escape(bad)}.*(truncated|corrupt)")
+        err = one_error_line(capsys, argv, rf"{re.escape(bad)}.*(truncated|corrupt)")
         assert "truncated, corrupt" in err and "weights_only" not in err
 
 
@@ -74,7 +62,7 @@ def test_a_checkpoint_holding_other_objects_is_refused_without_suggesting_unsafe
     for argv in (["eval", "--checkpoint", str(evil), "--no-progress"],
                  ["deblur", str(files["image"]), "--checkpoint", str(evil), "--out",
                   str(tmp_path / "out"), "--no-progress"]):
-        err = assert_cli_error(capsys, argv, re.escape(str(evil)))
+        err = one_error_line(capsys, argv, re.escape(str(evil)))
         assert "weights_only=False" not in err and "can be loaded" not in err, err
 
 
@@ -83,7 +71,7 @@ def test_train_resume_with_only_damaged_checkpoints_names_them(files, tmp_path, 
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "step_00000001.pt").write_bytes(files["truncated"].read_bytes())
     capsys.readouterr()
-    assert_cli_error(capsys, ["train", "--run-dir", str(run), "--resume", "--no-prior",
+    one_error_line(capsys, ["train", "--run-dir", str(run), "--resume", "--no-prior",
                               "--steps", "2", *TINY],
                      r"no checkpoint in .*checkpoints can be read: step_00000001\.pt \(")
 
@@ -91,29 +79,29 @@ def test_train_resume_with_only_damaged_checkpoints_names_them(files, tmp_path, 
 def test_bad_numbers_are_refused_naming_the_flag(files, tmp_path, capsys):
     run, image = str(files["run"]), str(files["image"])
     out = str(tmp_path / "out")
-    assert_cli_error(capsys, ["deblur", image, "--run-dir", run, "--out", out, "--tile", "-5"],
+    one_error_line(capsys, ["deblur", image, "--run-dir", run, "--out", out, "--tile", "-5"],
                      r"--tile must be at least 1 .*got -5")
-    assert_cli_error(capsys, ["deblur", image, "--run-dir", run, "--out", out, "--overlap",
+    one_error_line(capsys, ["deblur", image, "--run-dir", run, "--out", out, "--overlap",
                               "-1"], "--overlap must be 0 or more")
-    assert_cli_error(capsys, ["eval", "--run-dir", run, "--tile", "0"], "--tile must be")
-    assert_cli_error(capsys, ["eval", "--run-dir", run, "--limit", "0"], "--limit must be")
-    assert_cli_error(capsys, ["calibrate", "--run-dir", run, "--crops", "0"], "--crops must be")
-    assert_cli_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--width", "0"],
+    one_error_line(capsys, ["eval", "--run-dir", run, "--tile", "0"], "--tile must be")
+    one_error_line(capsys, ["eval", "--run-dir", run, "--limit", "0"], "--limit must be")
+    one_error_line(capsys, ["calibrate", "--run-dir", run, "--crops", "0"], "--crops must be")
+    one_error_line(capsys, ["demo", "--out", str(tmp_path / "demo"), "--width", "0"],
                      "--width must be at least 1")
     for flag in ("--width", "--steps", "--batch"):
         argv = ["train", "--run-dir", str(tmp_path / "new"), "--no-prior", "--steps", "1",
                 *TINY, flag, "0"]
-        assert_cli_error(capsys, argv, rf"{flag} must be at least 1 .*got 0")
+        one_error_line(capsys, argv, rf"{flag} must be at least 1 .*got 0")
     assert not (tmp_path / "out").exists() and not (tmp_path / "new").exists()
     assert not (tmp_path / "demo").exists()
 
 
 def test_teacher_levels_the_teacher_lacks_are_refused(tmp_path, capsys):
-    assert_cli_error(capsys, ["train", "--run-dir", str(tmp_path / "new"), "--student", "small",
+    one_error_line(capsys, ["train", "--run-dir", str(tmp_path / "new"), "--student", "small",
                               "--teacher-levels", "1", "2", "9", *TINY],
                      r"--teacher-levels 9: the teacher tf_efficientnet_lite0 has feature "
                      r"levels 0-4")
-    assert_cli_error(capsys, ["demo", "--out", str(tmp_path / "demo"), "--teacher-levels",
+    one_error_line(capsys, ["demo", "--out", str(tmp_path / "demo"), "--teacher-levels",
                               "0", "5", "--no-progress"], r"--teacher-levels 5: the teacher")
     assert not (tmp_path / "new").exists() and not (tmp_path / "demo").exists()
 
@@ -121,19 +109,19 @@ def test_teacher_levels_the_teacher_lacks_are_refused(tmp_path, capsys):
 def test_out_pointing_at_a_file_is_refused(files, tmp_path, capsys):
     out = tmp_path / "a_file"
     out.write_text("mine")
-    assert_cli_error(capsys, ["deblur", str(files["image"]), "--run-dir", str(files["run"]),
+    one_error_line(capsys, ["deblur", str(files["image"]), "--run-dir", str(files["run"]),
                               "--out", str(out)], rf"--out {re.escape(str(out))} is a file")
-    assert_cli_error(capsys, ["demo", "--out", str(out)], rf"--out {re.escape(str(out))} is "
+    one_error_line(capsys, ["demo", "--out", str(out)], rf"--out {re.escape(str(out))} is "
                      "a file")
     assert out.read_text() == "mine"
 
 
 def test_missing_inputs_exit_2_with_one_line(tmp_path, capsys):
-    assert_cli_error(capsys, ["train", "--run-dir", str(tmp_path / "g"), "--dataset", "gopro",
+    one_error_line(capsys, ["train", "--run-dir", str(tmp_path / "g"), "--dataset", "gopro",
                               "--no-prior", *TINY], "--dataset gopro needs --root")
-    assert_cli_error(capsys, ["eval", "--run-dir", "/nonexistent"],
+    one_error_line(capsys, ["eval", "--run-dir", "/nonexistent"],
                      "no such checkpoint or run folder: /nonexistent")
-    assert_cli_error(capsys, ["train", "--run-dir", str(tmp_path / "typo"), "--resume",
+    one_error_line(capsys, ["train", "--run-dir", str(tmp_path / "typo"), "--resume",
                               "--no-prior", *TINY], "holds no run to resume")
     assert not (tmp_path / "typo").exists() and not (tmp_path / "g").exists()
 
@@ -144,7 +132,7 @@ def test_a_run_folder_with_a_log_but_no_checkpoint_is_not_overwritten(tmp_path, 
     (run / "log.jsonl").write_text(json.dumps({"step": 1, "total": 0.5}) + "\n")
     (run / "run.json").write_text("{}\n")
     argv = ["train", "--run-dir", str(run), "--no-prior", "--steps", "1", *TINY]
-    assert_cli_error(capsys, argv, "already holds a run without a checkpoint yet.*--overwrite")
+    one_error_line(capsys, argv, "already holds a run without a checkpoint yet.*--overwrite")
     assert (run / "log.jsonl").read_text() == json.dumps({"step": 1, "total": 0.5}) + "\n"
     assert main([*argv, "--overwrite"]) == 0
     assert (run / "checkpoints" / "step_00000001.pt").is_file()

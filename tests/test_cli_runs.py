@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import TINY, one_error_line
 from PIL import Image
 
 from sp_adapter.cli import build_parser, main
@@ -24,19 +25,6 @@ from sp_adapter.cli import build_parser, main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--crop", "32", "--batch", "2", "--length", "4", "--width", "8", "--alpha", "0",
-        "--perceptual", "none", "--val-limit", "1", "--no-progress"]
-
-
-def one_error_line(capsys, argv: list[str], pattern: str) -> str:
-    """``argv`` exits 2 with one ``error:`` line matching ``pattern``."""
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert err.startswith("error: ") and len(lines) == 1, err
-    assert re.search(pattern, err), err
-    return err
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
