@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from pairs import blur_batches
 
 import sp_adapter as sp
 from sp_adapter.backbones.unet import UNet
@@ -103,20 +104,11 @@ class RestorationReplay:
         self.scheduler.load_state_dict(state["schedulers"][0])
 
 
-def _batches(n: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        gt = torch.rand(1, 3, SIZE, SIZE, generator=g)
-        out.append((F.avg_pool2d(gt, 3, 1, 1, count_include_pad=False), gt))
-    return out
-
-
 @pytest.mark.parametrize("style", ["nafnet", "restormer"])
 def test_the_prior_trains_where_each_model_sums_its_loss(teacher, style):
     model = RestorationReplay(teacher, style)
     before = {k: v.clone() for k, v in sp.prior_state_dict(model.net_g).items()}
-    for lq, gt in _batches(2):
+    for lq, gt in blur_batches(2):
         model.optimize_parameters(lq, gt)
     after = sp.prior_state_dict(model.net_g)
     assert any(not torch.equal(after[k], before[k]) for k in before)
@@ -128,7 +120,7 @@ def test_ema_of_a_fresh_network_replays_basicsr_update_with_the_prior(teacher, t
     assert any(k.startswith("sp_prior.") for k in names)  # the update loop reaches the prior
     sp.check_priors_match(model.net_g_ema, model.net_g)
     start = {k: v.clone() for k, v in model.net_g_ema.named_parameters()}
-    lq, gt = _batches(1)[0]
+    lq, gt = blur_batches(1)[0]
     model.optimize_parameters(lq, gt)
     trained = dict(model.net_g.named_parameters())
     for key, ema in model.net_g_ema.named_parameters():
@@ -164,7 +156,7 @@ def test_a_bare_params_checkpoint_warns_once_at_the_callers_line(teacher, tmp_pa
 
 def test_a_wrapped_params_checkpoint_goes_back_to_a_bare_network(teacher, tmp_path):
     model = RestorationReplay(teacher, "nafnet")
-    for lq, gt in _batches(2):
+    for lq, gt in blur_batches(2):
         model.optimize_parameters(lq, gt)
     path = tmp_path / "net_g_latest.pth"
     save_network([model.net_g], ["params"], path)
@@ -172,21 +164,21 @@ def test_a_wrapped_params_checkpoint_goes_back_to_a_bare_network(teacher, tmp_pa
     with pytest.raises(RuntimeError, match="Unexpected key.*sp_prior"):
         load_network(bare, path)  # strict_load_g: true (the default) refuses the prior's keys
     load_network(bare, path, strict=False)  # strict_load_g: false, no code changed
-    lq = _batches(1, 7)[0][0]
+    lq = blur_batches(1, 7)[0][0]
     with torch.no_grad(), sp.prior_disabled(model.net_g):
         assert torch.equal(bare(lq), model.net_g(lq))
 
 
 def test_resume_state_restores_optimiser_and_scheduler_bit_for_bit(teacher, tmp_path):
     model = RestorationReplay(teacher, "nafnet")
-    for lq, gt in _batches(2):
+    for lq, gt in blur_batches(2):
         model.optimize_parameters(lq, gt)
     net_path, state_path = tmp_path / "net_g_2.pth", tmp_path / "2.state"
     save_network([model.net_g], ["params"], net_path)
     torch.save(model.training_state(), state_path)
     again = RestorationReplay(teacher, "nafnet", pretrain=net_path, seed=6)
     again.resume_training(torch.load(state_path, weights_only=True))
-    for lq, gt in _batches(2, 1):
+    for lq, gt in blur_batches(2, 1):
         model.optimize_parameters(lq, gt)
         again.optimize_parameters(lq, gt)
     ours, theirs = model.net_g.state_dict(), again.net_g.state_dict()

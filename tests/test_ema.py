@@ -11,21 +11,16 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from pairs import small_unet
 from timm.utils import ModelEmaV3
 from torch.optim.swa_utils import AveragedModel
 
 import sp_adapter as sp
 from sp_adapter.attach.state import PRIOR_PREFIX
-from sp_adapter.backbones.unet import UNet
 from sp_adapter.errors import IncompatiblePriorError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 16
-
-
-def _unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(width=8, blocks=1)
 
 
 @pytest.fixture
@@ -48,7 +43,7 @@ def _prior_tensors(state: dict) -> dict:
 
 def _reloaded_output(state: dict, teacher, blurry) -> torch.Tensor:
     """The output of a fresh wrapped network given ``state`` (EMA weights saved to a file)."""
-    fresh = sp.wrap(_unet(9), teacher=teacher)
+    fresh = sp.wrap(small_unet(9), teacher=teacher)
     fresh.load_state_dict(state)  # strict: the prior's tensors are in the EMA weights
     fresh.eval()
     with torch.no_grad():
@@ -57,7 +52,7 @@ def _reloaded_output(state: dict, teacher, blurry) -> torch.Tensor:
 
 def test_a_deepcopy_has_its_own_prior_and_hooks(teacher, batch):
     blurry, sharp = batch
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     ema = copy.deepcopy(net)
     assert sp.is_wrapped(ema) and sp.get_prior(ema) is not sp.get_prior(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -77,7 +72,7 @@ def test_a_deepcopy_has_its_own_prior_and_hooks(teacher, batch):
 
 def test_averaged_model_averages_the_prior_and_saves_it(teacher, batch):
     blurry, sharp = batch
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     averaged = AveragedModel(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
     snapshots = [copy.deepcopy(sp.prior_state_dict(net))]
@@ -101,7 +96,7 @@ def test_averaged_model_averages_the_prior_and_saves_it(teacher, batch):
 
 def test_timm_model_ema_v3_moves_the_prior_and_saves_it(teacher, batch):
     blurry, sharp = batch
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     ema = ModelEmaV3(net, decay=0.9)
     start = copy.deepcopy(sp.prior_state_dict(net))
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
@@ -119,10 +114,10 @@ def test_timm_model_ema_v3_moves_the_prior_and_saves_it(teacher, batch):
 
 def test_a_network_built_afresh_is_wrapped_like_the_trained_one(teacher, batch):
     """BasicSR's ``net_g_ema = define_network(opt)``: a second network, built separately."""
-    net_g = sp.wrap(_unet(), teacher=teacher)
+    net_g = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.Adam(net_g.parameters(), lr=1e-2)
     _train_step(net_g, optimizer, *batch)
-    bare = _unet(1)
+    bare = small_unet(1)
     with pytest.raises(IncompatiblePriorError, match=r"carries no prior.*sp_adapter\.wrap_like"):
         sp.check_priors_match(bare, net_g)
     net_g_ema = sp.wrap_like(bare, net_g)
@@ -131,7 +126,7 @@ def test_a_network_built_afresh_is_wrapped_like_the_trained_one(teacher, batch):
     ours, theirs = sp.prior_state_dict(net_g_ema), sp.prior_state_dict(net_g)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)  # starts as the trained prior
     assert sp.get_prior(net_g_ema) is not sp.get_prior(net_g)
-    other = sp.wrap(_unet(2), teacher=teacher, levels=["level1"])
+    other = sp.wrap(small_unet(2), teacher=teacher, levels=["level1"])
     with pytest.raises(IncompatiblePriorError, match="do not line up.*missing"):
         sp.check_priors_match(other, net_g)
 
@@ -139,7 +134,7 @@ def test_a_network_built_afresh_is_wrapped_like_the_trained_one(teacher, batch):
 def test_a_wrapped_network_pickles_with_its_prior(teacher, batch):
     """``torch.save(model)`` and spawned DDP workers (Lightning's ``ddp_spawn``) pickle the
     whole network: the copy carries the prior and the hooks, not the optimiser watch."""
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     torch.manual_seed(1)
     with torch.no_grad():  # a prior that changes the output
         for p in sp.get_prior(net).parameters():

@@ -12,11 +12,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from pairs import small_unet
 from torch import nn
 
 import sp_adapter as sp
 from sp_adapter.backbones.deepdeblur import MSResNet, to_input_pyramid
-from sp_adapter.backbones.unet import UNet
 from sp_adapter.errors import (
     ImageInputError,
     PriorLossError,
@@ -28,11 +28,6 @@ from sp_adapter.prior.teacher import build_feature_model, load_teacher, spec_for
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 32
-
-
-def _unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(width=8, blocks=1)
 
 
 @pytest.fixture
@@ -55,7 +50,7 @@ def test_prior_loss_refuses_a_sharp_batch_in_0_255_and_allows_a_small_overshoot(
     teacher, small_pair
 ):
     blurry, sharp = small_pair
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     net(blurry)
     with pytest.raises(ImageInputError, match=r"values in \[0\.\d+, 2\d\d\.\d+\].*by 255"):
         sp.prior_loss(net, sharp * 255)
@@ -63,7 +58,7 @@ def test_prior_loss_refuses_a_sharp_batch_in_0_255_and_allows_a_small_overshoot(
 
 
 def test_a_network_taking_0_1_refuses_an_input_in_0_255(teacher, small_pair):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     with pytest.raises(ImageInputError, match=r"in \[0, 1\].*divide images in \[0, 255\]"):
         net(small_pair[0] * 255)
     net(small_pair[0] * 1.05)  # overshoot of resampling is fine
@@ -89,7 +84,7 @@ class Container(nn.Module):
         super().__init__()
         self.model = nn.ModuleDict({"G": MSResNet(n_resblocks=1, n_feats=8)})
         if second:
-            self.model["D"] = _unet()
+            self.model["D"] = small_unet()
 
     def forward(self, pyramid):
         return self.model.G(pyramid)
@@ -127,7 +122,7 @@ def _watch_warnings(record) -> list[str]:
 
 
 def test_an_optimiser_without_the_prior_is_named_once(teacher, small_pair):
-    net = _unet()
+    net = small_unet()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     sp.wrap(net, teacher=teacher)
     before = copy.deepcopy(sp.prior_state_dict(net))
@@ -142,7 +137,7 @@ def test_an_optimiser_without_the_prior_is_named_once(teacher, small_pair):
 
 
 def test_add_prior_to_optimizer_trains_the_prior_in_its_own_group(teacher, small_pair):
-    net = _unet()
+    net = small_unet()
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
     sp.wrap(net, teacher=teacher)
     group = sp.add_prior_to_optimizer(optimizer, net, lr=5e-4, weight_decay=0.0)
@@ -164,13 +159,13 @@ def test_add_prior_to_optimizer_trains_the_prior_in_its_own_group(teacher, small
 def test_resume_recipe_old_optimiser_state_then_the_prior_group(teacher, small_pair):
     """A run trained without the prior resumes with it: the backbone's optimiser (built on
     backbone_parameters) loads the saved state, then the prior gets its own group."""
-    old = _unet()
+    old = small_unet()
     old_optimizer = torch.optim.Adam(old.parameters(), lr=1e-3)
     F.l1_loss(old(small_pair[0]), small_pair[1]).backward()
     old_optimizer.step()
     saved_model, saved_optimizer = old.state_dict(), old_optimizer.state_dict()
 
-    net = sp.wrap(_unet(1), teacher=teacher)
+    net = sp.wrap(small_unet(1), teacher=teacher)
     with pytest.warns(UserWarning, match="none of the prior's"):
         net.load_state_dict(saved_model)
     optimizer = torch.optim.Adam(sp.backbone_parameters(net), lr=1e-3)
@@ -183,9 +178,9 @@ def test_resume_recipe_old_optimiser_state_then_the_prior_group(teacher, small_p
 
 # -- the teacher ---------------------------------------------------------------------------
 def test_a_prior_loaded_from_a_folder_says_how_to_give_a_teacher(teacher, small_pair, tmp_path):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     sp.save_pretrained(net, tmp_path / "prior")
-    again = sp.from_pretrained(tmp_path / "prior", model=_unet())
+    again = sp.from_pretrained(tmp_path / "prior", model=small_unet())
     again(small_pair[0])
     with pytest.raises(PriorLossError, match=r"teacher=sp_adapter\.TeacherSpec\(\)"):
         sp.prior_loss(again, small_pair[1])
@@ -248,7 +243,7 @@ def test_offline_timm_weights_in_the_cache_are_used(monkeypatch, no_proxy, tmp_p
 
 def test_inference_needs_no_teacher(teacher, small_pair):
     blurry, sharp = small_pair
-    trained = sp.wrap(_unet(), teacher=teacher)
+    trained = sp.wrap(small_unet(), teacher=teacher)
     g = torch.Generator().manual_seed(5)
     for name, p in sp.get_prior(trained).named_parameters():
         if "student" not in name:  # non-zero SAT, as after training
@@ -257,7 +252,7 @@ def test_inference_needs_no_teacher(teacher, small_pair):
     with torch.no_grad():
         expected = trained(blurry)
 
-    fresh = sp.wrap(_unet(1), teacher=None).eval()
+    fresh = sp.wrap(small_unet(1), teacher=None).eval()
     with pytest.warns(UserWarning, match="random weights"), torch.no_grad():
         fresh(blurry)
     fresh.load_state_dict(trained.state_dict())
@@ -272,7 +267,7 @@ def test_inference_needs_no_teacher(teacher, small_pair):
 # -- DataParallel ----------------------------------------------------------------------------
 def test_dataparallel_without_gpus_is_the_model_itself(teacher, small_pair):
     blurry, sharp = small_pair
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     net(blurry)
     expected = sp.prior_loss(net, sharp)
     parallel = nn.DataParallel(net)
@@ -284,7 +279,7 @@ def test_prior_loss_refuses_replicas_and_points_to_ddp(teacher, small_pair):
     """nn.DataParallel on several GPUs runs replicas on chunks of the batch; a replica's
     forward (made here on the CPU the way DataParallel makes them) is refused."""
     blurry, sharp = small_pair
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     replica = net._replicate_for_data_parallel()
     replica(blurry)
     with pytest.raises(PriorLossError, match="DistributedDataParallel"):
@@ -296,7 +291,7 @@ def test_prior_loss_refuses_replicas_and_points_to_ddp(teacher, small_pair):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_prior_loss_refuses_dataparallel_on_two_gpus(teacher, small_pair):
     blurry, sharp = (x.cuda() for x in small_pair)
-    net = sp.wrap(_unet(), teacher=teacher).cuda()
+    net = sp.wrap(small_unet(), teacher=teacher).cuda()
     parallel = nn.DataParallel(net, device_ids=[0, 1])
     parallel(blurry)
     with pytest.raises(PriorLossError, match="DistributedDataParallel"):

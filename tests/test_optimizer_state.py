@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from pairs import blur_batches, small_unet
 from torch.optim.lr_scheduler import (
     CosineAnnealingLR,
     LambdaLR,
@@ -20,25 +21,10 @@ from torch.optim.lr_scheduler import (
 
 import sp_adapter as sp
 from sp_adapter.attach.optim import STASH_KEY, schedulers_of, torch_optimizer
-from sp_adapter.backbones.unet import UNet
 from sp_adapter.errors import WrapError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE, BASE_LR, PRIOR_LR = 16, 1e-3, 5e-4
-
-
-def _unet(seed: int = 0) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(width=8, blocks=1)
-
-
-def _batches(n: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        sharp = torch.rand(1, 3, SIZE, SIZE, generator=g)
-        out.append((F.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False), sharp))
-    return out
 
 
 def _train(net, optimizer, scheduler, batches, prior: bool = True) -> None:
@@ -73,26 +59,26 @@ def _saved(obj) -> dict:
 
 def _run_with_prior(teacher, schedule):
     """A fine-tuning run: optimiser and scheduler built before the prior's group was added."""
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.AdamW(sp.backbone_parameters(net), lr=BASE_LR)
     scheduler = SCHEDULES[schedule](optimizer)
     sp.add_prior_to_optimizer(optimizer, net, lr=PRIOR_LR)
-    _train(net, optimizer, scheduler, _batches(3, 0))
+    _train(net, optimizer, scheduler, blur_batches(3, 0))
     return net, optimizer, scheduler
 
 
 def _run_without_prior(schedule):
-    net = _unet()
+    net = small_unet()
     optimizer = torch.optim.AdamW(net.parameters(), lr=BASE_LR)
     scheduler = SCHEDULES[schedule](optimizer)
-    _train(net, optimizer, scheduler, _batches(3, 0), prior=False)
+    _train(net, optimizer, scheduler, blur_batches(3, 0), prior=False)
     return net, optimizer, scheduler
 
 
 def _resume(teacher, schedule, saved, add_first):
     """The resume block of a repo's script: network, wrap, optimiser, scheduler (built
     first), then the saved states loaded; the prior added before or after the loads."""
-    net = sp.wrap(_unet(7), teacher=teacher)
+    net = sp.wrap(small_unet(7), teacher=teacher)
     net.load_state_dict(saved["model"])  # a bare run's checkpoint warns once; tested elsewhere
     optimizer = torch.optim.AdamW(sp.backbone_parameters(net), lr=BASE_LR)
     scheduler = SCHEDULES[schedule](optimizer)
@@ -123,7 +109,7 @@ def test_a_run_saved_with_the_prior_resumes_bit_for_bit(teacher, schedule, add_f
     again, resumed, rescheduler = _resume(teacher, schedule, saved, add_first)
     assert [g["lr"] for g in resumed.param_groups] == [g["lr"] for g in optimizer.param_groups]
     # both runs go on with the same batches: every tensor stays equal, the prior's included
-    more = _batches(3, 1)
+    more = blur_batches(3, 1)
     _train(net, optimizer, scheduler, more)
     _train(again, resumed, rescheduler, more)
     ours, theirs = net.state_dict(), again.state_dict()
@@ -152,7 +138,7 @@ def test_a_run_saved_before_wrap_resumes_with_the_prior_in_the_schedule(
                        optimizer.state[next(net.parameters())]["exp_avg"])
     assert resumed.param_groups[1]["lr"] == pytest.approx(_scheduled(schedule, PRIOR_LR, 3))
     before = {k: v.clone() for k, v in sp.prior_state_dict(again).items()}
-    _train(again, resumed, rescheduler, _batches(2, 1))
+    _train(again, resumed, rescheduler, blur_batches(2, 1))
     after = sp.prior_state_dict(again)
     assert any(not torch.equal(after[k], before[k]) for k in before)  # the prior trains
     for group in resumed.param_groups:  # and follows the schedule, as the backbone does
@@ -221,7 +207,7 @@ def _step_only(optimizer, scheduler, epochs: int) -> list[tuple[float, float]]:
     lambda o: RestartingSteps(o, milestones=[1, 2], gamma=0.5, restart=4),
 ], ids=["StepLR", "MultiStepLR", "warmup-wrapper", "basicsr-restart"])
 def test_schedulers_built_first_schedule_the_prior_group(teacher, build):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.Adam(sp.backbone_parameters(net), lr=BASE_LR)
     scheduler = build(optimizer)
     optimizer.step()
@@ -235,7 +221,7 @@ def test_schedulers_built_first_schedule_the_prior_group(teacher, build):
 
 
 def test_schedulers_of_finds_a_wrapper_and_the_scheduler_it_holds(teacher):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.Adam(sp.backbone_parameters(net), lr=BASE_LR)
     after = StepLR(optimizer, step_size=2)
     warm = WarmupThen(optimizer, multiplier=2.0, total=2, after=after)
@@ -254,15 +240,15 @@ class Holder:
 
 
 def test_a_wrapper_object_holding_one_optimiser_is_accepted(teacher):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     holder = Holder(sp.backbone_parameters(net))
     group = sp.add_prior_to_optimizer(holder, net, lr=PRIOR_LR)
     assert torch_optimizer(holder) is holder.G and holder.G.param_groups[1] is group
 
 
 def test_a_wrapper_object_with_several_optimisers_names_them(teacher):
-    net = sp.wrap(_unet(), teacher=teacher)
-    holder = Holder(sp.backbone_parameters(net), second=_unet(1).parameters())
+    net = sp.wrap(small_unet(), teacher=teacher)
+    holder = Holder(sp.backbone_parameters(net), second=small_unet(1).parameters())
     with pytest.raises(WrapError, match=r"optimizer\.G, optimizer\.D.*pass the one"):
         sp.add_prior_to_optimizer(holder, net)
     with pytest.raises(WrapError, match="got str with none"):
@@ -272,10 +258,10 @@ def test_a_wrapper_object_with_several_optimisers_names_them(teacher):
 def test_an_optimiser_built_after_wrap_gives_the_prior_its_own_group(teacher):
     """MSSNet builds its optimiser on ``model.parameters()``: the prior moves to a group of
     its own, so a state saved before wrap loads into it."""
-    bare = _unet()
+    bare = small_unet()
     bare_optimizer = torch.optim.Adam(bare.parameters(), lr=BASE_LR)
-    _train(bare, bare_optimizer, StepLR(bare_optimizer, 5), _batches(1, 0), prior=False)
-    net = sp.wrap(_unet(), teacher=teacher)
+    _train(bare, bare_optimizer, StepLR(bare_optimizer, 5), blur_batches(1, 0), prior=False)
+    net = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.Adam(net.parameters(), lr=BASE_LR)
     group = sp.add_prior_to_optimizer(optimizer, net)
     assert group["lr"] == BASE_LR and len(optimizer.param_groups[0]["params"]) == len(
@@ -312,11 +298,11 @@ class OptimizerObject:
 def test_a_repo_optimiser_class_with_its_own_scheduler_resumes_a_run_from_before_wrap(
     teacher,
 ):
-    bare = _unet()
+    bare = small_unet()
     old = OptimizerObject(bare.parameters())
-    _train(bare, old.G, old.G.scheduler, _batches(3, 0), prior=False)
+    _train(bare, old.G, old.G.scheduler, blur_batches(3, 0), prior=False)
     saved = _saved({"G": bare.state_dict(), "optim": old.G.state_dict()})
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     with pytest.warns(UserWarning, match="none of the prior's"):
         net.load_state_dict(saved["G"])
     optimizer = OptimizerObject(net.parameters())  # built after wrap: the prior is inside
@@ -324,12 +310,12 @@ def test_a_repo_optimiser_class_with_its_own_scheduler_resumes_a_run_from_before
     optimizer.G.load_state_dict(saved["optim"])
     assert len(optimizer.G.param_groups) == 2 and optimizer.G.scheduler.last_epoch == 3
     before = {k: v.clone() for k, v in sp.prior_state_dict(net).items()}
-    _train(net, optimizer.G, optimizer.G.scheduler, _batches(2, 1))
+    _train(net, optimizer.G, optimizer.G.scheduler, blur_batches(2, 1))
     after = sp.prior_state_dict(net)
     assert any(not torch.equal(after[k], before[k]) for k in before)
     assert [g["lr"] for g in optimizer.G.param_groups] == [BASE_LR * 0.25] * 2
     # and the fine-tuned run's own state resumes with the same class, the prior's part included
-    again = sp.wrap(_unet(3), teacher=teacher)
+    again = sp.wrap(small_unet(3), teacher=teacher)
     again.load_state_dict(net.state_dict())
     resumed = OptimizerObject(again.parameters())
     sp.add_prior_to_optimizer(resumed, again)
@@ -341,7 +327,7 @@ def test_a_repo_optimiser_class_with_its_own_scheduler_resumes_a_run_from_before
 
 
 def test_an_optimiser_built_after_wrap_mid_warmup_keeps_the_prior_on_schedule(teacher):
-    net = sp.wrap(_unet(), teacher=teacher)
+    net = sp.wrap(small_unet(), teacher=teacher)
     optimizer = torch.optim.Adam(net.parameters(), lr=BASE_LR)
     scheduler = _warmup(optimizer)
     optimizer.step()
