@@ -236,7 +236,8 @@ def hook_machinery(
 
         return fn
 
-    t = _interleaved({"hooks": run(hooked), "inlined": run(inlined)}, repeats, device, warmup)
+    t = interleaved_medians({"hooks": run(hooked), "inlined": run(inlined)}, repeats, device,
+                            warmup)
     return {
         "size": size,
         "hooks_s": t["hooks"],
@@ -250,7 +251,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _interleaved(
+def interleaved_medians(
     fns: dict[str, Callable[[], object]], repeats: int, device, warmup: int = 2,
     record: dict[str, list[float]] | None = None,
 ) -> dict[str, float]:
@@ -369,7 +370,7 @@ def _timed(
     """Row fields ``<prefix>_base_s``, ``_wrapped_s``, ``_ratio`` (of medians),
     ``_ratio_of_minima`` and ``_times_s`` (every timed run) for a base/wrapped pair."""
     times: dict[str, list[float]] = {}
-    median = _interleaved(fns, repeats, device, warmup, times)
+    median = interleaved_medians(fns, repeats, device, warmup, times)
     fields = {
         f"{prefix}_base_s": median["base"],
         f"{prefix}_wrapped_s": median["wrapped"],

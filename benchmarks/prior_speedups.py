@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
-from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair
+from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair, interleaved_medians
 from scratch import OUT_HELP, scratch, write_markdown
 
 import sp_adapter as sp
@@ -71,14 +69,8 @@ def measure(name: str, config: str, size: int, repeats: int, teacher) -> dict:
 
     fns = {"bare": lambda: base(*inputs), **{v: run(v) for v in VARIANTS}}
     outputs = {v: run(v)() for v in VARIANTS}
-    times: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
-        for _ in range(repeats):
-            for key, fn in fns.items():
-                start = time.perf_counter()
-                fn()
-                times[key].append(time.perf_counter() - start)
-    t = {k: statistics.median(v) for k, v in times.items()}
+        t = interleaved_medians(fns, repeats, x.device, warmup=1)
     return {"backbone": name, "config": config, "bare_s": t["bare"],
             **{f"{v}_s": t[v] for v in VARIANTS},
             **{f"{v}_diff": (outputs[v] - outputs["library"]).abs().max().item()

@@ -13,13 +13,10 @@ the top operators with their input shapes.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 
 import torch
-from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair
+from overhead import BACKBONES, CONFIGS, backbone_keys, build_pair, interleaved_medians
 from scratch import OUT_HELP, scratch, write_markdown
 from torch.profiler import ProfilerActivity, profile, record_function
 
@@ -37,18 +34,6 @@ def _labelled(obj: object, method: str, label: str) -> None:
             return inner(*args, **kwargs)
 
     setattr(obj, method, call)
-
-
-def _medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def profile_backbone(name: str, config: str, size: int, repeats: int, top: int,
@@ -69,8 +54,9 @@ def profile_backbone(name: str, config: str, size: int, repeats: int, top: int,
             for embedding in prior.embeddings.values():
                 embedding.maps(priors)
 
-        t = _medians({"bare": lambda: base(*inputs), "wrapped": lambda: wrapped(*inputs),
-                      "learner": lambda: prior(x), "maps": maps}, repeats)
+        t = interleaved_medians({"bare": lambda: base(*inputs), "wrapped": lambda: wrapped(*inputs),
+                          "learner": lambda: prior(x), "maps": maps}, repeats, x.device,
+                         warmup=1)
         _labelled(prior.learner, "forward", "prior: learner (F_S + CLC)")
         for level, embedding in prior.embeddings.items():
             _labelled(embedding, "maps", f"prior: maps {level}")
