@@ -86,8 +86,8 @@ class ArmResult:
     """An arm's model, its score and its compute: ``seconds`` in its own training steps,
     ``shared_seconds`` in the shared pre-training (``shared_from``: the stored base it was
     read from, whose training took those seconds in an earlier run; ``widened_base``: it
-    started from that base widened), ``student_seconds``
-    in student pre-training, ``data_seconds`` waiting for its batches (not compute)."""
+    started from that base widened), ``student_seconds`` in student pre-training,
+    ``data_seconds`` waiting for its batches (not compute)."""
 
     name: str
     model: nn.Module
@@ -183,6 +183,10 @@ def run_arms(
         pretrain_steps = 0
     if len({arm.name for arm in arms}) != len(arms):
         raise OptionError("arm names must be unique")
+    for arm in arms:  # before any training
+        if arm.widen_base and not (protocol == "finetune" and pretrain_steps > 0):
+            raise OptionError(f"arm {arm.name!r}: widen_base needs the fine-tuning protocol "
+                              "with pre-training steps (a shared base to widen)")
     if teacher is None and any(arm.prior is not None for arm in arms):
         first = next(arm.prior for arm in arms if arm.prior is not None)
         teacher = load_teacher(first.teacher)
@@ -202,9 +206,6 @@ def run_arms(
         arm_options = {**shared, **arm.options}
         base_options = shared if arm.widen_base else arm_options
         shared_seconds, shared_from = 0.0, None
-        if arm.widen_base and not (protocol == "finetune" and pretrain_steps > 0):
-            raise OptionError(f"arm {arm.name!r}: widen_base needs the fine-tuning protocol "
-                              "with pre-training steps (a shared base to widen)")
         if protocol == "finetune" and pretrain_steps > 0:
             key = _options_key(base_options)
             base_config = replace(config, steps=pretrain_steps, data_start=0)
